@@ -1,0 +1,155 @@
+//! Connection settings and the two kinds of connection quern uses.
+//!
+//! - A [`ConnectionManager`]: multiplexed (concurrent calls are pipelined on one
+//!   socket, which is what keeps Redis CPU per job low) and self-healing (it
+//!   reconnects in the background after a failure). Every call has a response
+//!   timeout, so a caller never hangs while Redis is down.
+//! - A dedicated connection for blocking waits, with a response timeout longer
+//!   than the longest block, never shared with other calls.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client};
+
+use crate::keys::DEFAULT_PREFIX;
+use crate::{Error, Result};
+
+/// The Redis URL used when neither a flag nor `REDIS_URL` gives one.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Where Redis is and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://...` or `redis+unix:///path`.
+    pub url: String,
+    /// Key prefix; queues under different prefixes never see each other.
+    pub prefix: String,
+    /// Longest wait for a new connection.
+    pub connect_timeout: Duration,
+    /// Longest wait for the answer to one call.
+    pub response_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self::new(DEFAULT_REDIS_URL)
+    }
+}
+
+impl RedisConfig {
+    /// Settings for `url` with the default prefix and timeouts (2 s each).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Settings from `REDIS_URL`, or the local default.
+    pub fn from_env() -> Self {
+        Self::new(std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned()))
+    }
+
+    /// Use another key prefix.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Set the connect timeout.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Set the response timeout.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn masked_url(&self) -> String {
+        mask_password(&self.url)
+    }
+
+    /// A client for the URL; fails on a malformed URL.
+    pub fn client(&self) -> Result<Client> {
+        crate::names::validate_prefix(&self.prefix)?;
+        Client::open(self.url.as_str())
+            .map_err(|e| Error::InvalidUrl { url: self.masked_url(), reason: e.to_string() })
+    }
+
+    /// Open a self-healing multiplexed connection. Fails within about
+    /// `connect_timeout` when nothing answers.
+    pub async fn connect(&self) -> Result<ConnectionManager> {
+        let client = self.client()?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let attempt = ConnectionManager::new_with_config(client, config);
+        self.bounded(attempt).await
+    }
+
+    /// Open a connection of its own for blocking commands. Its response
+    /// timeout is `longest_block` plus the usual response timeout, so a dead
+    /// socket is noticed soon after the block should have ended.
+    pub async fn connect_dedicated(&self, longest_block: Duration) -> Result<MultiplexedConnection> {
+        let client = self.client()?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(longest_block + self.response_timeout));
+        let attempt = client.get_multiplexed_async_connection_with_config(&config);
+        self.bounded(attempt).await
+    }
+
+    async fn bounded<T>(&self, attempt: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
+        // The client's own timeouts apply per attempt; this bounds the whole.
+        let limit = self.connect_timeout * 2 + Duration::from_millis(500);
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(Error::Connect { url: self.masked_url(), reason: e.to_string() }),
+            Err(_) => {
+                Err(Error::Connect { url: self.masked_url(), reason: format!("no answer within {limit:?}") })
+            }
+        }
+    }
+}
+
+fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let Some(at) = rest.find('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}://{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(mask_password("redis://user:secret@host:6379/0"), "redis://user:***@host:6379/0");
+        assert_eq!(mask_password("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn malformed_url_is_a_clear_error() {
+        let err = RedisConfig::new("http//nope").client().unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{err}");
+    }
+}

@@ -1,0 +1,147 @@
+//! Redis key layout. Every key of queue `q` is `<prefix>:{q}:<suffix>`, so all
+//! of a queue's keys hash to one cluster slot and every script touches one slot.
+
+use crate::Result;
+use crate::names;
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "quern";
+
+/// Key suffixes in the order every script receives them as `KEYS`
+/// (see `scripts/prelude.lua`).
+const SUFFIXES: [&str; 9] =
+    ["meta", "wait", "prio", "delayed", "active", "completed", "dlq", "events", "wake"];
+
+/// The keys of one queue, computed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKeys {
+    name: String,
+    prefix: String,
+    base: String,
+    all: Vec<String>,
+    job_prefix: String,
+}
+
+impl QueueKeys {
+    /// Keys of queue `name` under `prefix`. Fails on an invalid queue name.
+    pub fn new(prefix: &str, name: &str) -> Result<Self> {
+        names::validate_queue_name(name)?;
+        names::validate_prefix(prefix)?;
+        let base = format!("{prefix}:{{{name}}}:");
+        let all = SUFFIXES.iter().map(|s| format!("{base}{s}")).collect();
+        Ok(Self {
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            job_prefix: format!("{base}j:"),
+            base,
+            all,
+        })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key prefix (`quern` by default).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>:{<queue>}:`, the start of every key of this queue.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The fixed keys every script gets as `KEYS`, in prelude order.
+    pub fn script_keys(&self) -> &[String] {
+        &self.all
+    }
+
+    /// Prefix of job hashes; a job's key is this followed by its id.
+    pub fn job_prefix(&self) -> &str {
+        &self.job_prefix
+    }
+
+    /// Key of the hash holding job `id`.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}{id}", self.job_prefix)
+    }
+
+    /// Hash of queue settings and counters (paused flag, id and token counters).
+    pub fn meta(&self) -> &str {
+        &self.all[0]
+    }
+
+    /// List of waiting jobs of priority 0, FIFO.
+    pub fn wait(&self) -> &str {
+        &self.all[1]
+    }
+
+    /// Sorted set of waiting jobs with a priority above 0.
+    pub fn prioritized(&self) -> &str {
+        &self.all[2]
+    }
+
+    /// Sorted set of delayed jobs, scored by due time (ms).
+    pub fn delayed(&self) -> &str {
+        &self.all[3]
+    }
+
+    /// Sorted set of active jobs, scored by lease deadline (ms).
+    pub fn active(&self) -> &str {
+        &self.all[4]
+    }
+
+    /// List of completed job ids, oldest first.
+    pub fn completed(&self) -> &str {
+        &self.all[5]
+    }
+
+    /// The dead-letter list: sorted set of failed jobs, scored by failure time (ms).
+    pub fn dead_letter(&self) -> &str {
+        &self.all[6]
+    }
+
+    /// The queue's bounded events stream.
+    pub fn events(&self) -> &str {
+        &self.all[7]
+    }
+
+    /// List that idle workers block on; holds at most one marker.
+    pub fn wake(&self) -> &str {
+        &self.all[8]
+    }
+
+    /// A key of this queue with a custom suffix, in the same hash slot
+    /// (used by the scheduler for its per-schedule watermarks).
+    pub fn custom(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.base)
+    }
+
+    /// The set of known queue names under `prefix`. It lives outside any
+    /// queue's slot and is only written with plain commands, never in a script.
+    pub fn registry(prefix: &str) -> String {
+        format!("{prefix}:queues")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let k = QueueKeys::new("quern", "emails").unwrap();
+        assert_eq!(k.wait(), "quern:{emails}:wait");
+        assert_eq!(k.job("42"), "quern:{emails}:j:42");
+        assert!(k.script_keys().iter().all(|key| key.starts_with("quern:{emails}:")));
+        assert_eq!(k.script_keys().len(), 9);
+    }
+
+    #[test]
+    fn rejects_bad_queue_names() {
+        assert!(QueueKeys::new("quern", "a{b}").is_err());
+        assert!(QueueKeys::new("quern", "").is_err());
+    }
+}

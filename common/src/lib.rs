@@ -1,0 +1,24 @@
+//! Shared pieces of quern used by the producer, the worker, the scheduler and
+//! the CLI: the Redis key layout, the job model and its options, the backoff
+//! schedule, the error type, the connection settings and the registry of Lua
+//! scripts that perform every state move atomically.
+//!
+//! Most users never depend on this crate directly: `quern-producer` and
+//! `quern-worker` re-export what their APIs expose.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod connection;
+pub mod error;
+pub mod job;
+pub mod keys;
+pub mod names;
+pub mod options;
+pub mod scripts;
+
+pub use backoff::Backoff;
+pub use connection::RedisConfig;
+pub use error::{Error, Result, ScriptCode};
+pub use job::{Attempt, JobInfo, JobState, QueueCounts};
+pub use keys::QueueKeys;
+pub use options::JobOptions;

@@ -1,0 +1,239 @@
+//! Per-job options, and their compact stored form.
+//!
+//! Only options that differ from the defaults are stored with a job (field `o`
+//! of its hash, as JSON), which keeps a waiting job small. Producer and worker
+//! share the defaults below, so a job means the same thing on both sides.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::backoff::{Backoff, millis};
+use crate::names;
+use crate::{Error, Result};
+
+/// Attempts a job gets unless told otherwise (the first run plus two retries).
+pub const DEFAULT_ATTEMPTS: u32 = 3;
+/// Most attempts a job may ask for.
+pub const MAX_ATTEMPTS: u32 = 1000;
+/// Largest priority number (lowest priority). 0 is the default and the highest.
+pub const MAX_PRIORITY: u32 = (1 << 21) - 1;
+/// Longest delay accepted: about ten years.
+pub const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// How a job is to be run: id, delay, priority, attempts, backoff, timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use quern_common::{Backoff, JobOptions};
+///
+/// let opts = JobOptions::new()
+///     .job_id("invoice-2026-11-42")
+///     .delay(Duration::from_secs(30))
+///     .priority(5)
+///     .attempts(5)
+///     .backoff(Backoff::exponential(Duration::from_secs(2), Duration::from_secs(600)))
+///     .timeout(Duration::from_secs(20));
+/// assert!(opts.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOptions {
+    /// Explicit job id. Adding a job whose id exists already is a no-op that
+    /// returns the existing id, so retried requests do not enqueue twice.
+    pub job_id: Option<String>,
+    /// Run no earlier than this long after the add (measured on Redis' clock).
+    pub delay: Duration,
+    /// Lower runs first; 0 (the default) is the highest. Jobs of one priority
+    /// run in the order they were added.
+    pub priority: u32,
+    /// Attempts in all, including the first (at least 1).
+    pub attempts: u32,
+    /// Wait between a failed attempt and the next one.
+    pub backoff: Backoff,
+    /// Longest a single attempt may run; `None` means no limit.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        Self {
+            job_id: None,
+            delay: Duration::ZERO,
+            priority: 0,
+            attempts: DEFAULT_ATTEMPTS,
+            backoff: Backoff::default(),
+            timeout: None,
+        }
+    }
+}
+
+impl JobOptions {
+    /// The defaults: generated id, no delay, priority 0, 3 attempts,
+    /// exponential backoff from 1 s to 1 h with 25 % jitter, no timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set an explicit, idempotent job id.
+    pub fn job_id(mut self, id: impl Into<String>) -> Self {
+        self.job_id = Some(id.into());
+        self
+    }
+
+    /// Set the delay.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Set the priority (lower runs first).
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Set the number of attempts.
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// Set the backoff.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Set the per-attempt timeout.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Check every option; the error names the one out of range.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(id) = &self.job_id {
+            names::validate_job_id(id)?;
+        }
+        let bad = |msg: String| Err(Error::InvalidOptions(msg));
+        if self.attempts == 0 || self.attempts > MAX_ATTEMPTS {
+            return bad(format!("attempts must be 1 to {MAX_ATTEMPTS}, got {}", self.attempts));
+        }
+        if self.priority > MAX_PRIORITY {
+            return bad(format!("priority must be 0 to {MAX_PRIORITY}, got {}", self.priority));
+        }
+        if self.delay > MAX_DELAY {
+            return bad(format!("delay {:?} is longer than the limit of {MAX_DELAY:?}", self.delay));
+        }
+        if let Some(t) = self.timeout {
+            if t < Duration::from_millis(1) {
+                return bad("timeout must be at least 1 ms".into());
+            }
+        }
+        self.backoff.validate().map_err(Error::InvalidOptions)
+    }
+
+    /// The stored form of the options the worker needs; empty when all are defaults.
+    pub fn encode_stored(&self) -> String {
+        let stored = StoredOptions {
+            attempts: (self.attempts != DEFAULT_ATTEMPTS).then_some(self.attempts),
+            backoff: (self.backoff != Backoff::default()).then_some(self.backoff),
+            timeout: self.timeout,
+        };
+        if stored.attempts.is_none() && stored.backoff.is_none() && stored.timeout.is_none() {
+            String::new()
+        } else {
+            serde_json::to_string(&stored).expect("options serialize")
+        }
+    }
+}
+
+/// The options a worker runs a job with, decoded from its stored form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// Attempts in all.
+    pub attempts: u32,
+    /// Backoff between attempts.
+    pub backoff: Backoff,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { attempts: DEFAULT_ATTEMPTS, backoff: Backoff::default(), timeout: None }
+    }
+}
+
+impl RunOptions {
+    /// Decode the stored form (empty: defaults).
+    pub fn decode(stored: &str) -> Result<Self> {
+        if stored.is_empty() {
+            return Ok(Self::default());
+        }
+        let s: StoredOptions = serde_json::from_str(stored)
+            .map_err(|e| Error::Protocol(format!("stored job options {stored:?}: {e}")))?;
+        Ok(Self {
+            attempts: s.attempts.unwrap_or(DEFAULT_ATTEMPTS),
+            backoff: s.backoff.unwrap_or_default(),
+            timeout: s.timeout,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOptions {
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    attempts: Option<u32>,
+    #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
+    backoff: Option<Backoff>,
+    #[serde(rename = "to", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    timeout: Option<Duration>,
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::millis::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_store_nothing() {
+        assert_eq!(JobOptions::new().encode_stored(), "");
+        assert_eq!(RunOptions::decode("").unwrap(), RunOptions::default());
+    }
+
+    #[test]
+    fn stored_options_round_trip() {
+        let o = JobOptions::new().attempts(7).backoff(Backoff::None).timeout(Duration::from_millis(2500));
+        let s = o.encode_stored();
+        assert_eq!(s, r#"{"a":7,"b":{"k":"none"},"to":2500}"#);
+        let r = RunOptions::decode(&s).unwrap();
+        assert_eq!((r.attempts, r.backoff, r.timeout), (7, Backoff::None, Some(Duration::from_millis(2500))));
+    }
+
+    #[test]
+    fn validation_names_the_bad_option() {
+        let err = JobOptions::new().attempts(0).validate().unwrap_err().to_string();
+        assert!(err.contains("attempts"), "{err}");
+        let err = JobOptions::new().priority(MAX_PRIORITY + 1).validate().unwrap_err().to_string();
+        assert!(err.contains("priority"), "{err}");
+        assert!(JobOptions::new().job_id("12").validate().is_err());
+        assert!(JobOptions::new().timeout(Duration::ZERO).validate().is_err());
+    }
+}

@@ -1,0 +1,35 @@
+//! Enqueue and inspect quern jobs.
+//!
+//! A [`Queue`] is a cheap, cloneable handle (an `Arc` around one multiplexed,
+//! self-healing Redis connection) meant to live in a web framework's shared
+//! state. `add` is one round trip running one Lua script; it never waits for
+//! a worker, and it fails within the configured response timeout when Redis
+//! is down instead of hanging the request.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use quern_producer::{JobOptions, Queue, RedisConfig};
+//!
+//! # async fn run() -> quern_producer::Result<()> {
+//! let queue = Queue::connect(&RedisConfig::from_env(), "emails").await?;
+//! let job = queue
+//!     .add_with(
+//!         "welcome",
+//!         &serde_json::json!({ "to": "ada@example.com" }),
+//!         JobOptions::new().job_id("welcome-ada").delay(Duration::from_secs(60)),
+//!     )
+//!     .await?;
+//! println!("enqueued {} (new: {})", job.id, job.created);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod queue;
+
+pub use quern_common::{
+    Attempt, Backoff, Error, JobInfo, JobOptions, JobState, QueueCounts, RedisConfig, Result,
+};
+pub use queue::{Added, NewJob, Queue, QueueBuilder, known_queues};
+
+/// Largest serialized payload accepted unless configured otherwise: 512 KiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 512 * 1024;

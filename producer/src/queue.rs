@@ -1,0 +1,420 @@
+//! The `Queue` handle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use quern_common::keys::QueueKeys;
+use quern_common::names;
+use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
+use quern_common::{Error, JobInfo, JobOptions, JobState, QueueCounts, RedisConfig, Result, ScriptCode};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::DEFAULT_MAX_PAYLOAD_BYTES;
+
+/// Jobs per script call in `add_bulk`: bounds the work of one call.
+const BULK_CHUNK: usize = 1000;
+/// Dead-letter entries moved per script call by `retry_all` and `purge`.
+const DEAD_LETTER_BATCH: usize = 500;
+
+/// A handle on one queue. Clone it freely: clones share one connection.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    keys: QueueKeys,
+    max_payload_bytes: usize,
+    events_max_len: u64,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name())
+            .field("prefix", &self.inner.keys.prefix())
+            .finish()
+    }
+}
+
+/// The outcome of adding one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// The job's id (generated, or the explicit one).
+    pub id: String,
+    /// False when a job with this explicit id existed already (nothing was added).
+    pub created: bool,
+}
+
+/// A job to add in bulk.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    name: String,
+    payload: String,
+    options: JobOptions,
+}
+
+impl NewJob {
+    /// A job named `name` with a payload serialized to JSON.
+    pub fn new<T: Serialize + ?Sized>(name: impl Into<String>, payload: &T) -> Result<Self> {
+        let payload = serde_json::to_string(payload).map_err(|e| Error::InvalidPayload(e.to_string()))?;
+        Ok(Self { name: name.into(), payload, options: JobOptions::default() })
+    }
+
+    /// A job whose payload is already JSON text; it is checked to be valid JSON.
+    pub fn from_json(name: impl Into<String>, json: impl Into<String>) -> Result<Self> {
+        let payload = json.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&payload)
+            .map_err(|e| Error::InvalidPayload(format!("not valid JSON: {e}")))?;
+        Ok(Self { name: name.into(), payload, options: JobOptions::default() })
+    }
+
+    /// Set the job's options.
+    pub fn options(mut self, options: JobOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+/// Settings for a [`Queue`] beyond its name and Redis.
+#[derive(Debug, Clone)]
+pub struct QueueBuilder {
+    name: String,
+    config: RedisConfig,
+    max_payload_bytes: usize,
+    events_max_len: u64,
+}
+
+impl QueueBuilder {
+    /// Largest serialized payload accepted (default 512 KiB).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// Approximate length the queue's events stream is trimmed to (default
+    /// 10,000; 0 turns events off for the calls this handle makes).
+    pub fn events_max_len(mut self, len: u64) -> Self {
+        self.events_max_len = len;
+        self
+    }
+
+    /// Connect and register the queue name.
+    pub async fn connect(self) -> Result<Queue> {
+        let conn = self.config.connect().await?;
+        let queue = self.with_connection(conn)?;
+        queue.register().await?;
+        Ok(queue)
+    }
+
+    /// Use an existing connection (share one among many queues). Does not
+    /// register the queue name; [`Queue::add`] works all the same.
+    pub fn with_connection(self, conn: ConnectionManager) -> Result<Queue> {
+        let keys = QueueKeys::new(&self.config.prefix, &self.name)?;
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                conn,
+                keys,
+                max_payload_bytes: self.max_payload_bytes,
+                events_max_len: self.events_max_len,
+            }),
+        })
+    }
+}
+
+impl Queue {
+    /// Settings for queue `name` on the Redis of `config`.
+    pub fn builder(config: &RedisConfig, name: impl Into<String>) -> QueueBuilder {
+        QueueBuilder {
+            name: name.into(),
+            config: config.clone(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            events_max_len: DEFAULT_EVENTS_MAX_LEN,
+        }
+    }
+
+    /// Connect to queue `name` with default settings, creating it if new.
+    pub async fn connect(config: &RedisConfig, name: &str) -> Result<Self> {
+        Self::builder(config, name).connect().await
+    }
+
+    /// Connect to queue `name` only if some producer or worker has used it;
+    /// otherwise [`Error::UnknownQueue`]. For tools that inspect queues.
+    pub async fn open_existing(config: &RedisConfig, name: &str) -> Result<Self> {
+        let queue = Self::builder(config, name).with_connection(config.connect().await?)?;
+        let mut conn = queue.conn();
+        let known: bool = conn.sismember(QueueKeys::registry(&config.prefix), name).await?;
+        if known { Ok(queue) } else { Err(Error::UnknownQueue(name.to_owned())) }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        self.inner.keys.name()
+    }
+
+    /// The queue's keys.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.inner.keys
+    }
+
+    /// A clone of the underlying connection (cheap; shares the socket).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn()
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    fn call(&self, name: ScriptName) -> ScriptCall {
+        ScriptCall::new(name, &self.inner.keys, self.inner.events_max_len)
+    }
+
+    async fn register(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let _: i64 = conn.sadd(QueueKeys::registry(self.inner.keys.prefix()), self.name()).await?;
+        Ok(())
+    }
+
+    /// Add a job with default options. Returns its generated id.
+    pub async fn add<T: Serialize + ?Sized>(&self, name: &str, payload: &T) -> Result<Added> {
+        self.add_with(name, payload, JobOptions::default()).await
+    }
+
+    /// Add a job with options.
+    pub async fn add_with<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        payload: &T,
+        options: JobOptions,
+    ) -> Result<Added> {
+        let job = NewJob::new(name, payload)?.options(options);
+        let mut added = self.add_chunk(std::slice::from_ref(&job)).await?;
+        added.pop().ok_or_else(|| Error::Protocol("add returned nothing".into()))
+    }
+
+    /// Add a job whose payload is JSON text (checked to be valid JSON).
+    pub async fn add_json(&self, name: &str, json: &str, options: JobOptions) -> Result<Added> {
+        let job = NewJob::from_json(name, json)?.options(options);
+        let mut added = self.add_chunk(std::slice::from_ref(&job)).await?;
+        added.pop().ok_or_else(|| Error::Protocol("add returned nothing".into()))
+    }
+
+    /// Add many jobs, up to 1,000 per script call, all calls in one round trip.
+    /// Every job is validated before any is sent, so a bad one adds nothing.
+    pub async fn add_bulk(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
+        for job in jobs {
+            self.validate(job)?;
+        }
+        let calls: Vec<ScriptCall> = jobs.chunks(BULK_CHUNK).map(|c| self.add_call(c)).collect();
+        let mut out = Vec::with_capacity(jobs.len());
+        for result in scripts::run_pipelined(&mut self.conn(), &calls).await? {
+            out.extend(parse_added(result?)?);
+        }
+        Ok(out)
+    }
+
+    async fn add_chunk(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
+        for job in jobs {
+            self.validate(job)?;
+        }
+        parse_added(self.add_call(jobs).run(&mut self.conn()).await?)
+    }
+
+    fn validate(&self, job: &NewJob) -> Result<()> {
+        names::validate_job_name(&job.name)?;
+        job.options.validate()?;
+        if job.payload.len() > self.inner.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                size: job.payload.len(),
+                limit: self.inner.max_payload_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn add_call(&self, jobs: &[NewJob]) -> ScriptCall {
+        let mut call = self.call(ScriptName::Add);
+        call.arg(jobs.len());
+        for job in jobs {
+            let o = &job.options;
+            call.arg(o.job_id.as_deref().unwrap_or(""))
+                .arg(&job.name)
+                .arg(&job.payload)
+                .arg(o.encode_stored())
+                .arg(o.priority)
+                .arg(o.delay.as_millis() as u64);
+        }
+        call
+    }
+
+    /// Look a job up. `Ok(None)` if there is no such job (never added, removed,
+    /// or trimmed after completing).
+    pub async fn job(&self, id: &str) -> Result<Option<JobInfo>> {
+        let mut conn = self.conn();
+        let fields: HashMap<String, String> = conn.hgetall(self.inner.keys.job(id)).await?;
+        JobInfo::from_hash(self.name(), id, fields)
+    }
+
+    /// Job counts per state, read atomically.
+    pub async fn counts(&self) -> Result<QueueCounts> {
+        let v: Vec<i64> = self.call(ScriptName::Counts).run(&mut self.conn()).await?;
+        let [waiting, delayed, active, completed, failed, paused] = v[..] else {
+            return Err(Error::Protocol(format!("counts returned {v:?}")));
+        };
+        let n = |x: i64| x.max(0) as u64;
+        Ok(QueueCounts {
+            waiting: n(waiting),
+            delayed: n(delayed),
+            active: n(active),
+            completed: n(completed),
+            failed: n(failed),
+            paused: paused == 1,
+        })
+    }
+
+    /// Ids of jobs in `state`, in the order they will run (waiting, delayed),
+    /// by lease deadline (active), newest first (completed, failed).
+    pub async fn job_ids(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<String>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let k = &self.inner.keys;
+        let (start, stop) = (offset as isize, (offset + limit - 1) as isize);
+        let mut conn = self.conn();
+        Ok(match state {
+            JobState::Waiting => {
+                let mut ids: Vec<String> = conn.lrange(k.wait(), start, stop).await?;
+                if ids.len() < limit {
+                    let listed: usize = conn.llen(k.wait()).await?;
+                    let skip = offset.saturating_sub(listed) as isize;
+                    let more: Vec<String> =
+                        conn.zrange(k.prioritized(), skip, skip + (limit - ids.len()) as isize - 1).await?;
+                    ids.extend(more);
+                }
+                ids
+            }
+            JobState::Delayed => conn.zrange(k.delayed(), start, stop).await?,
+            JobState::Active => conn.zrange(k.active(), start, stop).await?,
+            JobState::Completed => {
+                conn.lrange(k.completed(), -stop - 1, -start - 1).await.map(|mut v: Vec<String>| {
+                    v.reverse();
+                    v
+                })?
+            }
+            JobState::Failed => conn.zrevrange(k.dead_letter(), start, stop).await?,
+        })
+    }
+
+    /// Remove a job that is not active.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let mut call = self.call(ScriptName::Remove);
+        call.arg(id);
+        let code: i64 = call.run(&mut self.conn()).await?;
+        match ScriptCode::from_code(code)?.to_error(self.name(), id) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Pause the queue: workers stop taking jobs from it; active jobs finish.
+    pub async fn pause(&self) -> Result<()> {
+        self.set_paused(true).await
+    }
+
+    /// Resume a paused queue.
+    pub async fn resume(&self) -> Result<()> {
+        self.set_paused(false).await
+    }
+
+    async fn set_paused(&self, paused: bool) -> Result<()> {
+        let mut call = self.call(ScriptName::Pause);
+        call.arg(if paused { "1" } else { "0" });
+        let _: i64 = call.run(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Jobs in the dead-letter list, newest first.
+    pub async fn dead_letters(&self, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
+        let ids = self.job_ids(JobState::Failed, offset, limit).await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.job(&id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Move one dead-lettered job back to waiting with a fresh attempt budget.
+    pub async fn retry_dead_letter(&self, id: &str) -> Result<()> {
+        let done = self.dead_letter_action("retry", &[id]).await?;
+        if done.is_empty() { Err(self.not_dead_lettered(id).await) } else { Ok(()) }
+    }
+
+    /// Move every dead-lettered job back to waiting. Returns how many moved.
+    pub async fn retry_all_dead_letters(&self) -> Result<u64> {
+        self.drain_dead_letters("retry").await
+    }
+
+    /// Delete one dead-lettered job.
+    pub async fn purge_dead_letter(&self, id: &str) -> Result<()> {
+        let done = self.dead_letter_action("purge", &[id]).await?;
+        if done.is_empty() { Err(self.not_dead_lettered(id).await) } else { Ok(()) }
+    }
+
+    /// Delete every dead-lettered job. Returns how many were deleted.
+    pub async fn purge_dead_letters(&self) -> Result<u64> {
+        self.drain_dead_letters("purge").await
+    }
+
+    async fn not_dead_lettered(&self, id: &str) -> Error {
+        let (queue, id) = (self.name().to_owned(), id.to_owned());
+        match self.job(&id).await {
+            Ok(None) => Error::JobNotFound { queue, id },
+            Ok(Some(_)) => Error::NotDeadLettered { queue, id },
+            Err(e) => e,
+        }
+    }
+
+    async fn drain_dead_letters(&self, action: &str) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let done = self.dead_letter_action(action, &[]).await?;
+            total += done.len() as u64;
+            if done.len() < DEAD_LETTER_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn dead_letter_action(&self, action: &str, ids: &[&str]) -> Result<Vec<String>> {
+        let mut call = self.call(ScriptName::DeadLetter);
+        call.arg(action).arg(DEAD_LETTER_BATCH);
+        for id in ids {
+            call.arg(*id);
+        }
+        call.run(&mut self.conn()).await
+    }
+}
+
+/// Every queue name registered under `config`'s prefix, sorted.
+pub async fn known_queues(conn: &mut ConnectionManager, prefix: &str) -> Result<Vec<String>> {
+    let mut names: Vec<String> = conn.smembers(QueueKeys::registry(prefix)).await?;
+    names.sort();
+    Ok(names)
+}
+
+fn parse_added(v: redis::Value) -> Result<Vec<Added>> {
+    let items = scripts::array(v)?;
+    items
+        .chunks(2)
+        .map(|pair| match pair {
+            [id, created] => Ok(Added { id: scripts::string(id)?, created: scripts::int(created)? == 1 }),
+            _ => Err(Error::Protocol("add returned an odd list".into())),
+        })
+        .collect()
+}

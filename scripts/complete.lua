@@ -1,0 +1,49 @@
+-- complete: acknowledge a batch of finished jobs.
+-- ARGV[3] = completed jobs to keep (-1: all, 0: delete at once), then
+-- 3 arguments per job: id, token, result (JSON, '' = none).
+-- Returns one code per job: OK, DUPLICATE (already acknowledged with this
+-- token), LEASE_LOST or NOT_FOUND.
+local now = now_ms()
+local keep = tonumber(ARGV[3])
+local out, done = {}, {}
+for b = 4, #ARGV, 3 do
+  local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  local jk = JOB_PREFIX .. id
+  local v = redis.call('HMGET', jk, 'tk', 's')
+  if not v[2] then
+    out[#out + 1] = NOT_FOUND
+  elseif v[1] ~= token then
+    out[#out + 1] = LEASE_LOST
+  elseif v[2] ~= 'active' then
+    out[#out + 1] = DUPLICATE
+  else
+    if result ~= '' then
+      redis.call('HSET', jk, 's', 'completed', 'fin', now, 'r', result)
+    else
+      redis.call('HSET', jk, 's', 'completed', 'fin', now)
+    end
+    done[#done + 1] = id
+    out[#out + 1] = OK
+  end
+end
+if #done > 0 then
+  call_chunked('ZREM', K_ACTIVE, done)
+  if keep == 0 then
+    for _, id in ipairs(done) do
+      redis.call('DEL', JOB_PREFIX .. id)
+    end
+  else
+    call_chunked('RPUSH', K_COMPLETED, done)
+    if keep > 0 then
+      local excess = redis.call('LLEN', K_COMPLETED) - keep
+      if excess > 0 then
+        local old = redis.call('LPOP', K_COMPLETED, math.min(excess, CHUNK))
+        for _, id in ipairs(old) do
+          redis.call('DEL', JOB_PREFIX .. id)
+        end
+      end
+    end
+  end
+  emit('ev', 'completed', 'ids', table.concat(done, ','))
+end
+return out

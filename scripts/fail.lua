@@ -1,0 +1,39 @@
+-- fail: record a failed attempt, then retry or dead-letter the job.
+-- ARGV[3] = id, ARGV[4] = token, ARGV[5] = error message, ARGV[6] = outcome
+-- kind (error, permanent, timeout, panic, ...), ARGV[7] = retry delay ms, or -1
+-- to dead-letter (the worker decides from the job's attempts and backoff).
+-- Returns OK (retry scheduled), DEAD (dead-lettered), DUPLICATE, LEASE_LOST or NOT_FOUND.
+local now = now_ms()
+local id, token, message, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local delay = tonumber(ARGV[7])
+local jk = JOB_PREFIX .. id
+local v = redis.call('HMGET', jk, 'tk', 's', 'st', 'at', 'w', 'p')
+if not v[2] then
+  return NOT_FOUND
+end
+if v[1] ~= token then
+  return LEASE_LOST
+end
+if v[2] ~= 'active' then
+  return DUPLICATE
+end
+push_history(jk, { n = tonumber(v[4]), out = kind, st = tonumber(v[3]), fin = now, w = v[5], err = message })
+redis.call('ZREM', K_ACTIVE, id)
+if delay < 0 then
+  redis.call('HSET', jk, 's', 'failed', 'fin', now, 'e', message)
+  redis.call('ZADD', K_DLQ, now, id)
+  emit('ev', 'failed', 'id', id, 'error', message)
+  return DEAD
+end
+if delay == 0 then
+  redis.call('HSET', jk, 's', 'waiting', 'e', message)
+  to_waiting(id, v[6], false)
+  if not is_paused() then
+    wake()
+  end
+else
+  redis.call('HSET', jk, 's', 'delayed', 'e', message)
+  to_delayed(id, now + delay)
+end
+emit('ev', 'retrying', 'id', id, 'error', message, 'delay', delay)
+return OK

@@ -1,0 +1,81 @@
+-- fetch: lease up to K jobs to one worker.
+-- ARGV[3] = K, ARGV[4] = lease ms, ARGV[5] = worker id, ARGV[6] = promotion limit.
+-- First promotes at most ARGV[6] due delayed jobs. Each leased job gets a fresh
+-- token (fencing) and its attempt counter goes up by one.
+-- Returns {paused (0/1), ms until the next delayed job (-1: none), then
+--          id, token, attempt, name, data, options per job}.
+local now = now_ms()
+local k = tonumber(ARGV[3])
+
+local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+if #due > 0 then
+  redis.call('ZREMRANGEBYRANK', K_DELAYED, 0, #due - 1)
+  local fifo = {}
+  for _, id in ipairs(due) do
+    local jk = JOB_PREFIX .. id
+    local p = redis.call('HGET', jk, 'p')
+    redis.call('HSET', jk, 's', 'waiting')
+    if p then
+      to_waiting(id, p, false)
+    else
+      fifo[#fifo + 1] = id
+    end
+  end
+  call_chunked('RPUSH', K_WAIT, fifo)
+end
+
+local out = { 0, -1 }
+if is_paused() then
+  out[1] = 1
+  return out
+end
+
+local ids = {}
+if k > 0 then
+  local popped = redis.call('LPOP', K_WAIT, k)
+  if popped then
+    ids = popped
+  end
+  if #ids < k then
+    local z = redis.call('ZPOPMIN', K_PRIO, k - #ids)
+    for i = 1, #z, 2 do
+      ids[#ids + 1] = z[i]
+    end
+  end
+end
+
+if #ids > 0 then
+  local first_token = redis.call('HINCRBY', K_META, 'tok', #ids) - #ids
+  local deadline = now + tonumber(ARGV[4])
+  local leased = {}
+  for i, id in ipairs(ids) do
+    local jk = JOB_PREFIX .. id
+    local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at')
+    if v[1] then
+      local attempt = (tonumber(v[4]) or 0) + 1
+      local token = tostring(first_token + i)
+      redis.call('HSET', jk, 's', 'active', 'tk', token, 'st', now, 'w', ARGV[5], 'at', attempt)
+      leased[#leased + 1] = deadline
+      leased[#leased + 1] = id
+      out[#out + 1] = id
+      out[#out + 1] = token
+      out[#out + 1] = attempt
+      out[#out + 1] = v[1]
+      out[#out + 1] = v[2]
+      out[#out + 1] = v[3] or ''
+    end
+  end
+  if #leased > 0 then
+    redis.call('ZADD', K_ACTIVE, unpack(leased))
+  end
+  emit('ev', 'active', 'ids', table.concat(ids, ','), 'worker', ARGV[5])
+  if redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0 then
+    wake()
+  end
+else
+  local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
+  if #nxt > 0 then
+    out[2] = math.max(0, tonumber(nxt[2]) - now)
+  end
+end
+return out

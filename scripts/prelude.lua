@@ -1,0 +1,88 @@
+-- quern prelude: concatenated in front of every script (see common/src/scripts.rs).
+-- Every script gets the same KEYS, all inside one hash tag, so one call touches
+-- one cluster slot. Job hashes live at JOB_PREFIX .. id, in that same slot.
+local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local JOB_PREFIX = ARGV[1]
+local MAX_EVENTS = tonumber(ARGV[2])
+
+-- Result codes. Keep in sync with common/src/error.rs (ScriptCode).
+local OK, DUPLICATE, DEAD = 1, 2, 3
+local LEASE_LOST, NOT_FOUND, JOB_ACTIVE, WRONG_STATE = -1, -2, -3, -4
+
+-- Attempt history entries kept per job (oldest dropped first).
+local HISTORY_LIMIT = 25
+-- Arguments handed to one variadic command; keeps unpack() inside Lua's C stack.
+local CHUNK = 1000
+
+-- Redis time in milliseconds: due times and leases never trust client clocks.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Run `cmd key items...` in chunks.
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, CHUNK do
+    redis.call(cmd, key, unpack(items, i, math.min(i + CHUNK - 1, #items)))
+  end
+end
+
+local function emit(...)
+  if MAX_EVENTS > 0 then
+    redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAX_EVENTS, '*', ...)
+  end
+end
+
+-- Wake one blocked worker. The list never holds more than one marker; a worker
+-- that finds more work after fetching passes the marker on.
+local function wake()
+  if redis.call('LLEN', K_WAKE) == 0 then
+    redis.call('RPUSH', K_WAKE, '1')
+  end
+end
+
+-- Make `id` waiting. Priority 0 (the default and the highest) lives on a list,
+-- FIFO; other priorities live in a sorted set scored by (priority, sequence).
+-- `front` puts a job back at the head of its priority (released or stalled).
+local function to_waiting(id, prio, front)
+  local p = tonumber(prio) or 0
+  if p > 0 then
+    local seq = 0
+    if not front then
+      seq = redis.call('HINCRBY', K_META, 'pseq', 1) % 4294967296
+    end
+    redis.call('ZADD', K_PRIO, p * 4294967296 + seq, id)
+  elseif front then
+    redis.call('LPUSH', K_WAIT, id)
+  else
+    redis.call('RPUSH', K_WAIT, id)
+  end
+end
+
+-- Schedule `id` at `due` (ms); wake a worker if it became the earliest timer,
+-- so blocked workers shorten their wait.
+local function to_delayed(id, due)
+  redis.call('ZADD', K_DELAYED, due, id)
+  local first = redis.call('ZRANGE', K_DELAYED, 0, 0)
+  if first[1] == id then
+    wake()
+  end
+end
+
+local function push_history(jk, entry)
+  local raw = redis.call('HGET', jk, 'h')
+  local h = {}
+  if raw then
+    h = cjson.decode(raw)
+  end
+  h[#h + 1] = entry
+  while #h > HISTORY_LIMIT do
+    table.remove(h, 1)
+  end
+  redis.call('HSET', jk, 'h', cjson.encode(h))
+end
+
+local function is_paused()
+  return redis.call('HEXISTS', K_META, 'paused') == 1
+end

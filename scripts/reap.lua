@@ -1,0 +1,57 @@
+-- reap: recover jobs whose lease expired, and trim old completed jobs.
+-- ARGV[3] = stalls allowed before a job is dead-lettered, ARGV[4] = batch limit,
+-- ARGV[5] = max age of completed jobs in ms (0: no age limit).
+-- Safe to run from any worker, any number of times.
+-- Returns {recovered ids (list), dead-lettered ids (list), completed jobs trimmed}.
+local now = now_ms()
+local max_stalls = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, limit)
+local recovered, dead = {}, {}
+for _, id in ipairs(expired) do
+  local jk = JOB_PREFIX .. id
+  redis.call('ZREM', K_ACTIVE, id)
+  local v = redis.call('HMGET', jk, 's', 'st', 'at', 'w', 'p', 'stl')
+  if v[1] == 'active' then
+    local stalls = (tonumber(v[6]) or 0) + 1
+    local attempt = tonumber(v[3]) or 1
+    push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, w = v[4],
+      err = 'lease expired: the worker stopped renewing it (crashed, killed or partitioned)' })
+    if stalls > max_stalls then
+      local message = 'stalled ' .. stalls .. ' times (allowed: ' .. max_stalls .. ')'
+      redis.call('HSET', jk, 's', 'failed', 'fin', now, 'e', message, 'stl', stalls, 'tk', '')
+      redis.call('ZADD', K_DLQ, now, id)
+      dead[#dead + 1] = id
+    else
+      -- A stall does not use up an attempt: stalls have their own limit.
+      redis.call('HSET', jk, 's', 'waiting', 'stl', stalls, 'tk', '', 'at', attempt - 1)
+      to_waiting(id, v[5], true)
+      recovered[#recovered + 1] = id
+    end
+  end
+end
+if #recovered > 0 and not is_paused() then
+  wake()
+end
+if #recovered + #dead > 0 then
+  emit('ev', 'stalled', 'recovered', table.concat(recovered, ','), 'failed', table.concat(dead, ','))
+end
+
+local trimmed = 0
+local max_age = tonumber(ARGV[5])
+if max_age > 0 then
+  while trimmed < limit do
+    local id = redis.call('LINDEX', K_COMPLETED, 0)
+    if not id then
+      break
+    end
+    local fin = tonumber(redis.call('HGET', JOB_PREFIX .. id, 'fin'))
+    if fin and now - fin < max_age then
+      break
+    end
+    redis.call('LPOP', K_COMPLETED)
+    redis.call('DEL', JOB_PREFIX .. id)
+    trimmed = trimmed + 1
+  end
+end
+return { recovered, dead, trimmed }
