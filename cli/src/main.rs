@@ -1,0 +1,4 @@
+//! The quern CLI (under construction).
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,2 @@
+//! quern scheduler (under construction).
+#![forbid(unsafe_code)]

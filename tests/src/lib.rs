@@ -1,0 +1,2 @@
+//! Test harness (under construction).
+#![forbid(unsafe_code)]

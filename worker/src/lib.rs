@@ -1,0 +1,2 @@
+//! quern worker (under construction).
+#![forbid(unsafe_code)]
