@@ -2,7 +2,7 @@
 -- ARGV[3] = K, ARGV[4] = lease ms, ARGV[5] = worker id, ARGV[6] = promotion limit.
 -- First promotes at most ARGV[6] due delayed jobs. Each leased job gets a fresh
 -- token (fencing) and its attempt counter goes up by one.
--- Returns {paused (0/1), ms until the next delayed job (-1: none), then
+-- Returns {paused (0/1), ms until the next delayed job (-1: none, or a full batch), then
 --          id, token, attempt, name, data, options per job}.
 local now = now_ms()
 local k = tonumber(ARGV[3])
@@ -72,7 +72,9 @@ if #ids > 0 then
   if redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0 then
     wake()
   end
-else
+end
+-- A short batch means the worker will wait: tell it when the next delayed job is due.
+if #ids < k then
   local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
   if #nxt > 0 then
     out[2] = math.max(0, tonumber(nxt[2]) - now)

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
 
 use crate::keys::DEFAULT_PREFIX;
 use crate::{Error, Result};
@@ -79,8 +79,13 @@ impl RedisConfig {
     /// A client for the URL; fails on a malformed URL.
     pub fn client(&self) -> Result<Client> {
         crate::names::validate_prefix(&self.prefix)?;
-        Client::open(self.url.as_str())
-            .map_err(|e| Error::InvalidUrl { url: self.masked_url(), reason: e.to_string() })
+        let invalid =
+            |e: redis::RedisError| Error::InvalidUrl { url: self.masked_url(), reason: e.to_string() };
+        let info = self.url.as_str().into_connection_info().map_err(invalid)?;
+        // Small pipelined writes must not wait for Nagle's algorithm: without
+        // TCP_NODELAY a round trip can stall for milliseconds.
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        Client::open(info.set_tcp_settings(tcp)).map_err(invalid)
     }
 
     /// Open a self-healing multiplexed connection. Fails within about

@@ -125,10 +125,8 @@ impl JobOptions {
         if self.delay > MAX_DELAY {
             return bad(format!("delay {:?} is longer than the limit of {MAX_DELAY:?}", self.delay));
         }
-        if let Some(t) = self.timeout {
-            if t < Duration::from_millis(1) {
-                return bad("timeout must be at least 1 ms".into());
-            }
+        if self.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
+            return bad("timeout must be at least 1 ms".into());
         }
         self.backoff.validate().map_err(Error::InvalidOptions)
     }

@@ -1,2 +1,57 @@
-//! quern worker (under construction).
+//! Run quern jobs.
+//!
+//! A [`Worker`] serves one queue with a fixed number of job slots. Handlers are
+//! registered per job name and receive the payload deserialized into their own
+//! type. The runtime:
+//!
+//! - asks for as many jobs as it has free slots, in one script call, pipelined
+//!   with the acknowledgements of the jobs that just finished;
+//! - when the queue is empty, blocks on the queue's wake-up list on a
+//!   connection of its own (no polling), and sets a timer for the next delayed job;
+//! - renews every lease it holds in one call, every third of the lease;
+//! - runs the reaper that returns expired leases of crashed workers to `waiting`
+//!   (any worker may run it; it is atomic and idempotent);
+//! - turns handler errors, panics and timeouts into failed attempts; retryable
+//!   ones are retried after the job's backoff, the last one and permanent ones
+//!   land in the dead-letter list;
+//! - on SIGTERM/SIGINT (or [`ShutdownHandle::shutdown`]) stops fetching, lets
+//!   running jobs finish within a grace period, and hands the rest back to
+//!   `waiting` without using up an attempt.
+//!
+//! ```no_run
+//! use quern_worker::{JobContext, JobError, RedisConfig, Worker};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Welcome { to: String }
+//!
+//! # async fn run() -> quern_worker::Result<()> {
+//! let worker = Worker::builder(&RedisConfig::from_env(), "emails")
+//!     .concurrency(20)
+//!     .handler("welcome", |ctx: JobContext, job: Welcome| async move {
+//!         if job.to.is_empty() {
+//!             return Err(JobError::permanent("no recipient"));
+//!         }
+//!         println!("attempt {} of job {}: mail {}", ctx.attempt(), ctx.id(), job.to);
+//!         Ok(())
+//!     })
+//!     .build()
+//!     .await?;
+//! worker.run().await
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+
+mod builder;
+mod handler;
+mod identity;
+mod maintenance;
+mod runtime;
+mod shutdown;
+mod waker;
+
+pub use builder::{Retention, WorkerBuilder};
+pub use handler::{JobContext, JobError};
+pub use quern_common::{Backoff, Error, JobOptions, RedisConfig, Result};
+pub use runtime::Worker;
+pub use shutdown::ShutdownHandle;

@@ -1,0 +1,167 @@
+//! Configuring a worker.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quern_common::keys::QueueKeys;
+use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN};
+use quern_common::{Error, RedisConfig, Result};
+use redis::AsyncCommands;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::handler::{ErasedHandler, JobContext, JobError, TypedHandler};
+use crate::runtime::{Settings, Worker};
+
+/// How long completed jobs are kept. The newest `max_count` are kept, and
+/// those older than `max_age` are trimmed by the reaper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many completed jobs (`None`: no count limit; `Some(0)`:
+    /// delete a job as soon as it completes).
+    pub max_count: Option<u64>,
+    /// Trim completed jobs older than this (`None`: no age limit).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for Retention {
+    /// The newest 100,000 completed jobs, for at most 24 hours.
+    fn default() -> Self {
+        Self { max_count: Some(100_000), max_age: Some(Duration::from_secs(24 * 3600)) }
+    }
+}
+
+impl Retention {
+    /// Keep every completed job (memory grows with every job: for tests and benchmarks).
+    pub fn keep_all() -> Self {
+        Self { max_count: None, max_age: None }
+    }
+
+    /// Delete jobs as soon as they complete.
+    pub fn delete_at_once() -> Self {
+        Self { max_count: Some(0), max_age: None }
+    }
+}
+
+/// Builds a [`Worker`]; see [`Worker::builder`].
+pub struct WorkerBuilder {
+    config: RedisConfig,
+    queue: String,
+    settings: Settings,
+    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(config: &RedisConfig, queue: &str) -> Self {
+        Self {
+            config: config.clone(),
+            queue: queue.to_owned(),
+            settings: Settings {
+                concurrency: 10,
+                lease: Duration::from_secs(30),
+                max_stalls: 3,
+                reap_interval: Duration::from_secs(5),
+                shutdown_grace: Duration::from_secs(30),
+                idle_block: Duration::from_secs(5),
+                retention: Retention::default(),
+                events_max_len: DEFAULT_EVENTS_MAX_LEN,
+            },
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Job slots: how many jobs run at once (default 10).
+    pub fn concurrency(mut self, slots: usize) -> Self {
+        self.settings.concurrency = slots;
+        self
+    }
+
+    /// Lease length (default 30 s, at least 200 ms). The worker renews its
+    /// leases every third of it; a job whose lease runs out is recovered by the
+    /// reaper and may run again elsewhere.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = lease;
+        self
+    }
+
+    /// Times a job may stall (lose its lease) before it is dead-lettered (default 3).
+    pub fn max_stalls(mut self, stalls: u32) -> Self {
+        self.settings.max_stalls = stalls;
+        self
+    }
+
+    /// How often this worker runs the reaper (default 5 s).
+    pub fn reap_interval(mut self, every: Duration) -> Self {
+        self.settings.reap_interval = every;
+        self
+    }
+
+    /// How long running jobs may take to finish after shutdown was asked for
+    /// (default 30 s); the rest are handed back to `waiting`.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.settings.shutdown_grace = grace;
+        self
+    }
+
+    /// Longest single blocking wait for new work (default 5 s). Bounds how
+    /// long a lost wake-up can delay a job, and how soon a dead connection is
+    /// noticed while idle.
+    pub fn idle_block(mut self, block: Duration) -> Self {
+        self.settings.idle_block = block;
+        self
+    }
+
+    /// How long completed jobs are kept (default: the newest 100,000, up to 24 h).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.settings.retention = retention;
+        self
+    }
+
+    /// Approximate length of the queue's events stream (default 10,000; 0: no events).
+    pub fn events_max_len(mut self, len: u64) -> Self {
+        self.settings.events_max_len = len;
+        self
+    }
+
+    /// Run jobs named `name` with `handler`. The payload is deserialized into
+    /// `T`; one that does not fit fails permanently. The result is stored as
+    /// JSON with the completed job (`()` stores nothing).
+    pub fn handler<F, T, R, Fut>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(JobContext, T) -> Fut + Send + Sync + 'static,
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        Fut: Future<Output = std::result::Result<R, JobError>> + Send + 'static,
+    {
+        self.handlers.insert(name.into(), Arc::new(TypedHandler::new(handler)));
+        self
+    }
+
+    /// Check the settings, connect, load the scripts and register the queue.
+    pub async fn build(self) -> Result<Worker> {
+        let s = &self.settings;
+        let bad = |m: String| Err(Error::InvalidOptions(m));
+        if s.concurrency == 0 || s.concurrency > 10_000 {
+            return bad(format!("concurrency must be 1 to 10000, got {}", s.concurrency));
+        }
+        if s.lease < Duration::from_millis(200) {
+            return bad(format!("lease must be at least 200 ms, got {:?}", s.lease));
+        }
+        if s.reap_interval < Duration::from_millis(50) {
+            return bad(format!("reap interval must be at least 50 ms, got {:?}", s.reap_interval));
+        }
+        if s.idle_block < Duration::from_millis(10) {
+            return bad(format!("idle block must be at least 10 ms, got {:?}", s.idle_block));
+        }
+        if self.handlers.is_empty() {
+            return bad("a worker needs at least one handler".into());
+        }
+        let keys = QueueKeys::new(&self.config.prefix, &self.queue)?;
+        let mut conn = self.config.connect().await?;
+        scripts::load_all(&mut conn).await?;
+        let _: i64 = conn.sadd(QueueKeys::registry(keys.prefix()), keys.name()).await?;
+        Ok(Worker::new(self.config, keys, conn, self.settings, self.handlers))
+    }
+}

@@ -1,0 +1,195 @@
+//! Handlers: typed functions per job name, and the context and error they use.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    inner: Arc<ContextInner>,
+}
+
+#[derive(Debug)]
+struct ContextInner {
+    queue: String,
+    id: String,
+    name: String,
+    token: String,
+    attempt: u32,
+    max_attempts: u32,
+    lease_lost: Arc<AtomicBool>,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        queue: &str,
+        id: &str,
+        name: &str,
+        token: &str,
+        attempt: u32,
+        max_attempts: u32,
+        lease_lost: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ContextInner {
+                queue: queue.to_owned(),
+                id: id.to_owned(),
+                name: name.to_owned(),
+                token: token.to_owned(),
+                attempt,
+                max_attempts,
+                lease_lost,
+            }),
+        }
+    }
+
+    /// The queue the job came from.
+    pub fn queue(&self) -> &str {
+        &self.inner.queue
+    }
+
+    /// The job's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This attempt's lease token (fencing token). Pass it to downstream
+    /// systems that can reject writes carrying an older token.
+    pub fn token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// This attempt's number, 1 for the first.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// Attempts the job is allowed.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// True once the worker learned that its lease on this job was taken over
+    /// (it was too slow to renew it). The job may be running elsewhere now;
+    /// long handlers should check this and stop early. The result of this
+    /// attempt will be discarded.
+    pub fn is_lease_lost(&self) -> bool {
+        self.inner.lease_lost.load(Ordering::Relaxed)
+    }
+}
+
+/// A failed attempt, as a handler reports it.
+///
+/// Any `std::error::Error` converts into a retryable `JobError`, so `?` works
+/// in handlers; use [`JobError::permanent`] for failures that retrying cannot
+/// fix (bad input, a 4xx from an API).
+pub struct JobError {
+    message: String,
+    permanent: bool,
+}
+
+impl JobError {
+    /// A failure worth retrying (after the job's backoff, while attempts remain).
+    pub fn retryable(message: impl fmt::Display) -> Self {
+        Self { message: message.to_string(), permanent: false }
+    }
+
+    /// A failure that retrying cannot fix: the job goes to the dead-letter list now.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        Self { message: message.to_string(), permanent: true }
+    }
+
+    /// The message stored with the attempt.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the job should skip its remaining attempts.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
+    fn from(e: E) -> Self {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        JobError::retryable(message)
+    }
+}
+
+impl fmt::Debug for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.permanent { "permanent" } else { "retryable" };
+        write!(f, "JobError({kind}: {})", self.message)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A handler's result serialized to JSON (`None` for `null`, which is not stored).
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<String>, JobError>> + Send>>;
+
+/// A handler with its payload type erased.
+pub(crate) trait ErasedHandler: Send + Sync {
+    /// Decode the payload and start the handler; a payload that does not
+    /// decode is a permanent failure.
+    fn start(&self, ctx: JobContext, payload: &str) -> Result<HandlerFuture, JobError>;
+}
+
+pub(crate) struct TypedHandler<F, T, R, Fut> {
+    f: F,
+    _types: PhantomData<fn(T) -> (R, Fut)>,
+}
+
+impl<F, T, R, Fut> TypedHandler<F, T, R, Fut> {
+    pub(crate) fn new(f: F) -> Self {
+        Self { f, _types: PhantomData }
+    }
+}
+
+impl<F, T, R, Fut> ErasedHandler for TypedHandler<F, T, R, Fut>
+where
+    F: Fn(JobContext, T) -> Fut + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    Fut: Future<Output = Result<R, JobError>> + Send + 'static,
+{
+    fn start(&self, ctx: JobContext, payload: &str) -> Result<HandlerFuture, JobError> {
+        let input: T = serde_json::from_str(payload).map_err(|e| {
+            JobError::permanent(format!(
+                "payload does not match the handler of job name {:?} (expected {}): {e}",
+                ctx.name(),
+                std::any::type_name::<T>()
+            ))
+        })?;
+        let fut = (self.f)(ctx, input);
+        Ok(Box::pin(async move {
+            let value = fut.await?;
+            let json = serde_json::to_string(&value)
+                .map_err(|e| JobError::permanent(format!("the handler's result does not serialize: {e}")))?;
+            Ok((json != "null").then_some(json))
+        }))
+    }
+}

@@ -1,0 +1,557 @@
+//! The worker's fetch loop: one round trip acknowledges what finished and asks
+//! for as many jobs as there are free slots.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use quern_common::keys::QueueKeys;
+use quern_common::options::RunOptions;
+use quern_common::scripts::{self, ScriptCall, ScriptName};
+use quern_common::{Error, RedisConfig, Result, ScriptCode};
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use crate::builder::{Retention, WorkerBuilder};
+use crate::handler::{ErasedHandler, HandlerFuture, JobContext};
+use crate::identity::new_worker_id;
+use crate::maintenance;
+use crate::shutdown::ShutdownHandle;
+use crate::waker::Waker;
+
+/// Due delayed jobs promoted per fetch call at most.
+const PROMOTE_LIMIT: usize = 1000;
+/// Jobs asked for per fetch call at most (bounds one call's work).
+const FETCH_LIMIT: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) concurrency: usize,
+    pub(crate) lease: Duration,
+    pub(crate) max_stalls: u32,
+    pub(crate) reap_interval: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) idle_block: Duration,
+    pub(crate) retention: Retention,
+    pub(crate) events_max_len: u64,
+}
+
+/// State shared by the fetch loop, the waker and the maintenance tasks.
+pub(crate) struct Shared {
+    pub(crate) id: String,
+    pub(crate) keys: QueueKeys,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) config: RedisConfig,
+    pub(crate) settings: Settings,
+    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    /// Jobs this worker holds a lease on: id -> (token, lease-lost flag).
+    held: Mutex<HashMap<String, Held>>,
+}
+
+struct Held {
+    token: String,
+    lease_lost: Arc<AtomicBool>,
+}
+
+impl Shared {
+    pub(crate) fn call(&self, name: ScriptName) -> ScriptCall {
+        ScriptCall::new(name, &self.keys, self.settings.events_max_len)
+    }
+
+    pub(crate) fn held_leases(&self) -> Vec<(String, String)> {
+        let held = self.held.lock().expect("held lock");
+        held.iter().map(|(id, h)| (id.clone(), h.token.clone())).collect()
+    }
+
+    pub(crate) fn lease_flag(&self, id: &str) -> Option<Arc<AtomicBool>> {
+        self.held.lock().expect("held lock").get(id).map(|h| h.lease_lost.clone())
+    }
+}
+
+/// A worker serving one queue. Build it with [`Worker::builder`], then call
+/// [`Worker::run`] or [`Worker::run_until`].
+pub struct Worker {
+    shared: Arc<Shared>,
+    shutdown: ShutdownHandle,
+    shutdown_rx: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .field("queue", &self.shared.keys.name())
+            .finish()
+    }
+}
+
+/// A job leased by this worker.
+struct Leased {
+    id: String,
+    token: String,
+    attempt: u32,
+    name: String,
+    payload: String,
+    options: String,
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Completed(Option<String>),
+    Failed { kind: &'static str, message: String, permanent: bool },
+}
+
+struct Finished {
+    id: String,
+    token: String,
+    attempt: u32,
+    run: RunOptions,
+    outcome: Outcome,
+}
+
+/// What a fetch call returned.
+struct Fetched {
+    paused: bool,
+    next_delayed: Option<Duration>,
+    jobs: Vec<Leased>,
+}
+
+/// Acknowledgements and failures waiting for the next round trip.
+#[derive(Default)]
+struct Outbox {
+    /// id, token, result JSON ('' = none)
+    completed: Vec<(String, String, String)>,
+    /// id, token, kind, message, retry delay ms (-1: dead-letter)
+    failed: Vec<(String, String, &'static str, String, i64)>,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.completed.is_empty() && self.failed.is_empty()
+    }
+    fn merge(&mut self, other: Outbox) {
+        self.completed.extend(other.completed);
+        self.failed.extend(other.failed);
+    }
+}
+
+/// The result of one round trip. When the whole pipeline failed (connection
+/// trouble), `unsent` gives the acknowledgements and failures back for a retry;
+/// a repeated acknowledgement is harmless (the scripts answer DUPLICATE).
+struct RoundTrip {
+    wanted: usize,
+    fetched: Result<Option<Fetched>>,
+    unsent: Outbox,
+}
+
+/// One pipelined round trip: acknowledge, record failures, fetch `want` jobs.
+async fn round_trip(shared: Arc<Shared>, want: usize, outbox: Outbox) -> RoundTrip {
+    let mut calls = Vec::with_capacity(2 + outbox.failed.len());
+    if !outbox.completed.is_empty() {
+        let keep = match shared.settings.retention.max_count {
+            None => -1,
+            Some(n) => n.min(i64::MAX as u64) as i64,
+        };
+        let mut call = shared.call(ScriptName::Complete);
+        call.arg(keep);
+        for (id, token, result) in &outbox.completed {
+            call.arg(id).arg(token).arg(result);
+        }
+        calls.push(call);
+    }
+    for (id, token, kind, message, delay) in &outbox.failed {
+        let mut call = shared.call(ScriptName::Fail);
+        call.arg(id).arg(token).arg(message).arg(*kind).arg(*delay);
+        calls.push(call);
+    }
+    if want > 0 {
+        let mut call = shared.call(ScriptName::Fetch);
+        call.arg(want).arg(shared.settings.lease.as_millis() as u64).arg(&shared.id).arg(PROMOTE_LIMIT);
+        calls.push(call);
+    }
+    let results = match scripts::run_pipelined(&mut shared.conn.clone(), &calls).await {
+        Ok(r) => r,
+        Err(e) => return RoundTrip { wanted: want, fetched: Err(e), unsent: outbox },
+    };
+    // From here on every call ran (or failed on its own): nothing is resent.
+    let mut results = results.into_iter();
+    if !outbox.completed.is_empty() {
+        match results.next().expect("one result per call").and_then(scripts::array) {
+            Ok(codes) => {
+                for ((id, _, _), code) in outbox.completed.iter().zip(codes) {
+                    report_code(&shared.id, "acknowledge", id, &code);
+                }
+            }
+            Err(e) => {
+                error!(worker = %shared.id, error = %e, "acknowledging completed jobs failed; they will be recovered as stalled")
+            }
+        }
+    }
+    for (id, ..) in &outbox.failed {
+        match results.next().expect("one result per call") {
+            Ok(code) => report_code(&shared.id, "record failure of", id, &code),
+            Err(e) => {
+                error!(worker = %shared.id, job = %id, error = %e, "recording a failed attempt failed; the job will be recovered as stalled")
+            }
+        }
+    }
+    let fetched = if want == 0 {
+        Ok(None)
+    } else {
+        results.next().expect("one result per call").and_then(parse_fetch).map(Some)
+    };
+    RoundTrip { wanted: want, fetched, unsent: Outbox::default() }
+}
+
+fn report_code(worker: &str, what: &str, id: &str, code: &Value) {
+    match scripts::int(code).and_then(ScriptCode::from_code) {
+        Ok(ScriptCode::Ok | ScriptCode::Dead | ScriptCode::Duplicate) => {}
+        Ok(ScriptCode::LeaseLost) => warn!(
+            worker = %worker, job = %id,
+            "lease lost: could not {what} the job, another worker holds it now; this result was discarded"
+        ),
+        Ok(other) => warn!(worker = %worker, job = %id, code = ?other, "could not {what} the job"),
+        Err(e) => error!(worker = %worker, job = %id, error = %e, "unexpected reply"),
+    }
+}
+
+impl Worker {
+    /// Configure a worker for `queue` on the Redis of `config`.
+    pub fn builder(config: &RedisConfig, queue: &str) -> WorkerBuilder {
+        WorkerBuilder::new(config, queue)
+    }
+
+    pub(crate) fn new(
+        config: RedisConfig,
+        keys: QueueKeys,
+        conn: ConnectionManager,
+        settings: Settings,
+        handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    ) -> Self {
+        let (shutdown, shutdown_rx) = ShutdownHandle::new();
+        let shared = Arc::new(Shared {
+            id: new_worker_id(),
+            keys,
+            conn,
+            config,
+            settings,
+            handlers,
+            held: Mutex::new(HashMap::new()),
+        });
+        Self { shared, shutdown, shutdown_rx }
+    }
+
+    /// This worker's unique id (`host:pid:random`), recorded with every attempt.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The queue served.
+    pub fn queue(&self) -> &str {
+        self.shared.keys.name()
+    }
+
+    /// A handle to ask this worker to shut down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Run until SIGTERM or SIGINT (or a [`ShutdownHandle`]), then shut down
+    /// gracefully. Returns `Ok(())` after a clean shutdown.
+    pub async fn run(self) -> Result<()> {
+        let handle = self.shutdown.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::InvalidOptions(format!("cannot listen for SIGTERM: {e}")))?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received: shutting down"),
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received: shutting down"),
+            }
+            handle.shutdown();
+        });
+        self.run_loop().await
+    }
+
+    /// Run until `stop` completes (or a [`ShutdownHandle`] is used), then shut
+    /// down gracefully.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let handle = self.shutdown.clone();
+        tokio::spawn(async move {
+            stop.await;
+            handle.shutdown();
+        });
+        self.run_loop().await
+    }
+
+    async fn run_loop(self) -> Result<()> {
+        let shared = self.shared.clone();
+        let mut shutdown_rx = self.shutdown_rx.clone();
+        info!(worker = %shared.id, queue = %shared.keys.name(), concurrency = shared.settings.concurrency, "worker started");
+        let renewer = maintenance::spawn_renewer(shared.clone());
+        let reaper = maintenance::spawn_reaper(shared.clone());
+        let mut waker = Waker::spawn(shared.clone());
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let mut jobs: JoinSet<()> = JoinSet::new();
+        let mut outbox = Outbox::default();
+        // One round trip in flight at a time; completions pile up meanwhile and
+        // go out together in the next one, so batches grow with the load.
+        let mut in_flight: Option<Pin<Box<dyn Future<Output = RoundTrip> + Send>>> = None;
+        let mut need_fetch = true;
+        let mut next_delayed: Option<Instant> = None;
+        let mut grace_deadline: Option<Instant> = None;
+        let mut retry_at: Option<Instant> = None;
+        let mut retry = Duration::from_millis(50);
+
+        loop {
+            while let Ok(f) = done_rx.try_recv() {
+                self.settle(f, &mut outbox);
+            }
+            while jobs.try_join_next().is_some() {}
+            let stopping = *shutdown_rx.borrow();
+            if stopping && grace_deadline.is_none() {
+                info!(worker = %shared.id, running = jobs.len(), grace = ?shared.settings.shutdown_grace, "shutting down: no new jobs");
+                grace_deadline = Some(Instant::now() + shared.settings.shutdown_grace);
+                waker.stop();
+                reaper.abort();
+            }
+            if in_flight.is_none() && retry_at.is_none_or(|t| Instant::now() >= t) {
+                retry_at = None;
+                let free = shared.settings.concurrency.saturating_sub(jobs.len());
+                let want = if stopping || !need_fetch { 0 } else { free.min(FETCH_LIMIT) };
+                if want > 0 || !outbox.is_empty() {
+                    in_flight = Some(Box::pin(round_trip(shared.clone(), want, std::mem::take(&mut outbox))));
+                }
+            }
+            if in_flight.is_none() && stopping && jobs.is_empty() && outbox.is_empty() {
+                break;
+            }
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                rt = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    match rt.fetched {
+                        Ok(fetched) => {
+                            retry = Duration::from_millis(50);
+                            if let Some(f) = fetched {
+                                let got = f.jobs.len();
+                                for job in f.jobs {
+                                    self.spawn_job(&mut jobs, job, done_tx.clone());
+                                }
+                                if f.paused || got < rt.wanted {
+                                    need_fetch = false;
+                                    next_delayed = f.next_delayed.map(|d| Instant::now() + d);
+                                    waker.arm();
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            warn!(worker = %shared.id, error = %e, retry_in = ?retry, "round trip to Redis failed");
+                            outbox.merge(rt.unsent);
+                            retry_at = Some(Instant::now() + retry);
+                            retry = (retry * 2).min(Duration::from_secs(5));
+                            if stopping && grace_deadline.is_some_and(|d| Instant::now() >= d) && jobs.is_empty() {
+                                error!(worker = %shared.id, "Redis unreachable at shutdown: unacknowledged jobs will be recovered when their leases expire");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(f) = done_rx.recv() => self.settle(f, &mut outbox),
+                _ = waker.woken(), if !stopping => need_fetch = true,
+                _ = tokio::time::sleep_until(next_delayed.unwrap_or(far)), if next_delayed.is_some() && !stopping => {
+                    next_delayed = None;
+                    need_fetch = true;
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {}
+                _ = shutdown_rx.changed(), if !stopping => {}
+                _ = tokio::time::sleep_until(grace_deadline.unwrap_or(far)), if grace_deadline.is_some() && in_flight.is_none() => {
+                    self.abandon(&mut jobs, &mut done_rx, &mut outbox).await;
+                    break;
+                }
+            }
+        }
+        renewer.abort();
+        reaper.abort();
+        info!(worker = %shared.id, "worker stopped");
+        Ok(())
+    }
+
+    fn spawn_job(&self, jobs: &mut JoinSet<()>, job: Leased, done: mpsc::UnboundedSender<Finished>) {
+        let shared = &self.shared;
+        let run = RunOptions::decode(&job.options).unwrap_or_else(|e| {
+            warn!(job = %job.id, error = %e, "unreadable job options; running with the defaults");
+            RunOptions::default()
+        });
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        shared
+            .held
+            .lock()
+            .expect("held lock")
+            .insert(job.id.clone(), Held { token: job.token.clone(), lease_lost: lease_lost.clone() });
+        let ctx = JobContext::new(
+            shared.keys.name(),
+            &job.id,
+            &job.name,
+            &job.token,
+            job.attempt,
+            run.attempts,
+            lease_lost,
+        );
+        let started = match shared.handlers.get(&job.name) {
+            Some(handler) => handler.start(ctx, &job.payload),
+            None => {
+                let mut known: Vec<&str> = shared.handlers.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Err(crate::JobError::permanent(format!(
+                    "no handler for job name {:?} on this worker (it handles: {})",
+                    job.name,
+                    known.join(", ")
+                )))
+            }
+        };
+        let Leased { id, token, attempt, .. } = job;
+        jobs.spawn(async move {
+            let outcome = match started {
+                Ok(fut) => run_attempt(fut, run.timeout).await,
+                Err(e) => {
+                    Outcome::Failed { kind: "permanent", message: e.message().to_owned(), permanent: true }
+                }
+            };
+            let _ = done.send(Finished { id, token, attempt, run, outcome });
+        });
+    }
+
+    /// Turn a finished attempt into an acknowledgement or a failure record.
+    fn settle(&self, f: Finished, outbox: &mut Outbox) {
+        self.shared.held.lock().expect("held lock").remove(&f.id);
+        match f.outcome {
+            Outcome::Completed(result) => outbox.completed.push((f.id, f.token, result.unwrap_or_default())),
+            Outcome::Failed { kind, message, permanent } => {
+                let last = f.attempt >= f.run.attempts;
+                let delay = if permanent || last {
+                    -1
+                } else {
+                    f.run.backoff.delay_for(f.attempt).as_millis().min(i64::MAX as u128) as i64
+                };
+                if delay < 0 {
+                    warn!(job = %f.id, attempt = f.attempt, error = %message, "job failed for good: dead-lettered");
+                } else {
+                    debug!(job = %f.id, attempt = f.attempt, error = %message, retry_in_ms = delay, "attempt failed");
+                }
+                outbox.failed.push((f.id, f.token, kind, message, delay));
+            }
+        }
+    }
+
+    /// The grace period ended: stop the jobs still running and hand them back.
+    async fn abandon(
+        &self,
+        jobs: &mut JoinSet<()>,
+        done: &mut mpsc::UnboundedReceiver<Finished>,
+        outbox: &mut Outbox,
+    ) {
+        jobs.abort_all();
+        while jobs.join_next().await.is_some() {}
+        while let Ok(f) = done.try_recv() {
+            self.settle(f, outbox);
+        }
+        let leftover: Vec<(String, String)> = {
+            let mut held = self.shared.held.lock().expect("held lock");
+            held.drain().map(|(id, h)| (id, h.token)).collect()
+        };
+        for attempt in 0..3 {
+            let mut ok = true;
+            if !outbox.is_empty() {
+                let rt = round_trip(self.shared.clone(), 0, std::mem::take(outbox)).await;
+                if rt.fetched.is_err() {
+                    outbox.merge(rt.unsent);
+                    ok = false;
+                }
+            }
+            if ok && !leftover.is_empty() {
+                let mut call = self.shared.call(ScriptName::Release);
+                for (id, token) in &leftover {
+                    call.arg(id).arg(token);
+                }
+                match call.run::<i64, _>(&mut self.shared.conn.clone()).await {
+                    Ok(n) => {
+                        info!(worker = %self.shared.id, released = n, "handed unfinished jobs back to waiting")
+                    }
+                    Err(e) => {
+                        warn!(worker = %self.shared.id, error = %e, "releasing unfinished jobs failed");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+        error!(worker = %self.shared.id, "could not hand unfinished jobs back; they will be recovered when their leases expire");
+    }
+}
+
+/// Run one attempt with the job's timeout, catching panics.
+async fn run_attempt(fut: HandlerFuture, timeout: Option<Duration>) -> Outcome {
+    let guarded = AssertUnwindSafe(fut).catch_unwind();
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Outcome::Failed {
+                    kind: "timeout",
+                    message: format!("timed out after {limit:?}"),
+                    permanent: false,
+                };
+            }
+        },
+        None => guarded.await,
+    };
+    match result {
+        Ok(Ok(value)) => Outcome::Completed(value),
+        Ok(Err(e)) => Outcome::Failed {
+            kind: if e.is_permanent() { "permanent" } else { "error" },
+            message: e.message().to_owned(),
+            permanent: e.is_permanent(),
+        },
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string panic payload".to_owned());
+            Outcome::Failed { kind: "panic", message: format!("handler panicked: {text}"), permanent: false }
+        }
+    }
+}
+
+fn parse_fetch(reply: Value) -> Result<Fetched> {
+    let items = scripts::array(reply)?;
+    if items.len() < 2 || (items.len() - 2) % 6 != 0 {
+        return Err(Error::Protocol(format!("fetch returned {} items", items.len())));
+    }
+    let paused = scripts::int(&items[0])? == 1;
+    let next = scripts::int(&items[1])?;
+    let mut jobs = Vec::with_capacity((items.len() - 2) / 6);
+    for j in items[2..].chunks(6) {
+        jobs.push(Leased {
+            id: scripts::string(&j[0])?,
+            token: scripts::string(&j[1])?,
+            attempt: scripts::int(&j[2])?.max(1) as u32,
+            name: scripts::string(&j[3])?,
+            payload: scripts::string(&j[4])?,
+            options: scripts::string(&j[5])?,
+        });
+    }
+    Ok(Fetched { paused, next_delayed: (next >= 0).then(|| Duration::from_millis(next as u64)), jobs })
+}
