@@ -1,2 +1,102 @@
-//! Test harness (under construction).
-#![forbid(unsafe_code)]
+//! The test harness shared by quern's integration tests.
+//!
+//! - [`redis()`] gives the Redis of this test binary: a throwaway
+//!   `redis-server` started on first use (see [`TestRedis`]), or the server
+//!   named by `QUERN_TEST_REDIS_URL`. (Not `REDIS_URL`: that variable often
+//!   points at a Redis that matters, and tests write to theirs freely.)
+//! - [`config()`] gives each test its own key prefix on that server, so tests
+//!   of one binary run in parallel without seeing each other.
+//! - Fault tests that kill or restart Redis start a [`TestRedis`] of their own.
+//! - [`chaos`] and [`blackhole`] hold the kit of the fault-tolerance tests.
+
+pub mod blackhole;
+pub mod chaos;
+mod redis_server;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use quern_common::RedisConfig;
+pub use redis_server::{Persistence, TestRedis, ping};
+
+/// The Redis every test of this binary shares.
+#[derive(Debug)]
+pub struct SharedRedis {
+    url: String,
+    _server: Option<TestRedis>,
+}
+
+impl SharedRedis {
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// This test binary's Redis, started on first use.
+pub fn redis() -> &'static SharedRedis {
+    static SHARED: OnceLock<SharedRedis> = OnceLock::new();
+    SHARED.get_or_init(|| match std::env::var("QUERN_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => SharedRedis { url, _server: None },
+        _ => {
+            let server = TestRedis::start();
+            SharedRedis { url: server.url(), _server: Some(server) }
+        }
+    })
+}
+
+/// A prefix no other test of any run on this server has used.
+pub fn unique_prefix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!(
+        "qt{}-{}-{}",
+        std::process::id(),
+        nanos.subsec_nanos() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Settings for the shared Redis with a prefix of this test's own and short
+/// timeouts (tests should fail fast, not hang).
+pub fn config() -> RedisConfig {
+    config_for(redis().url())
+}
+
+/// Settings for `url` with a fresh prefix and short timeouts.
+pub fn config_for(url: &str) -> RedisConfig {
+    RedisConfig::new(url)
+        .prefix(unique_prefix())
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(2))
+}
+
+/// A plain multiplexed connection for inspecting keys directly.
+pub async fn raw_connection(config: &RedisConfig) -> redis::aio::MultiplexedConnection {
+    config
+        .client()
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test Redis")
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, at most `limit`; panics
+/// with `what` when time runs out.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
