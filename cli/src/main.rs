@@ -3,17 +3,30 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod control;
+mod dlq;
+mod duration;
+mod enqueue;
+mod error;
+mod inspect;
+mod table;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use quern_common::RedisConfig;
 
+use crate::error::CliError;
+
 /// quern: a durable, Redis-backed job queue.
+///
+/// Exit codes: 0 success; 1 operational failure (e.g. Redis unreachable);
+/// 2 usage or bad input (unknown flag, malformed duration, invalid JSON);
+/// 3 not found (unknown queue, no such job).
 #[derive(Debug, Parser)]
-#[command(name = "quern", version, about, long_about = None)]
+#[command(name = "quern", version, about, long_about)]
 struct Cli {
-    /// Redis to use, e.g. redis://127.0.0.1:6379/0.
+    /// Redis to use, e.g. redis://127.0.0.1:6379/0 (or rediss://, redis+unix:///path).
     #[arg(long, global = true, env = "REDIS_URL", default_value = quern_common::connection::DEFAULT_REDIS_URL)]
     redis_url: String,
 
@@ -27,6 +40,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Add a job to a queue and print its id.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Job counts per state (waiting, delayed, active, completed, failed) per queue.
+    Stats(inspect::StatsArgs),
+    /// Show one job with its full attempt history.
+    Job(inspect::JobArgs),
+    /// List the jobs of a queue in one state.
+    Jobs(inspect::JobsArgs),
+    /// The dead-letter list: list, retry or purge failed jobs.
+    Dlq(dlq::DlqArgs),
+    /// Pause a queue: workers take no new jobs from it (running jobs finish).
+    Pause(control::QueueArg),
+    /// Resume a paused queue.
+    Resume(control::QueueArg),
     /// Measure quern on the shared benchmark protocol (one JSON line per scenario on stdout).
     Bench(bench::BenchArgs),
 }
@@ -34,6 +61,19 @@ enum Command {
 impl Cli {
     fn redis_config(&self) -> RedisConfig {
         RedisConfig::new(&self.redis_url).prefix(&self.prefix)
+    }
+}
+
+async fn dispatch(config: RedisConfig, command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Enqueue(args) => enqueue::run(&config, args).await,
+        Command::Stats(args) => inspect::stats(&config, args).await,
+        Command::Job(args) => inspect::job(&config, args).await,
+        Command::Jobs(args) => inspect::jobs(&config, args).await,
+        Command::Dlq(args) => dlq::run(&config, args).await,
+        Command::Pause(args) => control::set_paused(&config, args, true).await,
+        Command::Resume(args) => control::set_paused(&config, args, false).await,
+        Command::Bench(args) => bench::run(&config, args).await.map_err(CliError::from),
     }
 }
 
@@ -45,24 +85,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let config = cli.redis_config();
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Bench(args) => bench::run(&config, args).await,
-        }
-    });
+    let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(dispatch(config, cli.command)),
+        Err(e) => Err(CliError::Failed(format!("cannot start the async runtime: {e}"))),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

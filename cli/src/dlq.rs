@@ -1,0 +1,105 @@
+//! `quern dlq`: list, retry and purge a queue's dead-letter list.
+
+use quern_common::RedisConfig;
+use quern_producer::Queue;
+use serde_json::{Value, json};
+
+use crate::error::{CliError, CliResult};
+use crate::inspect::{job_json, jobs_table};
+
+/// Options of `quern dlq`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DlqArgs {
+    /// The queue.
+    pub(crate) queue: String,
+    #[command(subcommand)]
+    pub(crate) action: DlqAction,
+}
+
+/// What to do with the dead-letter list.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum DlqAction {
+    /// List dead-lettered jobs, newest first, with their last error.
+    List {
+        /// Most jobs to list.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Skip this many jobs first (for paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print a JSON array of jobs (with their full history).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a job (or every job with --all) back to waiting, with a fresh attempt budget.
+    Retry {
+        /// The job to retry.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Retry every dead-lettered job.
+        #[arg(long)]
+        all: bool,
+        /// Print {"retried": N} instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a dead-lettered job, or with no id the whole dead-letter list.
+    Purge {
+        /// The job to delete (default: all of them).
+        id: Option<String>,
+        /// Print {"purged": N} instead of a sentence.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `quern dlq`.
+pub(crate) async fn run(config: &RedisConfig, args: DlqArgs) -> CliResult {
+    quern_common::names::validate_queue_name(&args.queue)?;
+    let queue = Queue::open_existing(config, &args.queue).await?;
+    let name = &args.queue;
+    match args.action {
+        DlqAction::List { limit, offset, json } => {
+            if limit == 0 {
+                return Err(CliError::Usage("--limit must be at least 1".into()));
+            }
+            let jobs = queue.dead_letters(offset, limit).await?;
+            if json {
+                println!("{}", Value::Array(jobs.iter().map(job_json).collect()));
+            } else if jobs.is_empty() {
+                println!("the dead-letter list of queue {name} is empty");
+            } else {
+                print!("{}", jobs_table(&jobs));
+            }
+        }
+        DlqAction::Retry { id, json, .. } => {
+            let retried = match id {
+                Some(id) => {
+                    queue.retry_dead_letter(&id).await?;
+                    1
+                }
+                None => queue.retry_all_dead_letters().await?,
+            };
+            if json {
+                println!("{}", json!({ "retried": retried }));
+            } else {
+                println!("moved {retried} job(s) of queue {name} from the dead-letter list back to waiting");
+            }
+        }
+        DlqAction::Purge { id, json } => {
+            let purged = match id {
+                Some(id) => {
+                    queue.purge_dead_letter(&id).await?;
+                    1
+                }
+                None => queue.purge_dead_letters().await?,
+            };
+            if json {
+                println!("{}", json!({ "purged": purged }));
+            } else {
+                println!("deleted {purged} job(s) from the dead-letter list of queue {name}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `quern enqueue`: add one job to a queue.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use quern_common::{Backoff, JobOptions, RedisConfig};
+use quern_producer::Queue;
+
+use crate::duration::parse_duration;
+use crate::error::{CliError, CliResult};
+
+/// Options of `quern enqueue`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct EnqueueArgs {
+    /// Queue to add the job to (created if new).
+    pub(crate) queue: String,
+    /// Job name: selects the handler (`command` and `http` for `quern worker`).
+    pub(crate) name: String,
+    /// Payload as JSON text, e.g. '{"argv":["echo","hi"]}'. Default: {}.
+    #[arg(long, conflicts_with = "payload_file")]
+    pub(crate) payload: Option<String>,
+    /// Read the JSON payload from this file ('-' for standard input).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) payload_file: Option<PathBuf>,
+    /// Explicit job id. Enqueueing an id that exists already adds nothing and
+    /// prints the existing id (idempotent retries).
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+    /// Run no earlier than this from now, e.g. 30s, 5m, 1h.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) delay: Option<Duration>,
+    /// Priority: lower runs first; 0 (the default) is the highest.
+    #[arg(long, value_name = "N")]
+    pub(crate) priority: Option<u32>,
+    /// Attempts in all, including the first (default 3).
+    #[arg(long, value_name = "N")]
+    pub(crate) attempts: Option<u32>,
+    /// Longest a single attempt may run, e.g. 10s (default: no limit).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) timeout: Option<Duration>,
+    /// Wait between attempts: `exp:BASE:MAX` (exponential with jitter, the
+    /// default is exp:1s:1h), `fixed:DELAY`, or `none`.
+    #[arg(long, value_parser = parse_backoff, value_name = "SPEC")]
+    pub(crate) backoff: Option<Backoff>,
+    /// Print {"id": ..., "created": ...} instead of the bare id.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Parse `exp:1s:1h`, `fixed:5s` or `none`.
+fn parse_backoff(text: &str) -> Result<Backoff, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let backoff = match parts[..] {
+        ["none"] => Backoff::None,
+        ["fixed", delay] => Backoff::fixed(parse_duration(delay)?),
+        ["exp", base, max] => Backoff::exponential(parse_duration(base)?, parse_duration(max)?),
+        _ => {
+            return Err(format!(
+                "invalid backoff {text:?}; expected exp:BASE:MAX (e.g. exp:1s:1h), fixed:DELAY or none"
+            ));
+        }
+    };
+    backoff.validate().map_err(|e| format!("invalid backoff {text:?}: {e}"))?;
+    Ok(backoff)
+}
+
+fn read_payload(args: &EnqueueArgs) -> CliResult<String> {
+    match (&args.payload, &args.payload_file) {
+        (Some(text), _) => Ok(text.clone()),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| CliError::Usage(format!("cannot read the payload from standard input: {e}")))?;
+            Ok(text)
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("cannot read the payload file {}: {e}", path.display()))),
+        (None, None) => Ok("{}".to_owned()),
+    }
+}
+
+/// Build the job options from the flags.
+fn options(args: &EnqueueArgs) -> JobOptions {
+    let mut o = JobOptions::new();
+    if let Some(id) = &args.id {
+        o = o.job_id(id);
+    }
+    if let Some(d) = args.delay {
+        o = o.delay(d);
+    }
+    if let Some(p) = args.priority {
+        o = o.priority(p);
+    }
+    if let Some(a) = args.attempts {
+        o = o.attempts(a);
+    }
+    if let Some(t) = args.timeout {
+        o = o.timeout(t);
+    }
+    if let Some(b) = args.backoff {
+        o = o.backoff(b);
+    }
+    o
+}
+
+/// Add the job and print its id.
+pub(crate) async fn run(config: &RedisConfig, args: EnqueueArgs) -> CliResult {
+    let payload = read_payload(&args)?;
+    // Check everything we can before touching Redis, so bad input is exit 2
+    // even when Redis is down.
+    serde_json::from_str::<serde::de::IgnoredAny>(&payload)
+        .map_err(|e| CliError::Usage(format!("invalid JSON payload: {e}")))?;
+    quern_common::names::validate_queue_name(&args.queue)?;
+    quern_common::names::validate_job_name(&args.name)?;
+    let opts = options(&args);
+    opts.validate()?;
+    let queue = Queue::connect(config, &args.queue).await?;
+    let added = queue.add_json(&args.name, &payload, opts).await?;
+    if args.json {
+        println!("{}", serde_json::json!({ "id": added.id, "created": added.created }));
+    } else {
+        println!("{}", added.id);
+        if !added.created {
+            eprintln!("note: job {} existed already in queue {}; nothing was added", added.id, args.queue);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_specs() {
+        assert_eq!(parse_backoff("none").unwrap(), Backoff::None);
+        assert_eq!(parse_backoff("fixed:5s").unwrap(), Backoff::fixed(Duration::from_secs(5)));
+        assert_eq!(
+            parse_backoff("exp:1s:1h").unwrap(),
+            Backoff::exponential(Duration::from_secs(1), Duration::from_secs(3600))
+        );
+        assert!(parse_backoff("exp:1s").unwrap_err().contains("expected"));
+        assert!(parse_backoff("fixed:5").unwrap_err().contains("no unit"));
+    }
+}

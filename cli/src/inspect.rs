@@ -1,0 +1,238 @@
+//! `quern stats`, `quern job` and `quern jobs`: look at queues and jobs.
+
+use std::time::Duration;
+
+use quern_common::{JobInfo, JobState, QueueCounts, RedisConfig};
+use quern_producer::{Queue, known_queues};
+use serde_json::{Map, Value, json};
+
+use crate::duration::{format_duration, format_unix_ms};
+use crate::error::{CliError, CliResult};
+use crate::table::{Table, cell};
+
+/// Options of `quern stats`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct StatsArgs {
+    /// Only this queue (default: every queue under the prefix).
+    pub(crate) queue: Option<String>,
+    /// Print JSON: an object keyed by queue name, then by state
+    /// (waiting, delayed, active, completed, failed).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Options of `quern job`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct JobArgs {
+    /// The queue.
+    pub(crate) queue: String,
+    /// The job id.
+    pub(crate) id: String,
+    /// Print the job as JSON (payload and result as JSON values).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Options of `quern jobs`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct JobsArgs {
+    /// The queue.
+    pub(crate) queue: String,
+    /// State to list: waiting, delayed, active, completed or failed.
+    #[arg(long, value_parser = parse_state, default_value = "waiting")]
+    pub(crate) state: JobState,
+    /// Most jobs to list.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: usize,
+    /// Skip this many jobs first (for paging).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) offset: usize,
+    /// Print a JSON array of jobs.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Parse a state name for clap.
+pub(crate) fn parse_state(text: &str) -> Result<JobState, String> {
+    text.parse::<JobState>().map_err(|e| e.to_string())
+}
+
+/// Counts as a JSON object keyed by state name.
+pub(crate) fn counts_json(c: &QueueCounts) -> Value {
+    json!({
+        "waiting": c.waiting,
+        "delayed": c.delayed,
+        "active": c.active,
+        "completed": c.completed,
+        "failed": c.failed,
+    })
+}
+
+/// `quern stats`.
+pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
+    let names = match &args.queue {
+        Some(name) => {
+            quern_common::names::validate_queue_name(name)?;
+            vec![name.clone()]
+        }
+        None => known_queues(&mut config.connect().await?, &config.prefix).await?,
+    };
+    let mut all = Vec::with_capacity(names.len());
+    for name in &names {
+        let queue = Queue::open_existing(config, name).await?;
+        all.push((name.clone(), queue.counts().await?));
+    }
+    if args.json {
+        let object: Map<String, Value> = all.iter().map(|(n, c)| (n.clone(), counts_json(c))).collect();
+        println!("{}", Value::Object(object));
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no queues under prefix {:?}", config.prefix);
+        return Ok(());
+    }
+    let mut t = Table::new(&["QUEUE", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "PAUSED"]);
+    for (name, c) in &all {
+        t.row(vec![
+            name.clone(),
+            c.waiting.to_string(),
+            c.delayed.to_string(),
+            c.active.to_string(),
+            c.completed.to_string(),
+            c.failed.to_string(),
+            if c.paused { "yes".into() } else { "no".into() },
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+/// A job as JSON, with its payload and result as JSON values when they parse.
+pub(crate) fn job_json(job: &JobInfo) -> Value {
+    let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut v {
+        for field in ["payload", "result"] {
+            if let Some(Value::String(text)) = map.get(field)
+                && let Ok(parsed) = serde_json::from_str::<Value>(text)
+            {
+                map.insert(field.to_owned(), parsed);
+            }
+        }
+    }
+    v
+}
+
+fn opt_time(ms: Option<u64>) -> String {
+    ms.map(format_unix_ms).unwrap_or_else(|| "-".into())
+}
+
+/// The human view of one job: fields, then the attempt history.
+pub(crate) fn render_job(job: &JobInfo) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
+    line("queue", job.queue.clone());
+    line("id", job.id.clone());
+    line("name", job.name.clone());
+    line("state", job.state.to_string());
+    line("attempts", format!("{} of {}", job.attempts_made, job.max_attempts));
+    line("priority", job.priority.to_string());
+    line("created", format_unix_ms(job.created_at_ms));
+    line("started", opt_time(job.started_at_ms));
+    line("finished", opt_time(job.finished_at_ms));
+    if let (Some(s), Some(f)) = (job.started_at_ms, job.finished_at_ms)
+        && f >= s
+    {
+        line("took", format_duration(Duration::from_millis(f - s)));
+    }
+    line("worker", job.worker.clone().unwrap_or_else(|| "-".into()));
+    if job.stalls > 0 {
+        line("stalls", job.stalls.to_string());
+    }
+    line("payload", job.payload.clone());
+    if let Some(r) = &job.result {
+        line("result", r.clone());
+    }
+    if let Some(e) = &job.last_error {
+        line("error", e.clone());
+    }
+    out.push_str("\nhistory:\n");
+    if job.history.is_empty() {
+        out.push_str("  (no attempts yet)\n");
+        return out;
+    }
+    let mut t = Table::new(&["  #", "OUTCOME", "STARTED", "TOOK", "WORKER", "ERROR"]);
+    for a in &job.history {
+        t.row(vec![
+            format!("  {}", a.number.map(|n| n.to_string()).unwrap_or_else(|| "-".into())),
+            a.outcome.clone(),
+            opt_time(a.started_at_ms),
+            a.duration_ms().map(|d| format_duration(Duration::from_millis(d))).unwrap_or_else(|| "-".into()),
+            a.worker.clone().unwrap_or_else(|| "-".into()),
+            a.error.as_deref().map(|e| cell(e, 200)).unwrap_or_default(),
+        ]);
+    }
+    out.push_str(&t.render());
+    out
+}
+
+/// `quern job`.
+pub(crate) async fn job(config: &RedisConfig, args: JobArgs) -> CliResult {
+    quern_common::names::validate_queue_name(&args.queue)?;
+    let queue = Queue::open_existing(config, &args.queue).await?;
+    let job = queue.job(&args.id).await?.ok_or_else(|| {
+        CliError::Quern(quern_common::Error::JobNotFound { queue: args.queue.clone(), id: args.id.clone() })
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&job_json(&job)).unwrap_or_default());
+    } else {
+        print!("{}", render_job(&job));
+    }
+    Ok(())
+}
+
+/// Load the jobs with these ids (skipping any removed meanwhile).
+pub(crate) async fn load_jobs(queue: &Queue, ids: Vec<String>) -> CliResult<Vec<JobInfo>> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(job) = queue.job(&id).await? {
+            jobs.push(job);
+        }
+    }
+    Ok(jobs)
+}
+
+/// A table of jobs, one line each.
+pub(crate) fn jobs_table(jobs: &[JobInfo]) -> String {
+    let mut t = Table::new(&["ID", "NAME", "STATE", "ATTEMPTS", "CREATED", "FINISHED", "LAST ERROR"]);
+    for j in jobs {
+        t.row(vec![
+            j.id.clone(),
+            cell(&j.name, 30),
+            j.state.to_string(),
+            format!("{}/{}", j.attempts_made, j.max_attempts),
+            format_unix_ms(j.created_at_ms),
+            opt_time(j.finished_at_ms),
+            j.last_error.as_deref().map(|e| cell(e, 80)).unwrap_or_default(),
+        ]);
+    }
+    t.render()
+}
+
+/// `quern jobs`.
+pub(crate) async fn jobs(config: &RedisConfig, args: JobsArgs) -> CliResult {
+    quern_common::names::validate_queue_name(&args.queue)?;
+    if args.limit == 0 {
+        return Err(CliError::Usage("--limit must be at least 1".into()));
+    }
+    let queue = Queue::open_existing(config, &args.queue).await?;
+    let ids = queue.job_ids(args.state, args.offset, args.limit).await?;
+    let jobs = load_jobs(&queue, ids).await?;
+    if args.json {
+        println!("{}", Value::Array(jobs.iter().map(job_json).collect()));
+    } else if jobs.is_empty() {
+        println!("no {} jobs in queue {}", args.state, args.queue);
+    } else {
+        print!("{}", jobs_table(&jobs));
+    }
+    Ok(())
+}
