@@ -8,9 +8,11 @@
 //!   of one binary run in parallel without seeing each other.
 //! - Fault tests that kill or restart Redis start a [`TestRedis`] of their own.
 //! - [`chaos`] and [`blackhole`] hold the kit of the fault-tolerance tests.
+//! - [`moves`] calls the Lua scripts one state move at a time, as a worker would.
 
 pub mod blackhole;
 pub mod chaos;
+pub mod moves;
 mod redis_server;
 
 use std::sync::OnceLock;

@@ -1,0 +1,216 @@
+//! Driving the Lua scripts one state move at a time, as a worker would, so
+//! tests can check each move and each result code without a worker runtime.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use quern_common::keys::QueueKeys;
+use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
+use quern_common::{RedisConfig, ScriptCode};
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+
+/// A job as the fetch script hands it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leased {
+    /// Job id.
+    pub id: String,
+    /// Fencing token of this lease.
+    pub token: String,
+    /// Attempt number (1 for the first).
+    pub attempt: i64,
+    /// Job name.
+    pub name: String,
+    /// Payload JSON.
+    pub payload: String,
+    /// Stored options ('' = defaults).
+    pub options: String,
+}
+
+/// The reply of one fetch call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The queue is paused.
+    pub paused: bool,
+    /// Milliseconds until the next delayed job is due (-1: none or a full batch).
+    pub next_delayed_ms: i64,
+    /// The jobs leased.
+    pub jobs: Vec<Leased>,
+}
+
+impl Fetched {
+    /// The ids leased, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.jobs.iter().map(|j| j.id.clone()).collect()
+    }
+}
+
+/// The reply of one reap call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    /// Ids sent back to waiting.
+    pub recovered: Vec<String>,
+    /// Ids dead-lettered for stalling too often.
+    pub dead: Vec<String>,
+    /// Completed jobs trimmed by age.
+    pub trimmed: i64,
+}
+
+/// Calls the scripts of one queue on a plain connection; panics on any Redis error.
+#[derive(Clone)]
+pub struct Mover {
+    conn: MultiplexedConnection,
+    keys: QueueKeys,
+}
+
+impl std::fmt::Debug for Mover {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mover").field("queue", &self.keys.base()).finish()
+    }
+}
+
+impl Mover {
+    /// A mover for `queue` under `config`'s prefix.
+    pub async fn new(config: &RedisConfig, queue: &str) -> Self {
+        let keys = QueueKeys::new(&config.prefix, queue).expect("valid queue name");
+        Self { conn: crate::raw_connection(config).await, keys }
+    }
+
+    /// The queue's keys.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    /// A clone of the connection, for inspecting keys.
+    pub fn conn(&self) -> MultiplexedConnection {
+        self.conn.clone()
+    }
+
+    fn call(&self, name: ScriptName) -> ScriptCall {
+        ScriptCall::new(name, &self.keys, DEFAULT_EVENTS_MAX_LEN)
+    }
+
+    /// Lease up to `k` jobs to `worker`.
+    pub async fn fetch(&self, k: usize, lease: Duration, worker: &str) -> Fetched {
+        let mut call = self.call(ScriptName::Fetch);
+        call.arg(k).arg(lease.as_millis() as u64).arg(worker).arg(1000);
+        let items = scripts::array(call.run(&mut self.conn.clone()).await.expect("fetch")).expect("array");
+        assert!(items.len() >= 2 && (items.len() - 2).is_multiple_of(6), "fetch reply {items:?}");
+        let s = |v: &redis::Value| scripts::string(v).expect("string");
+        let jobs = items[2..]
+            .chunks(6)
+            .map(|j| Leased {
+                id: s(&j[0]),
+                token: s(&j[1]),
+                attempt: scripts::int(&j[2]).expect("attempt"),
+                name: s(&j[3]),
+                payload: s(&j[4]),
+                options: s(&j[5]),
+            })
+            .collect();
+        Fetched {
+            paused: scripts::int(&items[0]).expect("paused") == 1,
+            next_delayed_ms: scripts::int(&items[1]).expect("next"),
+            jobs,
+        }
+    }
+
+    /// Acknowledge `(id, token, result)` triples, keeping `keep` completed jobs
+    /// (-1: all). One code per job.
+    pub async fn complete(&self, keep: i64, jobs: &[(&str, &str, &str)]) -> Vec<ScriptCode> {
+        let mut call = self.call(ScriptName::Complete);
+        call.arg(keep);
+        for (id, token, result) in jobs {
+            call.arg(*id).arg(*token).arg(*result);
+        }
+        let codes: Vec<i64> = call.run(&mut self.conn.clone()).await.expect("complete");
+        codes.into_iter().map(|c| ScriptCode::from_code(c).expect("known code")).collect()
+    }
+
+    /// Record a failed attempt; `delay_ms` -1 dead-letters.
+    pub async fn fail(&self, id: &str, token: &str, message: &str, kind: &str, delay_ms: i64) -> ScriptCode {
+        let mut call = self.call(ScriptName::Fail);
+        call.arg(id).arg(token).arg(message).arg(kind).arg(delay_ms);
+        let code: i64 = call.run(&mut self.conn.clone()).await.expect("fail");
+        ScriptCode::from_code(code).expect("known code")
+    }
+
+    /// Renew `(id, token)` leases; returns the ids whose lease is lost.
+    pub async fn renew(&self, lease: Duration, jobs: &[(&str, &str)]) -> Vec<String> {
+        let mut call = self.call(ScriptName::Renew);
+        call.arg(lease.as_millis() as u64);
+        for (id, token) in jobs {
+            call.arg(*id).arg(*token);
+        }
+        call.run(&mut self.conn.clone()).await.expect("renew")
+    }
+
+    /// Hand `(id, token)` leases back; returns how many were released.
+    pub async fn release(&self, jobs: &[(&str, &str)]) -> i64 {
+        let mut call = self.call(ScriptName::Release);
+        for (id, token) in jobs {
+            call.arg(*id).arg(*token);
+        }
+        call.run(&mut self.conn.clone()).await.expect("release")
+    }
+
+    /// Run the reaper once.
+    pub async fn reap(&self, max_stalls: u32, limit: usize, max_age_ms: u64) -> Reaped {
+        let mut call = self.call(ScriptName::Reap);
+        call.arg(max_stalls).arg(limit).arg(max_age_ms);
+        let (recovered, dead, trimmed): (Vec<String>, Vec<String>, i64) =
+            call.run(&mut self.conn.clone()).await.expect("reap");
+        Reaped { recovered, dead, trimmed }
+    }
+
+    /// Remove a job; the raw code.
+    pub async fn remove(&self, id: &str) -> ScriptCode {
+        let mut call = self.call(ScriptName::Remove);
+        call.arg(id);
+        let code: i64 = call.run(&mut self.conn.clone()).await.expect("remove");
+        ScriptCode::from_code(code).expect("known code")
+    }
+
+    /// The fields of job `id`'s hash.
+    pub async fn hash(&self, id: &str) -> HashMap<String, String> {
+        self.conn.clone().hgetall(self.keys.job(id)).await.expect("hgetall")
+    }
+
+    /// One field of job `id`'s hash.
+    pub async fn field(&self, id: &str, field: &str) -> Option<String> {
+        self.conn.clone().hget(self.keys.job(id), field).await.expect("hget")
+    }
+
+    /// The priority-0 waiting list, head first.
+    pub async fn wait_list(&self) -> Vec<String> {
+        self.conn.clone().lrange(self.keys.wait(), 0, -1).await.expect("lrange")
+    }
+
+    /// Members of a sorted set of the queue, lowest score first.
+    pub async fn zset(&self, key: &str) -> Vec<(String, f64)> {
+        self.conn.clone().zrange_withscores(key, 0, -1).await.expect("zrange")
+    }
+
+    /// The ids of a sorted set of the queue, lowest score first.
+    pub async fn zset_ids(&self, key: &str) -> Vec<String> {
+        self.conn.clone().zrange(key, 0, -1).await.expect("zrange")
+    }
+
+    /// The completed list, oldest first.
+    pub async fn completed_list(&self) -> Vec<String> {
+        self.conn.clone().lrange(self.keys.completed(), 0, -1).await.expect("lrange")
+    }
+
+    /// Redis' clock in ms.
+    pub async fn now_ms(&self) -> u64 {
+        let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut self.conn.clone()).await.expect("TIME");
+        s * 1000 + us / 1000
+    }
+
+    /// The `ev` field of every entry of the events stream, oldest first.
+    pub async fn events(&self) -> Vec<String> {
+        let reply: redis::streams::StreamRangeReply =
+            self.conn.clone().xrange_all(self.keys.events()).await.expect("xrange");
+        reply.ids.iter().map(|e| e.get::<String>("ev").unwrap_or_default()).collect()
+    }
+}
