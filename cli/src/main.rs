@@ -10,6 +10,7 @@ mod enqueue;
 mod error;
 mod inspect;
 mod table;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the stock job kinds `command` and `http` on one or more queues until SIGTERM/SIGINT.
+    ///
+    /// `command` payload: {"argv": [...], "env": {...}, "cwd": "...", "timeout": "10m",
+    /// "kill_grace": "5s"}. Runs without a shell; exit 0 completes the job, any other
+    /// exit is a failed attempt with the exit code and the output tail; on timeout the
+    /// whole process group is killed.
+    ///
+    /// `http` payload: {"method": "POST", "url": "...", "headers": {...}, "body": ...,
+    /// "timeout": "30s"}. `${VAR}` in the URL or header values is replaced by the
+    /// worker's environment variable VAR (secrets never go to Redis). 2xx completes;
+    /// 408, 429, 5xx and network errors are retried; other statuses fail for good.
+    Worker(worker::WorkerArgs),
     /// Add a job to a queue and print its id.
     Enqueue(enqueue::EnqueueArgs),
     /// Job counts per state (waiting, delayed, active, completed, failed) per queue.
@@ -66,6 +79,7 @@ impl Cli {
 
 async fn dispatch(config: RedisConfig, command: Command) -> Result<(), CliError> {
     match command {
+        Command::Worker(args) => worker::run(&config, args).await,
         Command::Enqueue(args) => enqueue::run(&config, args).await,
         Command::Stats(args) => inspect::stats(&config, args).await,
         Command::Job(args) => inspect::job(&config, args).await,

@@ -9,6 +9,7 @@
 
 pub mod backoff;
 pub mod connection;
+pub mod duration;
 pub mod error;
 pub mod job;
 pub mod keys;

@@ -48,6 +48,8 @@ mod identity;
 mod maintenance;
 mod runtime;
 mod shutdown;
+#[cfg(feature = "stock")]
+pub mod stock;
 mod waker;
 
 pub use builder::{Retention, WorkerBuilder};

@@ -50,3 +50,45 @@ pub fn run(config: &RedisConfig, args: &[&str]) -> Run {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// A `quern worker` process, killed when dropped.
+pub struct WorkerProcess {
+    child: std::process::Child,
+}
+
+impl WorkerProcess {
+    /// Start `quern worker <queue>` with extra environment variables.
+    pub fn start(config: &RedisConfig, queue: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = quern(config);
+        cmd.args(["worker", queue, "--concurrency", "4", "--shutdown-grace", "2s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self { child: cmd.spawn().expect("start quern worker") }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `quern job --json` until the job is completed or failed; returns it.
+pub fn wait_finished(config: &RedisConfig, queue: &str, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = run(config, &["job", queue, id, "--json"]);
+        if r.code == 0 {
+            let job = json(&r.stdout);
+            if job["state"] == "completed" || job["state"] == "failed" {
+                return job;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "job {id} did not finish in time: {}", r.stdout);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
