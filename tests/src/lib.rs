@@ -8,12 +8,14 @@
 //!   of one binary run in parallel without seeing each other.
 //! - Fault tests that kill or restart Redis start a [`TestRedis`] of their own.
 //! - [`chaos`] and [`blackhole`] hold the kit of the fault-tolerance tests.
-//! - [`moves`] calls the Lua scripts one state move at a time, as a worker would.
+//! - [`moves`] calls the Lua scripts one state move at a time, as a worker would;
+//!   [`workers`] runs a worker in the background of a test.
 
 pub mod blackhole;
 pub mod chaos;
 pub mod moves;
 mod redis_server;
+pub mod workers;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

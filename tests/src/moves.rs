@@ -213,4 +213,15 @@ impl Mover {
             self.conn.clone().xrange_all(self.keys.events()).await.expect("xrange");
         reply.ids.iter().map(|e| e.get::<String>("ev").unwrap_or_default()).collect()
     }
+
+    /// Every entry of the events stream as field -> value, oldest first.
+    pub async fn event_entries(&self) -> Vec<HashMap<String, String>> {
+        let reply: redis::streams::StreamRangeReply =
+            self.conn.clone().xrange_all(self.keys.events()).await.expect("xrange");
+        reply
+            .ids
+            .iter()
+            .map(|e| e.map.keys().map(|k| (k.clone(), e.get::<String>(k).unwrap_or_default())).collect())
+            .collect()
+    }
 }
