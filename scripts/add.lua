@@ -4,10 +4,11 @@
 -- An explicit id that already exists is left alone (idempotent add).
 -- Returns a flat list: id, created (1) or already existed (0), per job.
 local n = tonumber(ARGV[3])
-local now = now_ms()
+local now, now_text = clock()
 local out = {}
 local fifo = {}
 local ready = false
+local prio_ready = false
 local min_due = nil
 local created_count = 0
 for i = 0, n - 1 do
@@ -23,7 +24,7 @@ for i = 0, n - 1 do
   if created == 1 then
     created_count = created_count + 1
     local jk = JOB_PREFIX .. id
-    local fields = { 'n', name, 'd', data, 't', now }
+    local fields = { 'n', name, 'd', data, 't', now_text }
     if opts ~= '' then
       fields[#fields + 1] = 'o'
       fields[#fields + 1] = opts
@@ -46,6 +47,7 @@ for i = 0, n - 1 do
       redis.call('HSET', jk, unpack(fields))
       if prio > 0 then
         to_waiting(id, prio, false)
+        prio_ready = true
       else
         fifo[#fifo + 1] = id
       end
@@ -55,12 +57,21 @@ for i = 0, n - 1 do
   out[#out + 1] = id
   out[#out + 1] = created
 end
-call_chunked('RPUSH', K_WAIT, fifo)
-local paused = is_paused()
-if ready and not paused then
+-- Workers only need waking when the queue goes from empty to not empty: while
+-- it holds jobs, a worker is either busy (it fetches again when a slot frees)
+-- or was already woken (fetch passes the marker on while jobs remain). This
+-- spares the pause and marker checks on a busy queue.
+local was_empty = false
+for i = 1, #fifo, CHUNK do
+  local last = math.min(i + CHUNK - 1, #fifo)
+  if redis.call('RPUSH', K_WAIT, unpack(fifo, i, last)) == last then
+    was_empty = true
+  end
+end
+if (was_empty or prio_ready) and not is_paused() then
   wake()
 end
-if min_due ~= nil and not ready and not paused then
+if min_due ~= nil and not ready and not is_paused() then
   local first = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
   if tonumber(first[2]) == min_due then
     wake()

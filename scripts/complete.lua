@@ -3,7 +3,7 @@
 -- 3 arguments per job: id, token, result (JSON, '' = none).
 -- Returns one code per job: OK, DUPLICATE (already acknowledged with this
 -- token), LEASE_LOST or NOT_FOUND.
-local now = now_ms()
+local _, now_text = clock()
 local keep = tonumber(ARGV[3])
 local out, done = {}, {}
 for b = 4, #ARGV, 3 do
@@ -18,9 +18,9 @@ for b = 4, #ARGV, 3 do
     out[#out + 1] = DUPLICATE
   else
     if result ~= '' then
-      redis.call('HSET', jk, 's', 'completed', 'fin', now, 'r', result)
+      redis.call('HSET', jk, 's', 'completed', 'fin', now_text, 'r', result)
     else
-      redis.call('HSET', jk, 's', 'completed', 'fin', now)
+      redis.call('HSET', jk, 's', 'completed', 'fin', now_text)
     end
     done[#done + 1] = id
     out[#out + 1] = OK

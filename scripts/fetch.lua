@@ -4,10 +4,12 @@
 -- token (fencing) and its attempt counter goes up by one.
 -- Returns {paused (0/1), ms until the next delayed job (-1: none, or a full batch), then
 --          id, token, attempt, name, data, options per job}.
-local now = now_ms()
+local now, now_text = clock()
+-- Attempt counters as text (see clock() on why numbers are avoided in calls).
+local NEXT_ATTEMPT = { ['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5', ['5'] = '6' }
 local k = tonumber(ARGV[3])
 
-local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_text, 'LIMIT', 0, tonumber(ARGV[6]))
 if #due > 0 then
   redis.call('ZREMRANGEBYRANK', K_DELAYED, 0, #due - 1)
   local fifo = {}
@@ -45,16 +47,18 @@ if k > 0 then
 end
 
 if #ids > 0 then
-  local first_token = redis.call('HINCRBY', K_META, 'tok', #ids) - #ids
-  local deadline = now + tonumber(ARGV[4])
+  -- One token per fetch call: a job gets one lease per call, so the token is
+  -- still unique to each lease of each job (that is all fencing needs).
+  local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))
+  local deadline = tostring(now + tonumber(ARGV[4]))
   local leased = {}
   for i, id in ipairs(ids) do
     local jk = JOB_PREFIX .. id
     local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at')
     if v[1] then
       local attempt = (tonumber(v[4]) or 0) + 1
-      local token = tostring(first_token + i)
-      redis.call('HSET', jk, 's', 'active', 'tk', token, 'st', now, 'w', ARGV[5], 'at', attempt)
+      local attempt_text = NEXT_ATTEMPT[v[4] or '0'] or tostring(attempt)
+      redis.call('HSET', jk, 's', 'active', 'tk', token, 'st', now_text, 'w', ARGV[5], 'at', attempt_text)
       leased[#leased + 1] = deadline
       leased[#leased + 1] = id
       out[#out + 1] = id
@@ -69,7 +73,8 @@ if #ids > 0 then
     redis.call('ZADD', K_ACTIVE, unpack(leased))
   end
   emit('ev', 'active', 'ids', table.concat(ids, ','), 'worker', ARGV[5])
-  if redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0 then
+  -- A full batch may have left jobs behind: pass the wake-up on to another worker.
+  if #ids == k and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then
     wake()
   end
 end

@@ -4,7 +4,7 @@
 local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local JOB_PREFIX = ARGV[1]
-local MAX_EVENTS = tonumber(ARGV[2])
+local MAX_EVENTS = ARGV[2]
 
 -- Result codes. Keep in sync with common/src/error.rs (ScriptCode).
 local OK, DUPLICATE, DEAD = 1, 2, 3
@@ -16,9 +16,19 @@ local HISTORY_LIMIT = 25
 local CHUNK = 1000
 
 -- Redis time in milliseconds: due times and leases never trust client clocks.
-local function now_ms()
+-- Returns the number and its decimal text. The text is built with string
+-- operations because Redis turns a Lua number given to redis.call into text
+-- with printf("%.17g"), which costs more than a simple command.
+local function clock()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local us = t[2]
+  local ms = string.sub(string.rep('0', 6 - #us) .. us, 1, 3)
+  return tonumber(t[1]) * 1000 + tonumber(ms), t[1] .. ms
+end
+
+local function now_ms()
+  local now = clock()
+  return now
 end
 
 -- Run `cmd key items...` in chunks.
@@ -29,7 +39,7 @@ local function call_chunked(cmd, key, items)
 end
 
 local function emit(...)
-  if MAX_EVENTS > 0 then
+  if MAX_EVENTS ~= '0' then
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAX_EVENTS, '*', ...)
   end
 end

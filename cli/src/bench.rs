@@ -1,19 +1,349 @@
-//! `quern bench`: the scenarios of the shared benchmark protocol.
+//! `quern bench`: the five scenarios of the shared benchmark protocol
+//! (bench/PROTOCOL.md of the workplace), one JSON line each on stdout.
+//!
+//! A user may point this at the wrong Redis, so it never flushes anything: it
+//! works under a prefix of its own, refuses a database that holds any key
+//! outside that prefix, and deletes its own keys before, between and after
+//! the scenarios.
 
-use quern_common::{RedisConfig, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use quern_common::{Error, RedisConfig, Result};
+use quern_producer::{NewJob, Queue};
+use quern_worker::{JobContext, JobError, Retention, Worker};
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+/// Every key the benchmark writes starts with this prefix.
+pub(crate) const BENCH_PREFIX: &str = "quern-bench";
+const QUEUE: &str = "bench";
+const LATENCY_JOBS: usize = 1_500;
+const LATENCY_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Options of `quern bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
-    /// Jobs per scenario.
+    /// Jobs per scenario (the latency scenario always uses 1,500).
     #[arg(long, default_value_t = 100_000)]
     pub(crate) jobs: usize,
     /// Producers in flight (enqueue_single) and worker slots (drain, latency).
     #[arg(long, default_value_t = 50)]
     pub(crate) concurrency: usize,
+    /// Run only these scenarios (comma-separated: enqueue_single, enqueue_bulk,
+    /// memory_waiting, drain, latency); memory_waiting and drain need enqueue_bulk.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) only: Vec<String>,
+    /// Value of the `system` field of each line.
+    #[arg(long, default_value = "quern")]
+    pub(crate) system: String,
 }
 
-/// Run the scenarios (under construction).
-pub(crate) async fn run(_config: &RedisConfig, _args: BenchArgs) -> Result<()> {
-    Err(quern_common::Error::InvalidOptions("quern bench is not built yet".into()))
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    i: u64,
+    pad: String,
+}
+
+/// Run the scenarios and print one JSON line each.
+pub(crate) async fn run(config: &RedisConfig, args: BenchArgs) -> Result<()> {
+    if args.jobs == 0 || args.concurrency == 0 {
+        return Err(Error::InvalidOptions("--jobs and --concurrency must be at least 1".into()));
+    }
+    let config = config.clone().prefix(BENCH_PREFIX).response_timeout(Duration::from_secs(30));
+    let mut admin = admin_connection(&config).await?;
+    refuse_foreign_keys(&mut admin).await?;
+    remove_own_keys(&mut admin).await?;
+    let bench = Bench { config, admin, args };
+    let outcome = bench.run_all().await;
+    let mut admin = bench.admin;
+    let cleanup = remove_own_keys(&mut admin).await;
+    outcome.and(cleanup)
+}
+
+struct Bench {
+    config: RedisConfig,
+    admin: MultiplexedConnection,
+    args: BenchArgs,
+}
+
+impl Bench {
+    fn wants(&self, scenario: &str) -> bool {
+        self.args.only.is_empty() || self.args.only.iter().any(|s| s == scenario)
+    }
+
+    fn line(&self, scenario: &str, figures: serde_json::Value) {
+        let mut line = json!({ "system": self.args.system, "scenario": scenario });
+        if let (Some(line), Some(figures)) = (line.as_object_mut(), figures.as_object()) {
+            line.extend(figures.clone());
+        }
+        println!("{line}");
+    }
+
+    async fn run_all(&self) -> Result<()> {
+        let mut admin = self.admin.clone();
+        if self.wants("enqueue_single") {
+            self.enqueue_single().await?;
+            remove_own_keys(&mut admin).await?;
+        }
+        if self.wants("enqueue_bulk") || self.wants("memory_waiting") || self.wants("drain") {
+            self.enqueue_bulk().await?;
+            if self.wants("drain") {
+                self.drain().await?;
+            }
+            remove_own_keys(&mut admin).await?;
+        }
+        if self.wants("latency") {
+            self.latency().await?;
+            remove_own_keys(&mut admin).await?;
+        }
+        Ok(())
+    }
+
+    async fn enqueue_single(&self) -> Result<()> {
+        let (n, c) = (self.args.jobs, self.args.concurrency);
+        eprintln!("enqueue_single: {n} jobs, {c} producers in flight");
+        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let mut admin = self.admin.clone();
+        let next = Arc::new(AtomicUsize::new(0));
+        let pad = "x".repeat(100);
+        let cpu0 = redis_cpu(&mut admin).await?;
+        let start = Instant::now();
+        let producers: Vec<_> = (0..c)
+            .map(|_| {
+                let (queue, next, pad) = (queue.clone(), next.clone(), pad.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok::<(), Error>(());
+                        }
+                        queue.add("job", &json!({ "i": i, "pad": pad })).await?;
+                    }
+                })
+            })
+            .collect();
+        for producer in producers {
+            producer.await.map_err(|e| Error::InvalidOptions(format!("producer task failed: {e}")))??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = redis_cpu(&mut admin).await? - cpu0;
+        self.line("enqueue_single", throughput(n, c, secs, cpu));
+        Ok(())
+    }
+
+    async fn enqueue_bulk(&self) -> Result<()> {
+        let n = self.args.jobs;
+        eprintln!("enqueue_bulk: {n} jobs in batches of 1,000");
+        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let mut admin = self.admin.clone();
+        let pad = "x".repeat(100);
+        let memory0 = used_memory(&mut admin).await?;
+        let cpu0 = redis_cpu(&mut admin).await?;
+        let start = Instant::now();
+        for first in (0..n).step_by(1000) {
+            let batch = (first..(first + 1000).min(n))
+                .map(|i| NewJob::new("job", &Payload { i: i as u64, pad: pad.clone() }))
+                .collect::<Result<Vec<_>>>()?;
+            queue.add_bulk(&batch).await?;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = redis_cpu(&mut admin).await? - cpu0;
+        if self.wants("enqueue_bulk") {
+            self.line("enqueue_bulk", throughput(n, 1, secs, cpu));
+        }
+        if self.wants("memory_waiting") {
+            let memory = used_memory(&mut admin).await?;
+            let per_job = (memory.saturating_sub(memory0)) as f64 / n as f64;
+            self.line("memory_waiting", json!({ "jobs": n, "redis_bytes_per_job": per_job.round() }));
+        }
+        Ok(())
+    }
+
+    async fn drain(&self) -> Result<()> {
+        let (n, c) = (self.args.jobs, self.args.concurrency);
+        eprintln!("drain: {n} waiting jobs, one worker, concurrency {c}");
+        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let mut admin = self.admin.clone();
+        // Completed jobs are kept, as BullMQ keeps them by default.
+        let worker = Worker::builder(&self.config, QUEUE)
+            .concurrency(c)
+            .retention(Retention::keep_all())
+            .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })
+            .build()
+            .await?;
+        let stop = worker.shutdown_handle();
+        let cpu0 = redis_cpu(&mut admin).await?;
+        let start = Instant::now();
+        let running = tokio::spawn(worker.run_until(std::future::pending()));
+        let mut last_report = Instant::now();
+        loop {
+            let completed = queue.counts().await?.completed;
+            if completed >= n as u64 {
+                break;
+            }
+            if last_report.elapsed() > Duration::from_secs(2) {
+                eprintln!("drain: {completed} of {n} completed");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = redis_cpu(&mut admin).await? - cpu0;
+        stop.shutdown();
+        join_worker(running).await?;
+        self.line("drain", throughput(n, c, secs, cpu));
+        Ok(())
+    }
+
+    async fn latency(&self) -> Result<()> {
+        let c = self.args.concurrency;
+        let m = LATENCY_JOBS.min(self.args.jobs.max(100));
+        eprintln!("latency: {m} jobs, one every {LATENCY_INTERVAL:?}, idle worker with concurrency {c}");
+        let queue = Queue::connect(&self.config, "latency").await?;
+        let origin = Instant::now();
+        let latencies = Arc::new(Mutex::new(Vec::with_capacity(m)));
+        let started = Arc::new(AtomicU64::new(0));
+        let (lat, count) = (latencies.clone(), started.clone());
+        let worker = Worker::builder(&self.config, "latency")
+            .concurrency(c)
+            .retention(Retention::keep_all())
+            .handler("job", move |_ctx: JobContext, job: LatencyPayload| {
+                let now = origin.elapsed().as_nanos() as u64;
+                let (lat, count) = (lat.clone(), count.clone());
+                async move {
+                    lat.lock().await.push(now.saturating_sub(job.t_ns));
+                    count.fetch_add(1, Ordering::Relaxed);
+                    Ok::<(), JobError>(())
+                }
+            })
+            .build()
+            .await?;
+        let stop = worker.shutdown_handle();
+        let running = tokio::spawn(worker.run_until(std::future::pending()));
+        // Let the worker reach its idle, blocking wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for _ in 0..m {
+            let t_ns = origin.elapsed().as_nanos() as u64;
+            queue.add("job", &LatencyPayload { t_ns }).await?;
+            tokio::time::sleep(LATENCY_INTERVAL).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while started.load(Ordering::Relaxed) < m as u64 {
+            if Instant::now() > deadline {
+                return Err(Error::InvalidOptions("latency: jobs did not all start within 30 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.shutdown();
+        join_worker(running).await?;
+        let mut sorted = latencies.lock().await.clone();
+        sorted.sort_unstable();
+        let ms = |ns: u64| (ns as f64 / 1e6 * 1000.0).round() / 1000.0;
+        let at = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)];
+        self.line(
+            "latency",
+            json!({
+                "jobs": m,
+                "concurrency": c,
+                "p50_ms": ms(at(0.5)),
+                "p99_ms": ms(at(0.99)),
+                "max_ms": ms(*sorted.last().unwrap_or(&0)),
+            }),
+        );
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct LatencyPayload {
+    t_ns: u64,
+}
+
+fn throughput(n: usize, c: usize, secs: f64, cpu_secs: f64) -> serde_json::Value {
+    json!({
+        "jobs": n,
+        "concurrency": c,
+        "secs": (secs * 1000.0).round() / 1000.0,
+        "jobs_per_s": (n as f64 / secs).round(),
+        "redis_cpu_us_per_job": (cpu_secs * 1e6 / n as f64 * 10.0).round() / 10.0,
+    })
+}
+
+async fn join_worker(running: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    running.await.map_err(|e| Error::InvalidOptions(format!("the worker task failed: {e}")))?
+}
+
+async fn admin_connection(config: &RedisConfig) -> Result<MultiplexedConnection> {
+    config.connect_dedicated(Duration::from_secs(30)).await
+}
+
+/// Refuse to run on a database holding keys that are not the benchmark's:
+/// the user may have pointed us at a Redis that matters.
+async fn refuse_foreign_keys(conn: &mut MultiplexedConnection) -> Result<()> {
+    let own = format!("{BENCH_PREFIX}:");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) =
+            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
+        if let Some(foreign) = keys.iter().find(|k| !k.starts_with(&own)) {
+            let total: u64 = redis::cmd("DBSIZE").query_async(conn).await?;
+            return Err(Error::InvalidOptions(format!(
+                "refusing to benchmark on a database that holds keys quern bench did not write \
+                 ({total} keys, e.g. {foreign:?}); point --redis-url at an empty Redis or database"
+            )));
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// Delete every key under the benchmark prefix (never anything else).
+async fn remove_own_keys(conn: &mut MultiplexedConnection) -> Result<()> {
+    let pattern = format!("{BENCH_PREFIX}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: u64 = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+async fn info(conn: &mut MultiplexedConnection, section: &str) -> Result<String> {
+    Ok(redis::cmd("INFO").arg(section).query_async(conn).await?)
+}
+
+fn info_field(info: &str, field: &str) -> Result<f64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().parse::<f64>().ok())
+        .ok_or_else(|| Error::InvalidOptions(format!("INFO has no {field}")))
+}
+
+/// Seconds of CPU Redis has used (user + system).
+async fn redis_cpu(conn: &mut MultiplexedConnection) -> Result<f64> {
+    let cpu = info(conn, "cpu").await?;
+    Ok(info_field(&cpu, "used_cpu_user")? + info_field(&cpu, "used_cpu_sys")?)
+}
+
+async fn used_memory(conn: &mut MultiplexedConnection) -> Result<u64> {
+    // Let lazily freed memory (UNLINK) settle before reading.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(info_field(&info(conn, "memory").await?, "used_memory")? as u64)
 }
