@@ -153,7 +153,7 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
         line("result", r.clone());
     }
     if let Some(e) = &job.last_error {
-        line("error", e.clone());
+        line("last error", e.clone());
     }
     out.push_str("\nhistory:\n");
     if job.history.is_empty() {

@@ -4,6 +4,7 @@
 
 mod bench;
 mod control;
+mod demo;
 mod dlq;
 mod duration;
 mod enqueue;
@@ -28,8 +29,9 @@ use crate::error::CliError;
 #[command(name = "quern", version, about, long_about)]
 struct Cli {
     /// Redis to use, e.g. redis://127.0.0.1:6379/0 (or rediss://, redis+unix:///path).
-    #[arg(long, global = true, env = "REDIS_URL", default_value = quern_common::connection::DEFAULT_REDIS_URL)]
-    redis_url: String,
+    /// Default: redis://127.0.0.1:6379.
+    #[arg(long, global = true, env = "REDIS_URL")]
+    redis_url: Option<String>,
 
     /// Key prefix: queues under different prefixes never see each other.
     #[arg(long, global = true, env = "QUERN_PREFIX", default_value = quern_common::keys::DEFAULT_PREFIX)]
@@ -67,18 +69,25 @@ enum Command {
     Pause(control::QueueArg),
     /// Resume a paused queue.
     Resume(control::QueueArg),
+    /// See quern work: two workers, a producer, retries with backoff, a poisoned job
+    /// in the dead-letter list, with a live display (uses REDIS_URL, else a Redis on
+    /// 127.0.0.1:6379, else a throwaway redis-server; keys under the prefix quern-demo).
+    Demo(demo::DemoArgs),
     /// Measure quern on the shared benchmark protocol (one JSON line per scenario on stdout).
     Bench(bench::BenchArgs),
 }
 
 impl Cli {
     fn redis_config(&self) -> RedisConfig {
-        RedisConfig::new(&self.redis_url).prefix(&self.prefix)
+        let url = self.redis_url.as_deref().unwrap_or(quern_common::connection::DEFAULT_REDIS_URL);
+        RedisConfig::new(url).prefix(&self.prefix)
     }
 }
 
-async fn dispatch(config: RedisConfig, command: Command) -> Result<(), CliError> {
-    match command {
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let config = cli.redis_config();
+    match cli.command {
+        Command::Demo(args) => demo::run(cli.redis_url, args).await,
         Command::Worker(args) => worker::run(&config, args).await,
         Command::Enqueue(args) => enqueue::run(&config, args).await,
         Command::Stats(args) => inspect::stats(&config, args).await,
@@ -93,15 +102,16 @@ async fn dispatch(config: RedisConfig, command: Command) -> Result<(), CliError>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo draws a live display: only errors may interrupt it.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) { "error" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = cli.redis_config();
     let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(dispatch(config, cli.command)),
+        Ok(runtime) => runtime.block_on(dispatch(cli)),
         Err(e) => Err(CliError::Failed(format!("cannot start the async runtime: {e}"))),
     };
     match result {

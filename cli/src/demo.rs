@@ -1,0 +1,471 @@
+//! `quern demo`: the whole system working on one screen.
+//!
+//! Uses `REDIS_URL` (or `--redis-url`), else a Redis answering on
+//! 127.0.0.1:6379, else a throwaway `redis-server` it starts and stops itself.
+//! Everything lives under the key prefix `quern-demo` (cleared at the start),
+//! so other data on that Redis is never touched.
+//!
+//! For `--duration` it runs two in-process workers and a producer on queue
+//! `demo`: ordinary jobs completing, a flaky webhook that fails three times
+//! and is retried with growing backoff, a poisoned report that panics on every
+//! attempt and lands in the dead-letter list, a delayed job, and a stock
+//! `command` job; then it prints a summary and the commands to inspect it all.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use quern_common::{Backoff, JobInfo, JobOptions, RedisConfig};
+use quern_producer::Queue;
+use quern_worker::{JobContext, JobError, Retention, Worker, stock};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::duration::{format_duration, parse_duration};
+use crate::error::{CliError, CliResult};
+use crate::inspect::render_job;
+use crate::worker::termination;
+
+/// The key prefix of the demo's data.
+pub(crate) const DEMO_PREFIX: &str = "quern-demo";
+/// The demo's queue.
+const QUEUE: &str = "demo";
+const FLAKY_ID: &str = "flaky-webhook";
+const POISON_ID: &str = "poisoned-report";
+const DELAYED_ID: &str = "delayed-reminder";
+const COMMAND_ID: &str = "nightly-backup";
+const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
+
+/// Options of `quern demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// How long to run the workers and the producer.
+    #[arg(long, default_value = "20s", value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) duration: Duration,
+    /// Leave the throwaway redis-server (if one was started) running afterwards,
+    /// so the printed commands can inspect the demo's data.
+    #[arg(long)]
+    pub(crate) keep_redis: bool,
+    /// Always start a throwaway redis-server, ignoring REDIS_URL and 127.0.0.1:6379.
+    #[arg(long)]
+    pub(crate) throwaway_redis: bool,
+}
+
+/// A redis-server started for the demo; stopped when dropped unless kept.
+struct ThrowawayRedis {
+    child: Option<Child>,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for ThrowawayRedis {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn answers(url: &str) -> bool {
+    let cfg = RedisConfig::new(url).connect_timeout(Duration::from_millis(500));
+    match cfg.connect().await {
+        Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn spawn_redis(keep: bool) -> CliResult<ThrowawayRedis> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|dir| dir.join("redis-server").is_file()))
+        .unwrap_or(false);
+    if !found {
+        return Err(CliError::Failed(
+            "no Redis answers on 127.0.0.1:6379 and redis-server is not installed.\n\
+             Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),\n\
+             or point the demo at a Redis with REDIS_URL=redis://host:port"
+                .into(),
+        ));
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| CliError::Failed(format!("cannot find a free port for redis-server: {e}")))?
+        .port();
+    let dir = tempfile::Builder::new()
+        .prefix("quern-demo-redis-")
+        .tempdir()
+        .map_err(|e| CliError::Failed(format!("cannot create a temporary directory: {e}")))?;
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--maxmemory-policy", "noeviction"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| CliError::Failed(format!("cannot start redis-server: {e}")))?;
+    let url = format!("redis://127.0.0.1:{port}");
+    let (child, dir) = if keep { (None, None) } else { (Some(child), Some(dir)) };
+    Ok(ThrowawayRedis { child, url, _dir: dir })
+}
+
+/// Pick the Redis to use: an explicit URL, the local default, or a throwaway one.
+async fn choose_redis(
+    explicit: Option<String>,
+    args: &DemoArgs,
+) -> CliResult<(String, Option<ThrowawayRedis>)> {
+    if args.throwaway_redis {
+        return start_redis(args.keep_redis).await;
+    }
+    if let Some(url) = explicit {
+        if !answers(&url).await {
+            return Err(CliError::Failed(format!(
+                "no Redis answers at {} (from --redis-url or REDIS_URL)",
+                RedisConfig::new(&url).masked_url()
+            )));
+        }
+        return Ok((url, None));
+    }
+    if answers(LOCAL_REDIS).await {
+        return Ok((LOCAL_REDIS.to_owned(), None));
+    }
+    start_redis(args.keep_redis).await
+}
+
+/// Start a throwaway redis-server and wait until it answers.
+async fn start_redis(keep: bool) -> CliResult<(String, Option<ThrowawayRedis>)> {
+    let server = spawn_redis(keep)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !answers(&server.url).await {
+        if Instant::now() > deadline {
+            return Err(CliError::Failed("the throwaway redis-server did not start within 5 s".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((server.url.clone(), Some(server)))
+}
+
+/// Delete what earlier demo runs left under the demo prefix.
+async fn clear_prefix(config: &RedisConfig) -> CliResult {
+    let mut conn = config.connect().await?;
+    let pattern = format!("{DEMO_PREFIX}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(quern_common::Error::from)?;
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(quern_common::Error::from)?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+#[derive(Deserialize)]
+struct Image {
+    image: String,
+}
+
+#[derive(Deserialize)]
+struct Webhook {
+    fail_first: u32,
+}
+
+#[derive(Deserialize)]
+struct Report {
+    poison: bool,
+}
+
+async fn demo_worker(config: &RedisConfig, done: Arc<AtomicU64>) -> CliResult<Worker> {
+    let builder = Worker::builder(config, QUEUE)
+        .concurrency(4)
+        .lease(Duration::from_secs(5))
+        .reap_interval(Duration::from_secs(1))
+        .idle_block(Duration::from_secs(1))
+        .shutdown_grace(Duration::from_secs(2))
+        .retention(Retention::keep_all());
+    let resized = done.clone();
+    let builder = stock::register(builder)?
+        .handler("resize-image", move |_ctx: JobContext, job: Image| {
+            let done = resized.clone();
+            async move {
+                let ms = 40 + (job.image.len() as u64 * 37) % 200;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, JobError>(json!({ "thumbnail": format!("thumb-{}", job.image) }))
+            }
+        })
+        .handler("webhook", |ctx: JobContext, job: Webhook| async move {
+            if ctx.attempt() <= job.fail_first {
+                return Err(JobError::retryable("upstream answered 503 Service Unavailable"));
+            }
+            Ok(json!({ "delivered_on_attempt": ctx.attempt() }))
+        })
+        .handler("report", |_ctx: JobContext, job: Report| async move {
+            if job.poison {
+                panic!("poisoned input: cannot parse row 17 of the report");
+            }
+            Ok(())
+        })
+        .handler("reminder", |_ctx: JobContext, _job: serde_json::Value| async move { Ok(()) });
+    Ok(builder.build().await?)
+}
+
+async fn seed(queue: &Queue) -> CliResult {
+    let flaky = JobOptions::new().job_id(FLAKY_ID).attempts(5).backoff(Backoff::Exponential {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(8),
+        jitter: 0.1,
+    });
+    queue
+        .add_with("webhook", &json!({ "url": "https://example.invalid/hook", "fail_first": 3 }), flaky)
+        .await?;
+    let poison =
+        JobOptions::new().job_id(POISON_ID).attempts(3).backoff(Backoff::fixed(Duration::from_millis(700)));
+    queue.add_with("report", &json!({ "poison": true }), poison).await?;
+    let delayed = JobOptions::new().job_id(DELAYED_ID).delay(Duration::from_secs(3));
+    queue.add_with("reminder", &json!({ "to": "ops@example.invalid" }), delayed).await?;
+    let backup = json!({ "argv": ["sh", "-c", "echo backing up the database; sleep 0.3; echo backup done"] });
+    queue.add_with("command", &backup, JobOptions::new().job_id(COMMAND_ID)).await?;
+    Ok(())
+}
+
+/// One line about a job's attempts: outcomes and the waits between them.
+fn attempts_line(job: Option<&JobInfo>) -> String {
+    let Some(job) = job else { return "not enqueued yet".into() };
+    let mut parts = Vec::new();
+    let mut previous_end: Option<u64> = None;
+    for a in job.history.iter().filter(|a| a.number.is_some()) {
+        if let (Some(end), Some(start)) = (previous_end, a.started_at_ms) {
+            parts.push(format!("wait {}", format_duration(Duration::from_millis(start.saturating_sub(end)))));
+        }
+        parts.push(format!("#{} {}", a.number.unwrap_or(0), a.outcome));
+        previous_end = a.finished_at_ms;
+    }
+    let tried = !parts.is_empty();
+    let state = match job.state {
+        quern_common::JobState::Failed => "failed for good: now in the dead-letter list",
+        quern_common::JobState::Delayed if tried => "backing off before the next attempt",
+        quern_common::JobState::Delayed => "delayed: not due yet",
+        quern_common::JobState::Waiting => "waiting for a worker",
+        quern_common::JobState::Active => "running",
+        quern_common::JobState::Completed => "completed",
+    };
+    if tried { format!("{} -> {state}", parts.join(", ")) } else { state.to_owned() }
+}
+
+struct Screen {
+    live: bool,
+    drawn: usize,
+    last_plain: Option<Instant>,
+}
+
+impl Screen {
+    /// Draw the snapshot; `last` prints it whole even when not on a terminal.
+    fn show(&mut self, lines: &[String], last: bool) {
+        let mut out = std::io::stdout().lock();
+        if !self.live && last {
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+        } else if self.live {
+            if self.drawn > 0 {
+                let _ = write!(out, "\x1b[{}A", self.drawn);
+            }
+            for line in lines {
+                let _ = writeln!(out, "\x1b[2K{line}");
+            }
+            self.drawn = lines.len();
+        } else if self.last_plain.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+            // Not a terminal: a compact line every 2 s.
+            let _ = writeln!(out, "{}", lines.get(1).map(String::as_str).unwrap_or(""));
+            self.last_plain = Some(Instant::now());
+        }
+        let _ = out.flush();
+    }
+}
+
+async fn snapshot(queue: &Queue, started: Instant, total: Duration, done: &[Arc<AtomicU64>]) -> Vec<String> {
+    let counts = match queue.counts().await {
+        Ok(c) => format!(
+            "queue {QUEUE}: waiting {}  delayed {}  active {}  completed {}  failed {}",
+            c.waiting, c.delayed, c.active, c.completed, c.failed
+        ),
+        Err(e) => format!("queue {QUEUE}: (cannot read counts: {e})"),
+    };
+    let job = |id: &'static str| {
+        let queue = queue.clone();
+        async move { queue.job(id).await.ok().flatten() }
+    };
+    let elapsed = started.elapsed().min(total);
+    vec![
+        format!("quern demo  {} / {}", format_duration(elapsed), format_duration(total)),
+        counts,
+        format!(
+            "workers: A resized {} images, B resized {}",
+            done[0].load(Ordering::Relaxed),
+            done[1].load(Ordering::Relaxed)
+        ),
+        format!("{FLAKY_ID:<17} {}", attempts_line(job(FLAKY_ID).await.as_ref())),
+        format!("{POISON_ID:<17} {}", attempts_line(job(POISON_ID).await.as_ref())),
+        format!("{DELAYED_ID:<17} {}", attempts_line(job(DELAYED_ID).await.as_ref())),
+        format!("{COMMAND_ID:<17} {}", attempts_line(job(COMMAND_ID).await.as_ref())),
+    ]
+}
+
+/// Keep the demo's deliberate panics off the screen; others still print.
+fn quiet_demo_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if !text.starts_with("poisoned input") {
+            default(info);
+        }
+    }));
+}
+
+/// `quern demo`.
+pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResult {
+    if args.duration < Duration::from_secs(1) {
+        return Err(CliError::Usage("--duration must be at least 1s".into()));
+    }
+    let (url, server) = choose_redis(explicit_url, &args).await?;
+    let config = RedisConfig::new(&url).prefix(DEMO_PREFIX);
+    let source = match &server {
+        Some(_) => "a throwaway redis-server started for this demo",
+        None => "an existing Redis; the demo only touches keys under the prefix quern-demo",
+    };
+    println!("quern demo: Redis at {} ({source})", config.masked_url());
+    println!("two workers and a producer on queue {QUEUE:?} for {}\n", format_duration(args.duration));
+    clear_prefix(&config).await?;
+    quiet_demo_panics();
+
+    let done = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let workers =
+        [demo_worker(&config, done[0].clone()).await?, demo_worker(&config, done[1].clone()).await?];
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    for worker in workers {
+        let mut stop = stop_rx.clone();
+        running.spawn(worker.run_until(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
+    let queue = Queue::connect(&config, QUEUE).await?;
+    seed(&queue).await?;
+
+    // The producer: a steady trickle of ordinary jobs for most of the run.
+    let producer = {
+        let queue = queue.clone();
+        let until = args.duration.mul_f64(0.8);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut n = 0u64;
+            while started.elapsed() < until {
+                n += 1;
+                let _ = queue.add("resize-image", &json!({ "image": format!("photo-{n}.jpg") })).await;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            n
+        })
+    };
+
+    let started = Instant::now();
+    let mut screen = Screen { live: std::io::stdout().is_terminal(), drawn: 0, last_plain: None };
+    let interrupted = tokio::select! {
+        _ = termination() => true,
+        _ = async {
+            while started.elapsed() < args.duration {
+                screen.show(&snapshot(&queue, started, args.duration, &done).await, false);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        } => false,
+    };
+    producer.abort();
+    let produced = producer.await.unwrap_or(0);
+    let _ = stop_tx.send(true);
+    while let Some(result) = running.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(CliError::Failed(format!("a demo worker failed: {e}"))),
+        }
+    }
+    let last = snapshot(&queue, started, args.duration, &done).await;
+    screen.show(&last, true);
+    summary(&queue, &config, server.is_some(), args.keep_redis, interrupted, produced).await
+}
+
+async fn summary(
+    queue: &Queue,
+    config: &RedisConfig,
+    throwaway: bool,
+    kept: bool,
+    interrupted: bool,
+    produced: u64,
+) -> CliResult {
+    let counts = queue.counts().await?;
+    println!();
+    if interrupted {
+        println!("interrupted: stopped early");
+    }
+    let mut totals = BTreeMap::new();
+    totals.insert("completed", counts.completed);
+    totals.insert("dead-lettered", counts.failed);
+    totals.insert("still waiting or delayed", counts.waiting + counts.delayed);
+    println!("summary: {produced} image jobs produced; {}", {
+        let parts: Vec<String> = totals.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        parts.join(", ")
+    });
+    for id in [FLAKY_ID, POISON_ID] {
+        if let Some(job) = queue.job(id).await? {
+            println!("\n== quern job {QUEUE} {id}\n{}", render_job(&job));
+        }
+    }
+    let prefix = format!("--prefix {DEMO_PREFIX}");
+    let url = format!("--redis-url {}", config.masked_url());
+    println!("Inspect it yourself:");
+    if throwaway && !kept {
+        println!(
+            "  (the throwaway Redis is stopped now; run `quern demo --keep-redis` to keep it, or start a\n   \
+             Redis on 127.0.0.1:6379 and run the demo again, then:)"
+        );
+    }
+    for cmd in [
+        "stats".to_owned(),
+        format!("jobs {QUEUE} --state completed --limit 10"),
+        format!("job {QUEUE} {FLAKY_ID}"),
+        format!("dlq {QUEUE} list"),
+        format!("dlq {QUEUE} retry {POISON_ID}"),
+    ] {
+        println!("  quern {url} {prefix} {cmd}");
+    }
+    if throwaway && kept {
+        println!("  (stop the kept Redis with: redis-cli -u {} shutdown nosave)", config.masked_url());
+    }
+    Ok(())
+}

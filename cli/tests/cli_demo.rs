@@ -1,0 +1,43 @@
+//! `quern demo` end to end, shortened with --duration.
+
+mod support;
+
+use support::run;
+
+fn check_demo_output(out: &str) {
+    assert!(out.contains("flaky-webhook") && out.contains("#1 error, wait"), "{out}");
+    assert!(out.contains("failed for good: now in the dead-letter list"), "{out}");
+    assert!(out.contains("handler panicked: poisoned input"), "{out}");
+    assert!(out.contains("quern --redis-url") && out.contains("dlq demo list"), "{out}");
+    let summary = out.lines().find(|l| l.starts_with("summary:")).expect("a summary line");
+    assert!(summary.contains("1 dead-lettered"), "{summary}");
+}
+
+#[test]
+fn demo_runs_on_a_throwaway_redis() {
+    let cfg = quern_tests::config();
+    let out = run(&cfg, &["demo", "--duration", "4s", "--throwaway-redis"]).ok();
+    assert!(out.contains("a throwaway redis-server started for this demo"), "{out}");
+    check_demo_output(&out);
+}
+
+#[test]
+fn demo_uses_redis_url_when_given() {
+    let cfg = quern_tests::config();
+    let out = run(&cfg, &["demo", "--duration", "4s"]).ok();
+    assert!(out.contains(&format!("Redis at {}", cfg.url)), "{out}");
+    check_demo_output(&out);
+    // Its data stays under its own prefix, for the printed commands to inspect.
+    let stats = run(&cfg, &["--prefix", "quern-demo", "stats", "demo", "--json"]).ok();
+    assert_eq!(support::json(&stats)["demo"]["failed"], 1, "{stats}");
+}
+
+#[test]
+fn demo_reports_an_unreachable_redis_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = quern_tests::config_for(&format!("redis://127.0.0.1:{port}"));
+    let err = run(&cfg, &["demo", "--duration", "2s"]).fails_with(1);
+    assert!(err.contains("no Redis answers at"), "{err}");
+    let err = run(&cfg, &["demo", "--duration", "2"]).fails_with(2);
+    assert!(err.contains("no unit"), "{err}");
+}
