@@ -104,6 +104,8 @@ impl QueueBuilder {
 
     /// Connect and register the queue name.
     pub async fn connect(self) -> Result<Queue> {
+        // Bad names are refused before any network wait.
+        QueueKeys::new(&self.config.prefix, &self.name)?;
         let conn = self.config.connect().await?;
         let queue = self.with_connection(conn)?;
         queue.register().await?;
@@ -144,6 +146,7 @@ impl Queue {
     /// Connect to queue `name` only if some producer or worker has used it;
     /// otherwise [`Error::UnknownQueue`]. For tools that inspect queues.
     pub async fn open_existing(config: &RedisConfig, name: &str) -> Result<Self> {
+        QueueKeys::new(&config.prefix, name)?;
         let queue = Self::builder(config, name).with_connection(config.connect().await?)?;
         let mut conn = queue.conn();
         let known: bool = conn.sismember(QueueKeys::registry(&config.prefix), name).await?;
@@ -206,6 +209,10 @@ impl Queue {
     /// Add many jobs, up to 1,000 per script call, all calls in one round trip.
     /// Every job is validated before any is sent, so a bad one adds nothing.
     pub async fn add_bulk(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
+        if jobs.is_empty() {
+            // Nothing to send (an empty pipeline is an error in the client).
+            return Ok(Vec::new());
+        }
         for job in jobs {
             self.validate(job)?;
         }
