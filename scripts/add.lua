@@ -24,7 +24,8 @@ for i = 0, n - 1 do
   if created == 1 then
     created_count = created_count + 1
     local jk = JOB_PREFIX .. id
-    local fields = { 'n', name, 'd', data, 't', now_text }
+    local fields = { 'n', name, 't', now_text }
+    put_payload(fields, data)
     if opts ~= '' then
       fields[#fields + 1] = 'o'
       fields[#fields + 1] = opts

@@ -54,7 +54,7 @@ if #ids > 0 then
   local leased = {}
   for i, id in ipairs(ids) do
     local jk = JOB_PREFIX .. id
-    local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at')
+    local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at', 'dn')
     if v[1] then
       local attempt = (tonumber(v[4]) or 0) + 1
       local attempt_text = NEXT_ATTEMPT[v[4] or '0'] or tostring(attempt)
@@ -65,7 +65,7 @@ if #ids > 0 then
       out[#out + 1] = token
       out[#out + 1] = attempt
       out[#out + 1] = v[1]
-      out[#out + 1] = v[2]
+      out[#out + 1] = whole_payload(jk, v[2], v[5])
       out[#out + 1] = v[3] or ''
     end
   end

@@ -93,6 +93,59 @@ local function push_history(jk, entry)
   redis.call('HSET', jk, 'h', cjson.encode(h))
 end
 
+-- Payloads of 65 to about 576 bytes are stored in pieces of at most 64 bytes
+-- (fields d, d2 .. d9, and dn = the number of pieces): Redis keeps a hash in its
+-- compact listpack encoding only while every value fits in 64 bytes
+-- (hash-max-listpack-value), and that encoding halves a typical job's memory.
+-- Smaller and bigger payloads are stored whole in d.
+local PIECE, MAX_PIECES = 64, 9
+local function put_payload(fields, data)
+  local len = #data
+  local pieces = {}
+  if len > PIECE and len <= MAX_PIECES * PIECE then
+    local from = 1
+    while from <= len and #pieces <= MAX_PIECES do
+      local to = math.min(from + PIECE - 1, len)
+      -- Never cut inside a UTF-8 sequence (continuation bytes are 0x80-0xBF):
+      -- every piece must be valid text on its own.
+      while to < len and to > from do
+        local b = string.byte(data, to + 1)
+        if b < 128 or b > 191 then
+          break
+        end
+        to = to - 1
+      end
+      pieces[#pieces + 1] = string.sub(data, from, to)
+      from = to + 1
+    end
+  end
+  if #pieces < 2 or #pieces > MAX_PIECES then
+    fields[#fields + 1] = 'd'
+    fields[#fields + 1] = data
+    return
+  end
+  fields[#fields + 1] = 'd'
+  fields[#fields + 1] = pieces[1]
+  for i = 2, #pieces do
+    fields[#fields + 1] = 'd' .. i
+    fields[#fields + 1] = pieces[i]
+  end
+  fields[#fields + 1] = 'dn'
+  fields[#fields + 1] = string.char(48 + #pieces)
+end
+
+-- The whole payload, given the values of fields d and dn.
+local function whole_payload(jk, first, pieces)
+  if not pieces then
+    return first
+  end
+  local names = {}
+  for i = 2, tonumber(pieces) do
+    names[#names + 1] = 'd' .. i
+  end
+  return first .. table.concat(redis.call('HMGET', jk, unpack(names)))
+end
+
 local function is_paused()
   return redis.call('HEXISTS', K_META, 'paused') == 1
 end

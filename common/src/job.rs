@@ -172,7 +172,7 @@ impl JobInfo {
             queue: queue.to_owned(),
             id: id.to_owned(),
             name: h.remove("n").ok_or_else(|| bad("no name"))?,
-            payload: h.remove("d").unwrap_or_default(),
+            payload: take_payload(&mut h),
             state,
             priority: num(&h, "p")?.unwrap_or(0) as u32,
             attempts_made,
@@ -217,6 +217,18 @@ impl QueueCounts {
             JobState::Failed => self.failed,
         }
     }
+}
+
+/// The payload of a job hash: whole in `d`, or in pieces `d`, `d2` .. `dN`
+/// with `dn` = N (see `put_payload` in scripts/prelude.lua: pieces of at most
+/// 64 bytes keep the hash in Redis's compact encoding).
+fn take_payload(h: &mut HashMap<String, String>) -> String {
+    let mut payload = h.remove("d").unwrap_or_default();
+    let pieces = h.remove("dn").and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+    for i in 2..=pieces {
+        payload.push_str(&h.remove(&format!("d{i}")).unwrap_or_default());
+    }
+    payload
 }
 
 #[cfg(test)]
