@@ -25,3 +25,25 @@ async fn aof_always_server_keeps_writes_across_kill_9() {
     let v: Option<String> = conn.get("k").await.unwrap();
     assert_eq!(v.as_deref(), Some("v"));
 }
+
+/// Run by `missing_redis_server_is_a_clear_message` in a child process whose
+/// PATH holds no redis-server; not meant to be run on its own.
+#[test]
+#[ignore = "run by missing_redis_server_is_a_clear_message with an empty PATH"]
+fn start_without_redis_server_on_path() {
+    TestRedis::start();
+}
+
+#[test]
+fn missing_redis_server_is_a_clear_message() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "start_without_redis_server_on_path", "--nocapture"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "starting without redis-server must fail:\n{text}");
+    assert!(text.contains("redis-server is not installed"), "{text}");
+    assert!(text.contains("QUERN_TEST_REDIS_URL"), "says how to use another Redis:\n{text}");
+}
