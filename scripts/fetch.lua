@@ -39,9 +39,16 @@ if k > 0 then
     ids = popped
   end
   if #ids < k then
-    local z = redis.call('ZPOPMIN', K_PRIO, k - #ids)
+    local want = k - #ids
+    local z = redis.call('ZPOPMIN', K_PRIO, want)
     for i = 1, #z, 2 do
       ids[#ids + 1] = z[i]
+    end
+    -- This call took the last prioritized jobs: restart their sequence, so the 32-bit
+    -- sequence in the scores (FIFO within a priority) wraps only on a queue
+    -- that never drains its prioritized jobs for 2^32 adds.
+    if #z > 0 and (#z < want * 2 or redis.call('ZCARD', K_PRIO) == 0) then
+      redis.call('HDEL', K_META, 'pseq')
     end
   end
 end

@@ -161,3 +161,20 @@ async fn a_retried_job_keeps_its_priority() {
     assert_eq!(drain_one_by_one(&m).await, ["p6", "retried", "p7"]);
     assert_eq!(q.job(&id).await.unwrap().unwrap().priority, 6);
 }
+
+#[tokio::test]
+async fn fifo_within_a_priority_survives_the_sequence_wrapping_once_the_jobs_drain() {
+    use redis::AsyncCommands;
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let m = Mover::new(&cfg, "q").await;
+    // As if 2^32 - 3 prioritized jobs had been added before: "a" and "b" would
+    // get sequence numbers on both sides of the wrap, unless it restarted.
+    let _: () = m.conn().hset(m.keys().meta(), "pseq", 4_294_967_293u64).await.unwrap();
+    q.add_with("job", &"old", JobOptions::new().priority(1)).await.unwrap();
+    assert_eq!(drain_one_by_one(&m).await, ["old"]);
+    for name in ["a", "b", "c"] {
+        q.add_with("job", &name, JobOptions::new().priority(1)).await.unwrap();
+    }
+    assert_eq!(drain_one_by_one(&m).await, ["a", "b", "c"], "the sequence restarted when the jobs drained");
+}
