@@ -196,3 +196,33 @@ async fn jobs_are_listed_by_state_in_run_order_or_newest_first() {
         "newest first"
     );
 }
+
+#[tokio::test]
+async fn a_handler_sees_its_job_id_name_attempt_and_lease_token() {
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let m = Mover::new(&cfg, "q").await;
+    let builder = Worker::builder(&cfg, "q").handler("whoami", |ctx: JobContext, _: ()| async move {
+        if ctx.attempt() == 1 {
+            return Err(JobError::retryable("once more"));
+        }
+        Ok::<_, JobError>(serde_json::json!({
+            "queue": ctx.queue(), "id": ctx.id(), "name": ctx.name(), "token": ctx.token(),
+            "attempt": ctx.attempt(), "max": ctx.max_attempts(), "lost": ctx.is_lease_lost(),
+        }))
+    });
+    let worker = RunningWorker::start(builder).await;
+    let opts = JobOptions::new().job_id("who-1").attempts(4).backoff(Backoff::None);
+    q.add_with("whoami", &(), opts).await.unwrap();
+    let job = wait_for_state(&q, "who-1", JobState::Completed, WAIT).await;
+    let seen: serde_json::Value = serde_json::from_str(job.result.as_deref().unwrap()).unwrap();
+    let token = m.field("who-1", "tk").await.unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!({
+            "queue": "q", "id": "who-1", "name": "whoami", "token": token,
+            "attempt": 2, "max": 4, "lost": false,
+        })
+    );
+    worker.stop().await;
+}
