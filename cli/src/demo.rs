@@ -447,6 +447,15 @@ async fn summary(
         }
     }
     let prefix = format!("--prefix {DEMO_PREFIX}");
+    // The binary just run (./run demo does not put quern on PATH).
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            let rel = p.strip_prefix(&cwd).map(|r| format!("./{}", r.display()));
+            Some(rel.unwrap_or_else(|_| p.display().to_string()))
+        })
+        .unwrap_or_else(|| "quern".into());
     let url = format!("--redis-url {}", config.masked_url());
     println!("Inspect it yourself:");
     if throwaway && !kept {
@@ -462,7 +471,7 @@ async fn summary(
         format!("dlq {QUEUE} list"),
         format!("dlq {QUEUE} retry {POISON_ID}"),
     ] {
-        println!("  quern {url} {prefix} {cmd}");
+        println!("  {exe} {url} {prefix} {cmd}");
     }
     if throwaway && kept {
         println!("  (stop the kept Redis with: redis-cli -u {} shutdown nosave)", config.masked_url());

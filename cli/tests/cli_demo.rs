@@ -8,7 +8,7 @@ fn check_demo_output(out: &str) {
     assert!(out.contains("flaky-webhook") && out.contains("#1 error, wait"), "{out}");
     assert!(out.contains("failed for good: now in the dead-letter list"), "{out}");
     assert!(out.contains("handler panicked: poisoned input"), "{out}");
-    assert!(out.contains("quern --redis-url") && out.contains("dlq demo list"), "{out}");
+    assert!(out.contains("quern --redis-url") && out.contains("--prefix quern-demo dlq demo list"), "{out}");
     let summary = out.lines().find(|l| l.starts_with("summary:")).expect("a summary line");
     assert!(summary.contains("1 dead-lettered"), "{summary}");
 }

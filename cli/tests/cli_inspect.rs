@@ -194,3 +194,38 @@ fn every_subcommand_has_help() {
     let top = run(&cfg, &["--help"]).ok();
     assert!(top.contains("REDIS_URL") && top.contains("Exit codes"), "{top}");
 }
+
+#[test]
+fn stats_json_is_an_empty_object_without_queues() {
+    let cfg = config();
+    assert_eq!(json(&run(&cfg, &["stats", "--json"]).ok()), serde_json::json!({}));
+    assert!(run(&cfg, &["stats"]).ok().contains("no queues"));
+}
+
+#[test]
+fn payload_from_a_file_or_stdin() {
+    let cfg = config();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payload.json");
+    std::fs::write(&path, r#"{"argv":["true"]}"#).unwrap();
+    let id = run(&cfg, &["enqueue", "q", "command", "--payload-file", path.to_str().unwrap()]).ok();
+    let job = json(&run(&cfg, &["job", "q", id.trim(), "--json"]).ok());
+    assert_eq!(job["payload"]["argv"][0], "true");
+
+    let mut child = support::quern(&cfg)
+        .args(["enqueue", "q", "n", "--payload-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(br#"{"from":"stdin"}"#).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap();
+    let job = json(&run(&cfg, &["job", "q", id.trim(), "--json"]).ok());
+    assert_eq!(job["payload"]["from"], "stdin");
+
+    let err = run(&cfg, &["enqueue", "q", "n", "--payload-file", "/no/such/file.json"]).fails_with(2);
+    assert!(err.contains("cannot read the payload file"), "{err}");
+}

@@ -242,3 +242,30 @@ fn worker_needs_a_queue_and_valid_flags() {
     let err = run(&cfg, &["worker", "q", "--concurrency", "0"]).fails_with(2);
     assert!(err.contains("concurrency"), "{err}");
 }
+
+#[test]
+fn sigterm_lets_the_running_job_finish_and_exits_0() {
+    let cfg = config();
+    let worker = support::quern(&cfg)
+        .args(["worker", "q", "--shutdown-grace", "10s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    enqueue(&cfg, "command", "slow", r#"{"argv":["sh","-c","sleep 1; echo finished"]}"#, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while support::json(&run(&cfg, &["job", "q", "slow", "--json"]).ok())["state"] != "active" {
+        assert!(std::time::Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed =
+        std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let out = worker.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+    let job = support::json(&run(&cfg, &["job", "q", "slow", "--json"]).ok());
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(job["result"]["stdout_tail"], "finished\n");
+}
