@@ -203,8 +203,12 @@ pub(crate) async fn load_jobs(queue: &Queue, ids: Vec<String>) -> CliResult<Vec<
 
 /// A table of jobs, one line each.
 pub(crate) fn jobs_table(jobs: &[JobInfo]) -> String {
-    let mut t = Table::new(&["ID", "NAME", "STATE", "ATTEMPTS", "CREATED", "FINISHED", "LAST ERROR"]);
+    let mut t = Table::new(&["ID", "NAME", "STATE", "ATTEMPTS", "CREATED", "FINISHED", "TOOK", "LAST ERROR"]);
     for j in jobs {
+        let took = match (j.started_at_ms, j.finished_at_ms) {
+            (Some(s), Some(f)) if f >= s => format_duration(Duration::from_millis(f - s)),
+            _ => "-".into(),
+        };
         t.row(vec![
             j.id.clone(),
             cell(&j.name, 30),
@@ -212,6 +216,7 @@ pub(crate) fn jobs_table(jobs: &[JobInfo]) -> String {
             format!("{}/{}", j.attempts_made, j.max_attempts),
             format_unix_ms(j.created_at_ms),
             opt_time(j.finished_at_ms),
+            took,
             j.last_error.as_deref().map(|e| cell(e, 80)).unwrap_or_default(),
         ]);
     }
