@@ -70,16 +70,20 @@ pub(crate) fn counts_json(c: &QueueCounts) -> Value {
 
 /// `quern stats`.
 pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
+    if let Some(name) = &args.queue {
+        quern_common::names::validate_queue_name(name)?;
+    }
+    // One connection for every queue, however many there are.
+    let mut conn = config.connect().await?;
+    let known = known_queues(&mut conn, &config.prefix).await?;
     let names = match &args.queue {
-        Some(name) => {
-            quern_common::names::validate_queue_name(name)?;
-            vec![name.clone()]
-        }
-        None => known_queues(&mut config.connect().await?, &config.prefix).await?,
+        Some(name) if known.contains(name) => vec![name.clone()],
+        Some(name) => return Err(quern_common::Error::UnknownQueue(name.clone()).into()),
+        None => known,
     };
     let mut all = Vec::with_capacity(names.len());
     for name in &names {
-        let queue = Queue::open_existing(config, name).await?;
+        let queue = Queue::builder(config, name).with_connection(conn.clone())?;
         all.push((name.clone(), queue.counts().await?));
     }
     if args.json {

@@ -269,3 +269,13 @@ fn sigterm_lets_the_running_job_finish_and_exits_0() {
     assert_eq!(job["state"], "completed", "{job}");
     assert_eq!(job["result"]["stdout_tail"], "finished\n");
 }
+
+#[test]
+fn completed_results_keep_a_short_tail() {
+    let cfg = config();
+    let _worker = WorkerProcess::start(&cfg, "q", &[]);
+    enqueue(&cfg, "command", "chatty", r#"{"argv":["seq","1","2000"]}"#, &[]);
+    let job = wait_finished(&cfg, "q", "chatty");
+    let out = job["result"]["stdout_tail"].as_str().unwrap();
+    assert!(out.len() <= 512 && out.ends_with("1999\n2000\n"), "{out}");
+}

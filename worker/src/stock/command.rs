@@ -1,9 +1,10 @@
 //! The `command` job kind: run a program, without a shell unless argv asks for one.
 //!
 //! - Exit code 0 completes the job; its result holds the exit code, the run
-//!   time and the tails of stdout and stderr.
+//!   time and the last 512 bytes of stdout and of stderr.
 //! - A non-zero exit or a death by signal is a failed attempt (retried after
-//!   the job's backoff) whose message carries the exit code and the tails.
+//!   the job's backoff) whose message carries the exit code and the last
+//!   2 KiB of stderr and of stdout.
 //! - A program that cannot be started (not found, not executable, bad `cwd`)
 //!   fails permanently: retrying cannot fix it.
 //! - The program runs in a process group of its own. On timeout, the payload's
@@ -24,8 +25,11 @@ use tokio::process::Command;
 use super::tail;
 use crate::JobError;
 
-/// Bytes of stdout and stderr kept for the result and error messages.
+/// Bytes of stdout and stderr kept in a failed attempt's error message.
 pub const OUTPUT_TAIL_BYTES: usize = 2048;
+/// Bytes of stdout and stderr kept in a completed job's result (completed
+/// jobs are kept by the thousand, so this stays small).
+pub const RESULT_TAIL_BYTES: usize = 512;
 /// Time between SIGTERM and SIGKILL unless the payload says otherwise.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long to keep reading output after the program exited, in case a
@@ -146,7 +150,12 @@ pub async fn run(job: &CommandJob) -> Result<CommandOutput, JobError> {
     let (out, err) = collect(stdout, stderr).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     match status.code() {
-        Some(0) => Ok(CommandOutput { exit_code: 0, duration_ms, stdout_tail: out, stderr_tail: err }),
+        Some(0) => Ok(CommandOutput {
+            exit_code: 0,
+            duration_ms,
+            stdout_tail: tail(out.as_bytes(), RESULT_TAIL_BYTES),
+            stderr_tail: tail(err.as_bytes(), RESULT_TAIL_BYTES),
+        }),
         Some(code) => Err(JobError::retryable(format!("exit code {code}{}", describe_output(&out, &err)))),
         None => {
             use std::os::unix::process::ExitStatusExt;
