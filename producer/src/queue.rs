@@ -1,7 +1,7 @@
 //! The `Queue` handle.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use quern_common::keys::QueueKeys;
 use quern_common::names;
@@ -12,6 +12,7 @@ use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::DEFAULT_MAX_PAYLOAD_BYTES;
+use crate::batcher::AddBatcher;
 
 /// Jobs per script call in `add_bulk`: bounds the work of one call.
 const BULK_CHUNK: usize = 1000;
@@ -21,10 +22,13 @@ const DEAD_LETTER_BATCH: usize = 500;
 /// A handle on one queue. Clone it freely: clones share one connection.
 #[derive(Clone)]
 pub struct Queue {
-    inner: Arc<Inner>,
+    inner: Arc<QueueCore>,
+    /// Started on the first add (it needs the caller's Tokio runtime).
+    batcher: Arc<OnceLock<AddBatcher>>,
 }
 
-struct Inner {
+/// What the sender task of [`AddBatcher`] shares with the handles.
+pub(crate) struct QueueCore {
     conn: ConnectionManager,
     keys: QueueKeys,
     max_payload_bytes: usize,
@@ -72,6 +76,11 @@ impl NewJob {
         Ok(Self { name: name.into(), payload, options: JobOptions::default() })
     }
 
+    /// Size of the serialized payload in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.payload.len()
+    }
+
     /// Set the job's options.
     pub fn options(mut self, options: JobOptions) -> Self {
         self.options = options;
@@ -117,7 +126,8 @@ impl QueueBuilder {
     pub fn with_connection(self, conn: ConnectionManager) -> Result<Queue> {
         let keys = QueueKeys::new(&self.config.prefix, &self.name)?;
         Ok(Queue {
-            inner: Arc::new(Inner {
+            batcher: Arc::new(OnceLock::new()),
+            inner: Arc::new(QueueCore {
                 conn,
                 keys,
                 max_payload_bytes: self.max_payload_bytes,
@@ -194,16 +204,12 @@ impl Queue {
         payload: &T,
         options: JobOptions,
     ) -> Result<Added> {
-        let job = NewJob::new(name, payload)?.options(options);
-        let mut added = self.add_chunk(std::slice::from_ref(&job)).await?;
-        added.pop().ok_or_else(|| Error::Protocol("add returned nothing".into()))
+        self.add_one(NewJob::new(name, payload)?.options(options)).await
     }
 
     /// Add a job whose payload is JSON text (checked to be valid JSON).
     pub async fn add_json(&self, name: &str, json: &str, options: JobOptions) -> Result<Added> {
-        let job = NewJob::from_json(name, json)?.options(options);
-        let mut added = self.add_chunk(std::slice::from_ref(&job)).await?;
-        added.pop().ok_or_else(|| Error::Protocol("add returned nothing".into()))
+        self.add_one(NewJob::from_json(name, json)?.options(options)).await
     }
 
     /// Add many jobs, up to 1,000 per script call, all calls in one round trip.
@@ -216,7 +222,7 @@ impl Queue {
         for job in jobs {
             self.validate(job)?;
         }
-        let calls: Vec<ScriptCall> = jobs.chunks(BULK_CHUNK).map(|c| self.add_call(c)).collect();
+        let calls: Vec<ScriptCall> = jobs.chunks(BULK_CHUNK).map(|c| self.inner.add_call(c)).collect();
         let mut out = Vec::with_capacity(jobs.len());
         for result in scripts::run_pipelined(&mut self.conn(), &calls).await? {
             out.extend(parse_added(result?)?);
@@ -224,11 +230,11 @@ impl Queue {
         Ok(out)
     }
 
-    async fn add_chunk(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
-        for job in jobs {
-            self.validate(job)?;
-        }
-        parse_added(self.add_call(jobs).run(&mut self.conn()).await?)
+    /// Validate here (errors belong to the caller), then leave through the
+    /// batcher, which combines concurrent adds into one script call.
+    async fn add_one(&self, job: NewJob) -> Result<Added> {
+        self.validate(&job)?;
+        self.batcher.get_or_init(|| AddBatcher::start(self.inner.clone())).add(job).await
     }
 
     fn validate(&self, job: &NewJob) -> Result<()> {
@@ -241,21 +247,6 @@ impl Queue {
             });
         }
         Ok(())
-    }
-
-    fn add_call(&self, jobs: &[NewJob]) -> ScriptCall {
-        let mut call = self.call(ScriptName::Add);
-        call.arg(jobs.len());
-        for job in jobs {
-            let o = &job.options;
-            call.arg(o.job_id.as_deref().unwrap_or(""))
-                .arg(&job.name)
-                .arg(&job.payload)
-                .arg(o.encode_stored())
-                .arg(o.priority)
-                .arg(o.delay.as_millis() as u64);
-        }
-        call
     }
 
     /// Look a job up. `Ok(None)` if there is no such job (never added, removed,
@@ -413,6 +404,28 @@ pub async fn known_queues(conn: &mut ConnectionManager, prefix: &str) -> Result<
     let mut names: Vec<String> = conn.smembers(QueueKeys::registry(prefix)).await?;
     names.sort();
     Ok(names)
+}
+
+impl QueueCore {
+    fn add_call(&self, jobs: &[NewJob]) -> ScriptCall {
+        let mut call = ScriptCall::new(ScriptName::Add, &self.keys, self.events_max_len);
+        call.arg(jobs.len());
+        for job in jobs {
+            let o = &job.options;
+            call.arg(o.job_id.as_deref().unwrap_or(""))
+                .arg(&job.name)
+                .arg(&job.payload)
+                .arg(o.encode_stored())
+                .arg(o.priority)
+                .arg(o.delay.as_millis() as u64);
+        }
+        call
+    }
+
+    /// Add validated jobs in one script call.
+    pub(crate) async fn add_validated(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
+        parse_added(self.add_call(jobs).run(&mut self.conn.clone()).await?)
+    }
 }
 
 fn parse_added(v: redis::Value) -> Result<Vec<Added>> {

@@ -1,0 +1,92 @@
+//! Combining concurrent `add` calls into one script call.
+//!
+//! Web handlers add one job each, many at a time. Sent one by one, every add
+//! pays the fixed cost of a script call in Redis (argument tables, the Lua
+//! prelude, the clock read, the wake-up check), which is most of its cost.
+//! Here the adds of one `Queue` (and its clones) go through a single sender
+//! task: while one call is in flight, the adds that arrive meanwhile wait and
+//! then leave together as one bulk call. A lone add leaves at once, so no
+//! delay is ever added; under load, batches grow by themselves.
+//!
+//! Each job is still added atomically and gets its own outcome; a batch is one
+//! script call, so it is applied entirely or (on a connection error) not at
+//! all, exactly like a single add.
+
+use std::sync::Arc;
+
+use quern_common::{Error, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::queue::{Added, NewJob, QueueCore};
+
+/// Most jobs sent in one call (bounds the work of one script call).
+const MAX_JOBS: usize = 1000;
+/// Most payload bytes sent in one call (a few large jobs go alone).
+const MAX_BYTES: usize = 1 << 20;
+
+struct Pending {
+    job: NewJob,
+    reply: oneshot::Sender<Result<Added>>,
+}
+
+/// The sending side; the task ends when every handle is dropped.
+pub(crate) struct AddBatcher {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl AddBatcher {
+    /// Start the sender task on the current Tokio runtime.
+    pub(crate) fn start(core: Arc<QueueCore>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_loop(core, rx));
+        Self { tx }
+    }
+
+    /// Add one (already validated) job.
+    pub(crate) async fn add(&self, job: NewJob) -> Result<Added> {
+        let (reply, outcome) = oneshot::channel();
+        self.tx.send(Pending { job, reply }).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> Error {
+    Error::Protocol("the queue's sender task has stopped (its Tokio runtime shut down?)".into())
+}
+
+async fn send_loop(core: Arc<QueueCore>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut bytes = first.job.payload_len();
+        batch.push(first);
+        while batch.len() < MAX_JOBS && bytes < MAX_BYTES {
+            match rx.try_recv() {
+                Ok(next) => {
+                    bytes += next.job.payload_len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (jobs, replies): (Vec<NewJob>, Vec<_>) = batch.drain(..).map(|p| (p.job, p.reply)).unzip();
+        match core.add_validated(&jobs).await {
+            Ok(added) if added.len() == replies.len() => {
+                for (reply, added) in replies.into_iter().zip(added) {
+                    let _ = reply.send(Ok(added));
+                }
+            }
+            Ok(added) => {
+                let e =
+                    Error::Protocol(format!("add returned {} outcomes for {} jobs", added.len(), jobs.len()));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
