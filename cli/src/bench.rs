@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use quern_common::{Error, RedisConfig, Result};
-use quern_producer::{NewJob, Queue};
+use quern_producer::{JobOptions, NewJob, Queue};
 use quern_worker::{JobContext, JobError, Retention, Worker};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,14 @@ pub(crate) struct BenchArgs {
     /// memory_waiting, drain, latency); memory_waiting and drain need enqueue_bulk.
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
+    /// Instead of the protocol's scenarios, measure Redis CPU per job (enqueue
+    /// single, then drain) on top of a backlog of this many jobs, to show that
+    /// cost does not grow with queue size (scenario `scale`).
+    #[arg(long)]
+    pub(crate) backlog: Option<usize>,
+    /// What the backlog is: `waiting` jobs or `delayed` ones (due in a day).
+    #[arg(long, default_value = "waiting", value_parser = ["waiting", "delayed"])]
+    pub(crate) backlog_kind: String,
     /// Value of the `system` field of each line.
     #[arg(long, default_value = "quern")]
     pub(crate) system: String,
@@ -85,6 +93,9 @@ impl Bench {
 
     async fn run_all(&self) -> Result<()> {
         let mut admin = self.admin.clone();
+        if let Some(backlog) = self.args.backlog {
+            return self.scale(backlog).await;
+        }
         if self.wants("enqueue_single") {
             self.enqueue_single().await?;
             remove_own_keys(&mut admin).await?;
@@ -195,7 +206,82 @@ impl Bench {
         let cpu = redis_cpu(&mut admin).await? - cpu0;
         stop.shutdown();
         join_worker(running).await?;
-        self.line("drain", throughput(n, c, secs, cpu));
+        let mut figures = throughput(n, c, secs, cpu);
+        if let (Some(rss), Some(map)) = (peak_rss_mb(), figures.as_object_mut()) {
+            map.insert("process_peak_rss_mb".into(), json!(rss));
+        }
+        self.line("drain", figures);
+        Ok(())
+    }
+
+    async fn scale(&self, backlog: usize) -> Result<()> {
+        let (n, c, kind) = (self.args.jobs, self.args.concurrency, self.args.backlog_kind.as_str());
+        eprintln!("scale: {n} jobs enqueued then drained on top of {backlog} {kind} jobs");
+        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let mut admin = self.admin.clone();
+        let pad = "x".repeat(100);
+        let options = if kind == "delayed" {
+            JobOptions::new().delay(Duration::from_secs(86_400))
+        } else {
+            JobOptions::new()
+        };
+        for first in (0..backlog).step_by(1000) {
+            let batch = (first..(first + 1000).min(backlog))
+                .map(|i| {
+                    Ok(NewJob::new("job", &Payload { i: i as u64, pad: pad.clone() })?
+                        .options(options.clone()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            queue.add_bulk(&batch).await?;
+        }
+        let memory = used_memory(&mut admin).await?;
+
+        let cpu0 = redis_cpu(&mut admin).await?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let producers: Vec<_> = (0..c)
+            .map(|_| {
+                let (queue, next, pad) = (queue.clone(), next.clone(), pad.clone());
+                tokio::spawn(async move {
+                    while next.fetch_add(1, Ordering::Relaxed) < n {
+                        queue.add("job", &Payload { i: 0, pad: pad.clone() }).await?;
+                    }
+                    Ok::<(), Error>(())
+                })
+            })
+            .collect();
+        for producer in producers {
+            producer.await.map_err(|e| Error::InvalidOptions(format!("producer task failed: {e}")))??;
+        }
+        let enqueue_cpu = redis_cpu(&mut admin).await? - cpu0;
+
+        let worker = Worker::builder(&self.config, QUEUE)
+            .concurrency(c)
+            .retention(Retention::keep_all())
+            .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })
+            .build()
+            .await?;
+        let stop = worker.shutdown_handle();
+        let cpu0 = redis_cpu(&mut admin).await?;
+        let running = tokio::spawn(worker.run_until(std::future::pending()));
+        while queue.counts().await?.completed < n as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drain_cpu = redis_cpu(&mut admin).await? - cpu0;
+        stop.shutdown();
+        join_worker(running).await?;
+        let us = |cpu: f64| (cpu * 1e6 / n as f64 * 10.0).round() / 10.0;
+        self.line(
+            "scale",
+            json!({
+                "jobs": n,
+                "concurrency": c,
+                "backlog": backlog,
+                "backlog_kind": kind,
+                "redis_used_memory_mb": (memory as f64 / 1e6).round(),
+                "enqueue_single_cpu_us_per_job": us(enqueue_cpu),
+                "drain_cpu_us_per_job": us(drain_cpu),
+            }),
+        );
         Ok(())
     }
 
@@ -346,4 +432,19 @@ async fn used_memory(conn: &mut MultiplexedConnection) -> Result<u64> {
     // Let lazily freed memory (UNLINK) settle before reading.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(info_field(&info(conn, "memory").await?, "used_memory")? as u64)
+}
+
+/// Peak resident memory of this process (producer and worker together), from
+/// /proc on Linux.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
 }
