@@ -1,16 +1,18 @@
 //! Connection settings and the two kinds of connection quern uses.
 //!
-//! - A [`ConnectionManager`]: multiplexed (concurrent calls are pipelined on one
-//!   socket, which is what keeps Redis CPU per job low) and self-healing (it
-//!   reconnects in the background after a failure). Every call has a response
-//!   timeout, so a caller never hangs while Redis is down.
+//! - A [`SelfHealingConnection`]: multiplexed (concurrent calls are pipelined on
+//!   one socket, which is what keeps Redis CPU per job low) and self-healing (it
+//!   reconnects in the background after a failure, including a connection that
+//!   went silent). Every call has a response timeout, so a caller never hangs
+//!   while Redis is down.
 //! - A dedicated connection for blocking waits, with a response timeout longer
 //!   than the longest block, never shared with other calls.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use crate::keys::DEFAULT_PREFIX;
 use crate::{Error, Result};
@@ -90,7 +92,7 @@ impl RedisConfig {
 
     /// Open a self-healing multiplexed connection. Fails within about
     /// `connect_timeout` when nothing answers.
-    pub async fn connect(&self) -> Result<ConnectionManager> {
+    pub async fn connect(&self) -> Result<SelfHealingConnection> {
         let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -98,8 +100,11 @@ impl RedisConfig {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let attempt = ConnectionManager::new_with_config(client, config);
-        self.bounded(attempt).await
+        let attempt = ConnectionManager::new_with_config(client.clone(), config.clone());
+        let manager = self.bounded(attempt).await?;
+        Ok(SelfHealingConnection {
+            shared: Arc::new(Healing { client, config, current: Mutex::new((0, manager)) }),
+        })
     }
 
     /// Open a connection of its own for blocking commands. Its response
@@ -124,6 +129,89 @@ impl RedisConfig {
                 Err(Error::Connect { url: self.masked_url(), reason: format!("no answer within {limit:?}") })
             }
         }
+    }
+}
+
+/// A multiplexed connection that replaces its socket when a call times out.
+///
+/// The underlying [`ConnectionManager`] reconnects when its socket is closed or
+/// reset, but not when it merely goes silent (the server host died, a NAT or
+/// load balancer forgot the flow, a failover moved a virtual IP): every call
+/// would then time out forever. So a timed-out call here also swaps in a fresh
+/// manager, which connects on its next call. Cheap to clone; clones share the
+/// socket and its replacement.
+#[derive(Clone)]
+pub struct SelfHealingConnection {
+    shared: Arc<Healing>,
+}
+
+struct Healing {
+    client: Client,
+    config: ConnectionManagerConfig,
+    /// The manager in use and its generation (bumped on every replacement).
+    current: Mutex<(u64, ConnectionManager)>,
+}
+
+impl std::fmt::Debug for SelfHealingConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfHealingConnection").field("generation", &self.current().0).finish()
+    }
+}
+
+impl SelfHealingConnection {
+    fn current(&self) -> (u64, ConnectionManager) {
+        let current = self.shared.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// After a call on generation `generation` failed: replace that manager
+    /// if the error says the socket may be dead and nobody replaced it yet.
+    fn after_error(&self, generation: u64, error: &redis::RedisError) {
+        if !error.is_timeout() {
+            return;
+        }
+        let mut current = self.shared.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.shared.client.clone(), self.shared.config.clone())
+        {
+            Ok(fresh) => *current = (generation + 1, fresh),
+            Err(e) => tracing::warn!(error = %e, "cannot replace a silent Redis connection"),
+        }
+    }
+}
+
+impl ConnectionLike for SelfHealingConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let (generation, mut conn) = self.current();
+        Box::pin(async move {
+            let reply = conn.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.after_error(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let (generation, mut conn) = self.current();
+        Box::pin(async move {
+            let reply = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &reply {
+                self.after_error(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.current().1.get_db()
     }
 }
 

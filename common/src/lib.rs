@@ -18,7 +18,7 @@ pub mod options;
 pub mod scripts;
 
 pub use backoff::Backoff;
-pub use connection::RedisConfig;
+pub use connection::{RedisConfig, SelfHealingConnection};
 pub use error::{Error, Result, ScriptCode};
 pub use job::{Attempt, JobInfo, JobState, QueueCounts};
 pub use keys::QueueKeys;

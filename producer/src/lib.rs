@@ -32,6 +32,7 @@ mod queue;
 
 pub use quern_common::{
     Attempt, Backoff, Error, JobInfo, JobOptions, JobState, QueueCounts, RedisConfig, Result,
+    SelfHealingConnection,
 };
 pub use queue::{Added, NewJob, Queue, QueueBuilder, known_queues};
 

@@ -6,9 +6,10 @@ use std::sync::{Arc, OnceLock};
 use quern_common::keys::QueueKeys;
 use quern_common::names;
 use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
-use quern_common::{Error, JobInfo, JobOptions, JobState, QueueCounts, RedisConfig, Result, ScriptCode};
+use quern_common::{
+    Error, JobInfo, JobOptions, JobState, QueueCounts, RedisConfig, Result, ScriptCode, SelfHealingConnection,
+};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::DEFAULT_MAX_PAYLOAD_BYTES;
@@ -29,7 +30,7 @@ pub struct Queue {
 
 /// What the sender task of [`AddBatcher`] shares with the handles.
 pub(crate) struct QueueCore {
-    conn: ConnectionManager,
+    conn: SelfHealingConnection,
     keys: QueueKeys,
     max_payload_bytes: usize,
     events_max_len: u64,
@@ -123,7 +124,7 @@ impl QueueBuilder {
 
     /// Use an existing connection (share one among many queues). Does not
     /// register the queue name; [`Queue::add`] works all the same.
-    pub fn with_connection(self, conn: ConnectionManager) -> Result<Queue> {
+    pub fn with_connection(self, conn: SelfHealingConnection) -> Result<Queue> {
         let keys = QueueKeys::new(&self.config.prefix, &self.name)?;
         Ok(Queue {
             batcher: Arc::new(OnceLock::new()),
@@ -174,11 +175,11 @@ impl Queue {
     }
 
     /// A clone of the underlying connection (cheap; shares the socket).
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> SelfHealingConnection {
         self.conn()
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> SelfHealingConnection {
         self.inner.conn.clone()
     }
 
@@ -400,7 +401,7 @@ impl Queue {
 }
 
 /// Every queue name registered under `config`'s prefix, sorted.
-pub async fn known_queues(conn: &mut ConnectionManager, prefix: &str) -> Result<Vec<String>> {
+pub async fn known_queues(conn: &mut SelfHealingConnection, prefix: &str) -> Result<Vec<String>> {
     let mut names: Vec<String> = conn.smembers(QueueKeys::registry(prefix)).await?;
     names.sort();
     Ok(names)

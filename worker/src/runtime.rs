@@ -13,9 +13,8 @@ use futures::FutureExt;
 use quern_common::keys::QueueKeys;
 use quern_common::options::RunOptions;
 use quern_common::scripts::{self, ScriptCall, ScriptName};
-use quern_common::{Error, RedisConfig, Result, ScriptCode};
+use quern_common::{Error, RedisConfig, Result, ScriptCode, SelfHealingConnection};
 use redis::Value;
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -49,7 +48,7 @@ pub(crate) struct Settings {
 pub(crate) struct Shared {
     pub(crate) id: String,
     pub(crate) keys: QueueKeys,
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: SelfHealingConnection,
     pub(crate) config: RedisConfig,
     pub(crate) settings: Settings,
     handlers: HashMap<String, Arc<dyn ErasedHandler>>,
@@ -233,7 +232,7 @@ impl Worker {
     pub(crate) fn new(
         config: RedisConfig,
         keys: QueueKeys,
-        conn: ConnectionManager,
+        conn: SelfHealingConnection,
         settings: Settings,
         handlers: HashMap<String, Arc<dyn ErasedHandler>>,
     ) -> Self {
