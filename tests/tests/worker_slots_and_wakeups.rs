@@ -146,3 +146,29 @@ async fn an_idle_worker_does_not_poll_redis() {
     assert!(blpop <= 1, "an idle worker blocks instead of polling, {blpop} BLPOPs in 2 s:\n{info}");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_fetches_a_job_for_every_free_slot_in_one_call() {
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let m = quern_tests::moves::Mover::new(&cfg, "q").await;
+    q.pause().await.unwrap();
+    let jobs: Vec<NewJob> = (0..25).map(|_| NewJob::new("sleep", &200u64).unwrap()).collect();
+    q.add_bulk(&jobs).await.unwrap();
+    let gauge = Arc::new(Gauge::default());
+    let worker = RunningWorker::start(sleeper(&cfg, 10, gauge.clone())).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    q.resume().await.unwrap();
+    all_done(&gauge, 25, Duration::from_secs(10)).await;
+    let fetches: Vec<usize> = m
+        .event_entries()
+        .await
+        .into_iter()
+        .filter(|e| e["ev"] == "active")
+        .map(|e| e["ids"].split(',').count())
+        .collect();
+    assert_eq!(fetches[0], 10, "the first call filled all ten slots: {fetches:?}");
+    assert_eq!(fetches.iter().sum::<usize>(), 25);
+    assert!(fetches.len() <= 15, "slots freed together are refilled together: {fetches:?}");
+    worker.stop().await;
+}
