@@ -80,6 +80,8 @@ pub fn executions_by_job(ledger: &[Execution]) -> BTreeMap<String, Vec<Execution
 pub struct WorkerSettings {
     /// Redis URL.
     pub redis_url: String,
+    /// Key prefix (`None`: quern's default).
+    pub prefix: Option<String>,
     /// Queue served.
     pub queue: String,
     /// Ledger file.
@@ -105,6 +107,7 @@ impl WorkerSettings {
     pub fn new(redis_url: impl Into<String>, queue: impl Into<String>, ledger: impl Into<PathBuf>) -> Self {
         Self {
             redis_url: redis_url.into(),
+            prefix: None,
             queue: queue.into(),
             ledger: ledger.into(),
             concurrency: 8,
@@ -119,7 +122,7 @@ impl WorkerSettings {
 
     fn args(&self) -> Vec<String> {
         let ms = |d: Duration| d.as_millis().to_string();
-        vec![
+        let mut args = vec![
             format!("--redis-url={}", self.redis_url),
             format!("--queue={}", self.queue),
             format!("--ledger={}", self.ledger.display()),
@@ -130,7 +133,11 @@ impl WorkerSettings {
             format!("--grace-ms={}", ms(self.grace)),
             format!("--idle-block-ms={}", ms(self.idle_block)),
             format!("--redis-timeout-ms={}", ms(self.redis_timeout)),
-        ]
+        ];
+        if let Some(prefix) = &self.prefix {
+            args.push(format!("--prefix={prefix}"));
+        }
+        args
     }
 }
 
