@@ -11,11 +11,11 @@ local recovered, dead = {}, {}
 for _, id in ipairs(expired) do
   local jk = JOB_PREFIX .. id
   redis.call('ZREM', K_ACTIVE, id)
-  local v = redis.call('HMGET', jk, 's', 'st', 'at', 'w', 'p', 'stl')
+  local v = redis.call('HMGET', jk, 's', 'st', 'at', 'w', 'p', 'stl', 'tk')
   if v[1] == 'active' then
     local stalls = (tonumber(v[6]) or 0) + 1
     local attempt = tonumber(v[3]) or 1
-    push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, w = v[4],
+    push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, w = v[4], tk = v[7],
       err = 'lease expired: the worker stopped renewing it (crashed, killed or partitioned)' })
     if stalls > max_stalls then
       local message = 'stalled ' .. stalls .. ' times (allowed: ' .. max_stalls .. ')'

@@ -80,6 +80,11 @@ pub struct Attempt {
     /// The worker that ran it.
     #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// The lease (fencing) token the attempt ran under: ties each attempt to
+    /// the handler executions that used it (a handler can read it with
+    /// `JobContext::token`).
+    #[serde(rename = "tk", default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// The error message, if it failed.
     #[serde(rename = "err", default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -165,6 +170,7 @@ impl JobInfo {
                 started_at_ms,
                 finished_at_ms: if state == JobState::Completed { finished_at_ms } else { None },
                 worker: worker.clone(),
+                token: h.get("tk").filter(|t| !t.is_empty()).cloned(),
                 error: None,
             });
         }
