@@ -118,7 +118,7 @@ async fn completed_and_dead_lettered_states_survive_kill_9_and_the_rest_finishes
                 async move {
                     runs.lock().unwrap().push(n);
                     tokio::time::sleep(Duration::from_millis(5)).await;
-                    if n % 10 == 0 {
+                    if n.is_multiple_of(10) {
                         return Err(JobError::permanent(format!("job {n} is poison")));
                     }
                     Ok(n)
