@@ -49,11 +49,13 @@ pub enum ScriptName {
     DeadLetter,
     /// Pause or resume a queue.
     Pause,
+    /// Enqueue one scheduler tick at most once (watermark in the queue's slot).
+    Tick,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 11] = [
+    pub const ALL: [ScriptName; 12] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -65,6 +67,7 @@ impl ScriptName {
         ScriptName::Counts,
         ScriptName::DeadLetter,
         ScriptName::Pause,
+        ScriptName::Tick,
     ];
 
     /// The script's file name without `.lua`.
@@ -81,6 +84,7 @@ impl ScriptName {
             ScriptName::Counts => "counts",
             ScriptName::DeadLetter => "dead_letter",
             ScriptName::Pause => "pause",
+            ScriptName::Tick => "tick",
         }
     }
 
@@ -98,6 +102,7 @@ impl ScriptName {
             ScriptName::Counts => lua!("counts.lua"),
             ScriptName::DeadLetter => lua!("dead_letter.lua"),
             ScriptName::Pause => lua!("pause.lua"),
+            ScriptName::Tick => lua!("tick.lua"),
         }
     }
 
@@ -126,6 +131,23 @@ impl ScriptCall {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(name.sha()).arg(keys.script_keys().len());
         for k in keys.script_keys() {
+            cmd.arg(k);
+        }
+        cmd.arg(keys.job_prefix()).arg(events_max_len);
+        Self { name, cmd }
+    }
+
+    /// A call of `name` on the queue of `keys` with extra keys of that same
+    /// queue after the standard ones (they are `KEYS[10]` and on in the script).
+    pub fn with_extra_keys(
+        name: ScriptName,
+        keys: &QueueKeys,
+        extra: &[String],
+        events_max_len: u64,
+    ) -> Self {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(name.sha()).arg(keys.script_keys().len() + extra.len());
+        for k in keys.script_keys().iter().chain(extra) {
             cmd.arg(k);
         }
         cmd.arg(keys.job_prefix()).arg(events_max_len);

@@ -9,12 +9,13 @@
 //! - Fault tests that kill or restart Redis start a [`TestRedis`] of their own.
 //! - [`chaos`] and [`blackhole`] hold the kit of the fault-tolerance tests.
 //! - [`moves`] calls the Lua scripts one state move at a time, as a worker would;
-//!   [`workers`] runs a worker in the background of a test.
+//!   [`workers`] runs a worker in the background of a test; [`sched`] runs schedulers.
 
 pub mod blackhole;
 pub mod chaos;
 pub mod moves;
 mod redis_server;
+pub mod sched;
 pub mod workers;
 
 use std::sync::OnceLock;

@@ -1,0 +1,83 @@
+-- tick: enqueue one tick of a schedule, at most once ever.
+-- Runs in the target queue's slot. KEYS[10] is the schedule's state hash in
+-- that queue (<prefix>:{queue}:sched:<name>); its field `wm` (the watermark)
+-- is the last tick handled, in ms. A tick at or below the watermark is refused,
+-- so a tick is enqueued at most once even by two schedulers, a skewed clock, a
+-- restart, or after the tick's job was trimmed.
+-- ARGV[3] action: 'enqueue' or 'miss' (record ticks dropped by the misfire policy)
+-- ARGV[4] tick (ms since the epoch, UTC)
+-- ARGV[5] job id, ARGV[6] job name, ARGV[7] data (JSON), ARGV[8] stored options,
+-- ARGV[9] priority, ARGV[10] delay ms, ARGV[11] overlap policy ('allow' or 'skip'),
+-- ARGV[12] number of ticks missed (action 'miss').
+-- Returns {status, now ms, detail}; status is one of
+--   added, overlap (previous tick's job still pending: skipped), exists,
+--   missed, stale (tick <= watermark), early (tick not yet due by Redis time).
+local K_STATE = KEYS[10]
+local action, tick = ARGV[3], tonumber(ARGV[4])
+local now, now_text = clock()
+if tick > now then
+  return { 'early', now_text, tostring(now) }
+end
+local wm = tonumber(redis.call('HGET', K_STATE, 'wm') or '-1')
+if tick <= wm then
+  return { 'stale', now_text, tostring(wm) }
+end
+
+if action == 'miss' then
+  redis.call('HSET', K_STATE, 'wm', ARGV[4], 'last_missed', ARGV[4])
+  redis.call('HINCRBY', K_STATE, 'missed', tonumber(ARGV[12]))
+  return { 'missed', now_text, ARGV[12] }
+end
+
+local id, name, data, opts = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local prio, delay = tonumber(ARGV[9]), tonumber(ARGV[10])
+
+if ARGV[11] == 'skip' then
+  local prev = redis.call('HGET', K_STATE, 'id')
+  if prev then
+    local s = redis.call('HGET', JOB_PREFIX .. prev, 's')
+    if s == 'waiting' or s == 'delayed' or s == 'active' then
+      redis.call('HSET', K_STATE, 'wm', ARGV[4], 'last_overlap', ARGV[4])
+      redis.call('HINCRBY', K_STATE, 'overlaps', 1)
+      return { 'overlap', now_text, prev }
+    end
+  end
+end
+
+local jk = JOB_PREFIX .. id
+if redis.call('EXISTS', jk) == 1 then
+  redis.call('HSET', K_STATE, 'wm', ARGV[4], 'id', id)
+  return { 'exists', now_text, id }
+end
+
+local fields = { 'n', name, 't', now_text }
+put_payload(fields, data)
+if opts ~= '' then
+  fields[#fields + 1] = 'o'
+  fields[#fields + 1] = opts
+end
+if prio > 0 then
+  fields[#fields + 1] = 'p'
+  fields[#fields + 1] = prio
+end
+fields[#fields + 1] = 's'
+if delay > 0 then
+  fields[#fields + 1] = 'delayed'
+  redis.call('HSET', jk, unpack(fields))
+  if not is_paused() then
+    to_delayed(id, now + delay)
+  else
+    redis.call('ZADD', K_DELAYED, now + delay, id)
+  end
+else
+  fields[#fields + 1] = 'waiting'
+  redis.call('HSET', jk, unpack(fields))
+  to_waiting(id, prio, false)
+  if not is_paused() then
+    wake()
+  end
+end
+redis.call('HSET', K_STATE, 'wm', ARGV[4], 'id', id, 'at', now_text, 'missed', 0)
+redis.call('HINCRBY', K_STATE, 'runs', 1)
+emit('ev', 'added', 'id', id)
+return { 'added', now_text, id }
