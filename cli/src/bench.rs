@@ -119,27 +119,9 @@ impl Bench {
         eprintln!("enqueue_single: {n} jobs, {c} producers in flight");
         let queue = Queue::connect(&self.config, QUEUE).await?;
         let mut admin = self.admin.clone();
-        let next = Arc::new(AtomicUsize::new(0));
-        let pad = "x".repeat(100);
         let cpu0 = redis_cpu(&mut admin).await?;
         let start = Instant::now();
-        let producers: Vec<_> = (0..c)
-            .map(|_| {
-                let (queue, next, pad) = (queue.clone(), next.clone(), pad.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return Ok::<(), Error>(());
-                        }
-                        queue.add("job", &json!({ "i": i, "pad": pad })).await?;
-                    }
-                })
-            })
-            .collect();
-        for producer in producers {
-            producer.await.map_err(|e| Error::InvalidOptions(format!("producer task failed: {e}")))??;
-        }
+        add_one_by_one(&queue, n, c).await?;
         let secs = start.elapsed().as_secs_f64();
         let cpu = redis_cpu(&mut admin).await? - cpu0;
         self.line("enqueue_single", throughput(n, c, secs, cpu));
@@ -151,16 +133,10 @@ impl Bench {
         eprintln!("enqueue_bulk: {n} jobs in batches of 1,000");
         let queue = Queue::connect(&self.config, QUEUE).await?;
         let mut admin = self.admin.clone();
-        let pad = "x".repeat(100);
         let memory0 = used_memory(&mut admin).await?;
         let cpu0 = redis_cpu(&mut admin).await?;
         let start = Instant::now();
-        for first in (0..n).step_by(1000) {
-            let batch = (first..(first + 1000).min(n))
-                .map(|i| NewJob::new("job", &Payload { i: i as u64, pad: pad.clone() }))
-                .collect::<Result<Vec<_>>>()?;
-            queue.add_bulk(&batch).await?;
-        }
+        add_in_batches(&queue, n, &JobOptions::new()).await?;
         let secs = start.elapsed().as_secs_f64();
         let cpu = redis_cpu(&mut admin).await? - cpu0;
         if self.wants("enqueue_bulk") {
@@ -179,13 +155,7 @@ impl Bench {
         eprintln!("drain: {n} waiting jobs, one worker, concurrency {c}");
         let queue = Queue::connect(&self.config, QUEUE).await?;
         let mut admin = self.admin.clone();
-        // Completed jobs are kept, as BullMQ keeps them by default.
-        let worker = Worker::builder(&self.config, QUEUE)
-            .concurrency(c)
-            .retention(Retention::keep_all())
-            .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })
-            .build()
-            .await?;
+        let worker = noop_worker(&self.config, c).await?;
         let stop = worker.shutdown_handle();
         let cpu0 = redis_cpu(&mut admin).await?;
         let start = Instant::now();
@@ -219,47 +189,19 @@ impl Bench {
         eprintln!("scale: {n} jobs enqueued then drained on top of {backlog} {kind} jobs");
         let queue = Queue::connect(&self.config, QUEUE).await?;
         let mut admin = self.admin.clone();
-        let pad = "x".repeat(100);
         let options = if kind == "delayed" {
             JobOptions::new().delay(Duration::from_secs(86_400))
         } else {
             JobOptions::new()
         };
-        for first in (0..backlog).step_by(1000) {
-            let batch = (first..(first + 1000).min(backlog))
-                .map(|i| {
-                    Ok(NewJob::new("job", &Payload { i: i as u64, pad: pad.clone() })?
-                        .options(options.clone()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            queue.add_bulk(&batch).await?;
-        }
+        add_in_batches(&queue, backlog, &options).await?;
         let memory = used_memory(&mut admin).await?;
 
         let cpu0 = redis_cpu(&mut admin).await?;
-        let next = Arc::new(AtomicUsize::new(0));
-        let producers: Vec<_> = (0..c)
-            .map(|_| {
-                let (queue, next, pad) = (queue.clone(), next.clone(), pad.clone());
-                tokio::spawn(async move {
-                    while next.fetch_add(1, Ordering::Relaxed) < n {
-                        queue.add("job", &Payload { i: 0, pad: pad.clone() }).await?;
-                    }
-                    Ok::<(), Error>(())
-                })
-            })
-            .collect();
-        for producer in producers {
-            producer.await.map_err(|e| Error::InvalidOptions(format!("producer task failed: {e}")))??;
-        }
+        add_one_by_one(&queue, n, c).await?;
         let enqueue_cpu = redis_cpu(&mut admin).await? - cpu0;
 
-        let worker = Worker::builder(&self.config, QUEUE)
-            .concurrency(c)
-            .retention(Retention::keep_all())
-            .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })
-            .build()
-            .await?;
+        let worker = noop_worker(&self.config, c).await?;
         let stop = worker.shutdown_handle();
         let cpu0 = redis_cpu(&mut admin).await?;
         let running = tokio::spawn(worker.run_until(std::future::pending()));
@@ -342,6 +284,56 @@ impl Bench {
         );
         Ok(())
     }
+}
+
+/// The protocol's payload: `{"i": n, "pad": "<100 times x>"}`.
+fn payload(i: usize) -> Payload {
+    Payload { i: i as u64, pad: "x".repeat(100) }
+}
+
+/// `n` adds of one job each, `c` of them in flight (web handlers' way).
+async fn add_one_by_one(queue: &Queue, n: usize, c: usize) -> Result<()> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = (0..c)
+        .map(|_| {
+            let (queue, next) = (queue.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<(), Error>(());
+                    }
+                    queue.add("job", &payload(i)).await?;
+                }
+            })
+        })
+        .collect();
+    for producer in producers {
+        producer.await.map_err(|e| Error::InvalidOptions(format!("producer task failed: {e}")))??;
+    }
+    Ok(())
+}
+
+/// `n` jobs added in bulk, 1,000 per call.
+async fn add_in_batches(queue: &Queue, n: usize, options: &JobOptions) -> Result<()> {
+    for first in (0..n).step_by(1000) {
+        let batch = (first..(first + 1000).min(n))
+            .map(|i| Ok(NewJob::new("job", &payload(i))?.options(options.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        queue.add_bulk(&batch).await?;
+    }
+    Ok(())
+}
+
+/// A worker with `c` slots and a no-op handler. Completed jobs are kept, as
+/// BullMQ keeps them by default.
+async fn noop_worker(config: &RedisConfig, c: usize) -> Result<Worker> {
+    Worker::builder(config, QUEUE)
+        .concurrency(c)
+        .retention(Retention::keep_all())
+        .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })
+        .build()
+        .await
 }
 
 #[derive(Serialize, Deserialize)]
