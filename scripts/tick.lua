@@ -77,7 +77,7 @@ else
     wake()
   end
 end
-redis.call('HSET', K_STATE, 'wm', ARGV[4], 'id', id, 'at', now_text, 'missed', 0)
+redis.call('HSET', K_STATE, 'wm', ARGV[4], 'id', id, 'at', now_text)
 redis.call('HINCRBY', K_STATE, 'runs', 1)
 emit('ev', 'added', 'id', id)
 return { 'added', now_text, id }
