@@ -54,7 +54,9 @@ fn parse_backoff(text: &str) -> Result<Backoff, String> {
     let backoff = match parts[..] {
         ["none"] => Backoff::None,
         ["fixed", delay] => Backoff::fixed(parse_duration(delay)?),
-        ["exp", base, max] => Backoff::exponential(parse_duration(base)?, parse_duration(max)?),
+        ["exp" | "exponential", base, max] => {
+            Backoff::exponential(parse_duration(base)?, parse_duration(max)?)
+        }
         _ => {
             return Err(format!(
                 "invalid backoff {text:?}; expected exp:BASE:MAX (e.g. exp:1s:1h), fixed:DELAY or none"
@@ -141,6 +143,7 @@ mod tests {
             parse_backoff("exp:1s:1h").unwrap(),
             Backoff::exponential(Duration::from_secs(1), Duration::from_secs(3600))
         );
+        assert_eq!(parse_backoff("exponential:1s:1h").unwrap(), parse_backoff("exp:1s:1h").unwrap());
         assert!(parse_backoff("exp:1s").unwrap_err().contains("expected"));
         assert!(parse_backoff("fixed:5").unwrap_err().contains("no unit"));
     }
