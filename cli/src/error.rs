@@ -23,6 +23,8 @@ pub(crate) enum CliError {
     Usage(String),
     /// Something operational went wrong (exit 1).
     Failed(String),
+    /// The thing asked for does not exist (exit 3).
+    NotFound(String),
     /// An error from the quern libraries; its kind picks the exit code.
     Quern(quern_common::Error),
 }
@@ -34,6 +36,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Failed(_) => EXIT_FAILURE,
+            CliError::NotFound(_) => EXIT_NOT_FOUND,
             CliError::Quern(e) if e.is_invalid_input() => EXIT_USAGE,
             CliError::Quern(E::JobNotFound { .. } | E::UnknownQueue(_) | E::NotDeadLettered { .. }) => {
                 EXIT_NOT_FOUND
@@ -46,7 +49,7 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
+            CliError::Usage(m) | CliError::Failed(m) | CliError::NotFound(m) => f.write_str(m),
             CliError::Quern(e) if e.is_connection_error() => write!(
                 f,
                 "{e}\nhint: is Redis running there? Point quern at it with --redis-url or REDIS_URL"

@@ -10,6 +10,7 @@ mod duration;
 mod enqueue;
 mod error;
 mod inspect;
+mod schedules;
 mod table;
 mod worker;
 
@@ -55,6 +56,11 @@ enum Command {
     /// worker's environment variable VAR (secrets never go to Redis). 2xx completes;
     /// 408, 429, 5xx and network errors are retried; other statuses fail for good.
     Worker(worker::WorkerArgs),
+    /// Run the cron scheduler until SIGTERM/SIGINT (one leader at a time; run a
+    /// second copy as a standby). Applies --schedules FILE at start.
+    Scheduler(schedules::SchedulerArgs),
+    /// Inspect and manage the schedules stored in Redis ("did the 2 AM job run?").
+    Schedules(schedules::SchedulesArgs),
     /// Add a job to a queue and print its id.
     Enqueue(enqueue::EnqueueArgs),
     /// Job counts per state (waiting, delayed, active, completed, failed) per queue.
@@ -89,6 +95,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => demo::run(cli.redis_url, args).await,
         Command::Worker(args) => worker::run(&config, args).await,
+        Command::Scheduler(args) => schedules::run_scheduler(&config, args).await,
+        Command::Schedules(args) => schedules::run_schedules(&config, args).await,
         Command::Enqueue(args) => enqueue::run(&config, args).await,
         Command::Stats(args) => inspect::stats(&config, args).await,
         Command::Job(args) => inspect::job(&config, args).await,
