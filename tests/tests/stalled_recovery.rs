@@ -96,9 +96,9 @@ async fn a_killed_workers_jobs_are_back_in_waiting_within_lease_plus_reap_interv
         s.reap_interval.as_millis(),
         bound.as_millis()
     );
-    // Scheduling noise on a busy CI machine: allow 250 ms beyond the bound.
+    // Scheduling noise on a busy CI machine: allow 500 ms beyond the bound.
     assert!(
-        worst <= bound.as_millis() as u64 + 250,
+        worst <= bound.as_millis() as u64 + 500,
         "recovery took {worst} ms, more than the lease plus one reaper interval ({bound:?})"
     );
     // And the rescuer runs them, as attempt 1 still: a stall does not use up an attempt.
