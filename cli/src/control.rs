@@ -18,10 +18,10 @@ pub(crate) async fn set_paused(config: &RedisConfig, args: QueueArg, paused: boo
     let queue = Queue::open_existing(config, &args.queue).await?;
     if paused {
         queue.pause().await?;
-        println!("paused queue {}: workers take no new jobs from it; running jobs finish", args.queue);
+        outln!("paused queue {}: workers take no new jobs from it; running jobs finish", args.queue);
     } else {
         queue.resume().await?;
-        println!("resumed queue {}", args.queue);
+        outln!("resumed queue {}", args.queue);
     }
     Ok(())
 }

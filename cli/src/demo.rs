@@ -8,8 +8,9 @@
 //! For `--duration` it runs two in-process workers and a producer on queue
 //! `demo`: ordinary jobs completing, a flaky webhook that fails three times
 //! and is retried with growing backoff, a poisoned report that panics on every
-//! attempt and lands in the dead-letter list, a delayed job, and a stock
-//! `command` job; then it prints a summary and the commands to inspect it all.
+//! attempt and lands in the dead-letter list, a delayed job, a stock
+//! `command` job, and a cron schedule ticking every 2 s through the scheduler;
+//! then it prints a summary and the commands to inspect it all.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use quern_common::{Backoff, JobInfo, JobOptions, RedisConfig};
 use quern_producer::Queue;
+use quern_scheduler::{RunOutcome, Schedule, Scheduler, Schedules};
 use quern_worker::{JobContext, JobError, Retention, Worker, stock};
 use serde::Deserialize;
 use serde_json::json;
@@ -40,6 +42,9 @@ const POISON_ID: &str = "poisoned-report";
 const DELAYED_ID: &str = "delayed-reminder";
 const COMMAND_ID: &str = "nightly-backup";
 const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
+const CRON_NAME: &str = "heartbeat";
+/// Every 2 seconds (6 fields: seconds first).
+const CRON_EXPR: &str = "*/2 * * * * *";
 
 /// Options of `quern demo`.
 #[derive(Debug, clap::Args)]
@@ -226,7 +231,8 @@ async fn demo_worker(config: &RedisConfig, done: Arc<AtomicU64>) -> CliResult<Wo
             }
             Ok(())
         })
-        .handler("reminder", |_ctx: JobContext, _job: serde_json::Value| async move { Ok(()) });
+        .handler("reminder", |_ctx: JobContext, _job: serde_json::Value| async move { Ok(()) })
+        .handler("heartbeat", |_ctx: JobContext, _job: serde_json::Value| async move { Ok(()) });
     Ok(builder.build().await?)
 }
 
@@ -304,7 +310,38 @@ impl Screen {
     }
 }
 
-async fn snapshot(queue: &Queue, started: Instant, total: Duration, done: &[Arc<AtomicU64>]) -> Vec<String> {
+/// The cron schedule's line: ticks enqueued, the last one and how it went.
+async fn cron_line(schedules: &Schedules) -> String {
+    let status = match schedules.status().await {
+        Ok(all) => all.into_iter().find(|s| s.schedule.name == CRON_NAME),
+        Err(e) => return format!("cron {CRON_NAME:<12} (cannot read its status: {e})"),
+    };
+    let Some(s) = status else { return format!("cron {CRON_NAME:<12} not scheduled") };
+    let last = match (&s.last_job_id, &s.last_run) {
+        (Some(id), Some(run)) => format!(", last {id} -> {}", run_text(run)),
+        _ => String::new(),
+    };
+    format!("cron {CRON_NAME:<12} ({CRON_EXPR}): {} tick(s) enqueued{last}", s.runs)
+}
+
+fn run_text(run: &RunOutcome) -> &'static str {
+    match run {
+        RunOutcome::Pending => "waiting",
+        RunOutcome::Running => "running",
+        RunOutcome::Completed => "completed",
+        RunOutcome::Failed { .. } => "retrying",
+        RunOutcome::Dead { .. } => "dead-lettered",
+        RunOutcome::Gone => "trimmed",
+    }
+}
+
+async fn snapshot(
+    queue: &Queue,
+    schedules: &Schedules,
+    started: Instant,
+    total: Duration,
+    done: &[Arc<AtomicU64>],
+) -> Vec<String> {
     let counts = match queue.counts().await {
         Ok(c) => format!(
             "queue {QUEUE}: waiting {}  delayed {}  active {}  completed {}  failed {}",
@@ -317,6 +354,7 @@ async fn snapshot(queue: &Queue, started: Instant, total: Duration, done: &[Arc<
         async move { queue.job(id).await.ok().flatten() }
     };
     let elapsed = started.elapsed().min(total);
+    let cron = cron_line(schedules).await;
     vec![
         format!("quern demo  {} / {}", format_duration(elapsed), format_duration(total)),
         counts,
@@ -329,6 +367,7 @@ async fn snapshot(queue: &Queue, started: Instant, total: Duration, done: &[Arc<
         format!("{POISON_ID:<17} {}", attempts_line(job(POISON_ID).await.as_ref())),
         format!("{DELAYED_ID:<17} {}", attempts_line(job(DELAYED_ID).await.as_ref())),
         format!("{COMMAND_ID:<17} {}", attempts_line(job(COMMAND_ID).await.as_ref())),
+        cron,
     ]
 }
 
@@ -359,8 +398,8 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
         Some(_) => "a throwaway redis-server started for this demo",
         None => "an existing Redis; the demo only touches keys under the prefix quern-demo",
     };
-    println!("quern demo: Redis at {} ({source})", config.masked_url());
-    println!("two workers and a producer on queue {QUEUE:?} for {}\n", format_duration(args.duration));
+    outln!("quern demo: Redis at {} ({source})", config.masked_url());
+    outln!("two workers and a producer on queue {QUEUE:?} for {}\n", format_duration(args.duration));
     clear_prefix(&config).await?;
     quiet_demo_panics();
 
@@ -371,12 +410,25 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     let mut running = tokio::task::JoinSet::new();
     for worker in workers {
         let mut stop = stop_rx.clone();
-        running.spawn(worker.run_until(async move {
+        let worker_run = worker.run_until(async move {
             let _ = stop.wait_for(|s| *s).await;
-        }));
+        });
+        running.spawn(async move { worker_run.await.map_err(CliError::from) });
     }
     let queue = Queue::connect(&config, QUEUE).await?;
     seed(&queue).await?;
+    // The cron scheduler: a schedule ticking every 2 s, enqueued by a scheduler
+    // that holds the leader lease (tick job ids are `heartbeat@<UTC instant>`).
+    let schedules = Schedules::connect(&config).await?;
+    schedules.upsert(&Schedule::new(CRON_NAME, CRON_EXPR, QUEUE, "heartbeat")).await?;
+    let scheduler = Scheduler::builder(&config).lease(Duration::from_secs(3)).build().await?;
+    {
+        let mut stop = stop_rx.clone();
+        let scheduler_run = scheduler.run_until(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        running.spawn(async move { scheduler_run.await.map_err(CliError::from) });
+    }
 
     // The producer: a steady trickle of ordinary jobs for most of the run.
     let producer = {
@@ -400,7 +452,7 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
         _ = termination() => true,
         _ = async {
             while started.elapsed() < args.duration {
-                screen.show(&snapshot(&queue, started, args.duration, &done).await, false);
+                screen.show(&snapshot(&queue, &schedules, started, args.duration, &done).await, false);
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         } => false,
@@ -411,11 +463,11 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     while let Some(result) = running.join_next().await {
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(e) => return Err(CliError::Failed(format!("a demo worker failed: {e}"))),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(CliError::Failed(format!("a demo task failed: {e}"))),
         }
     }
-    let last = snapshot(&queue, started, args.duration, &done).await;
+    let last = snapshot(&queue, &schedules, started, args.duration, &done).await;
     screen.show(&last, true);
     summary(&queue, &config, server.is_some(), args.keep_redis, interrupted, produced).await
 }
@@ -429,21 +481,21 @@ async fn summary(
     produced: u64,
 ) -> CliResult {
     let counts = queue.counts().await?;
-    println!();
+    outln!();
     if interrupted {
-        println!("interrupted: stopped early");
+        outln!("interrupted: stopped early");
     }
     let mut totals = BTreeMap::new();
     totals.insert("completed", counts.completed);
     totals.insert("dead-lettered", counts.failed);
     totals.insert("still waiting or delayed", counts.waiting + counts.delayed);
-    println!("summary: {produced} image jobs produced; {}", {
+    outln!("summary: {produced} image jobs produced; {}", {
         let parts: Vec<String> = totals.iter().map(|(k, v)| format!("{v} {k}")).collect();
         parts.join(", ")
     });
     for id in [FLAKY_ID, POISON_ID] {
         if let Some(job) = queue.job(id).await? {
-            println!("\n== quern job {QUEUE} {id}\n{}", render_job(&job));
+            outln!("\n== quern job {QUEUE} {id}\n{}", render_job(&job));
         }
     }
     let prefix = format!("--prefix {DEMO_PREFIX}");
@@ -457,9 +509,9 @@ async fn summary(
         })
         .unwrap_or_else(|| "quern".into());
     let url = format!("--redis-url {}", config.masked_url());
-    println!("Inspect it yourself:");
+    outln!("Inspect it yourself:");
     if throwaway && !kept {
-        println!(
+        outln!(
             "  (the throwaway Redis is stopped now; run `quern demo --keep-redis` to keep it, or start a\n   \
              Redis on 127.0.0.1:6379 and run the demo again, then:)"
         );
@@ -468,13 +520,14 @@ async fn summary(
         "stats".to_owned(),
         format!("jobs {QUEUE} --state completed --limit 10"),
         format!("job {QUEUE} {FLAKY_ID}"),
+        "schedules list".to_owned(),
         format!("dlq {QUEUE} list"),
         format!("dlq {QUEUE} retry {POISON_ID}"),
     ] {
-        println!("  {exe} {url} {prefix} {cmd}");
+        outln!("  {exe} {url} {prefix} {cmd}");
     }
     if throwaway && kept {
-        println!("  (stop the kept Redis with: redis-cli -u {} shutdown nosave)", config.masked_url());
+        outln!("  (stop the kept Redis with: redis-cli -u {} shutdown nosave)", config.masked_url());
     }
     Ok(())
 }

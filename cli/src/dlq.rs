@@ -65,11 +65,11 @@ pub(crate) async fn run(config: &RedisConfig, args: DlqArgs) -> CliResult {
             }
             let jobs = queue.dead_letters(offset, limit).await?;
             if json {
-                println!("{}", Value::Array(jobs.iter().map(job_json).collect()));
+                outln!("{}", Value::Array(jobs.iter().map(job_json).collect()));
             } else if jobs.is_empty() {
-                println!("the dead-letter list of queue {name} is empty");
+                outln!("the dead-letter list of queue {name} is empty");
             } else {
-                print!("{}", jobs_table(&jobs));
+                out!("{}", jobs_table(&jobs));
             }
         }
         DlqAction::Retry { id, json, .. } => {
@@ -81,9 +81,9 @@ pub(crate) async fn run(config: &RedisConfig, args: DlqArgs) -> CliResult {
                 None => queue.retry_all_dead_letters().await?,
             };
             if json {
-                println!("{}", json!({ "retried": retried }));
+                outln!("{}", json!({ "retried": retried }));
             } else {
-                println!("moved {retried} job(s) of queue {name} from the dead-letter list back to waiting");
+                outln!("moved {retried} job(s) of queue {name} from the dead-letter list back to waiting");
             }
         }
         DlqAction::Purge { id, json } => {
@@ -95,9 +95,9 @@ pub(crate) async fn run(config: &RedisConfig, args: DlqArgs) -> CliResult {
                 None => queue.purge_dead_letters().await?,
             };
             if json {
-                println!("{}", json!({ "purged": purged }));
+                outln!("{}", json!({ "purged": purged }));
             } else {
-                println!("deleted {purged} job(s) from the dead-letter list of queue {name}");
+                outln!("deleted {purged} job(s) from the dead-letter list of queue {name}");
             }
         }
     }

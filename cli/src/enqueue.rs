@@ -121,9 +121,9 @@ pub(crate) async fn run(config: &RedisConfig, args: EnqueueArgs) -> CliResult {
     let queue = Queue::connect(config, &args.queue).await?;
     let added = queue.add_json(&args.name, &payload, opts).await?;
     if args.json {
-        println!("{}", serde_json::json!({ "id": added.id, "created": added.created }));
+        outln!("{}", serde_json::json!({ "id": added.id, "created": added.created }));
     } else {
-        println!("{}", added.id);
+        outln!("{}", added.id);
         if !added.created {
             eprintln!("note: job {} existed already in queue {}; nothing was added", added.id, args.queue);
         }

@@ -88,11 +88,11 @@ pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
     }
     if args.json {
         let object: Map<String, Value> = all.iter().map(|(n, c)| (n.clone(), counts_json(c))).collect();
-        println!("{}", Value::Object(object));
+        outln!("{}", Value::Object(object));
         return Ok(());
     }
     if all.is_empty() {
-        println!("no queues under prefix {:?}", config.prefix);
+        outln!("no queues under prefix {:?}", config.prefix);
         return Ok(());
     }
     let mut t = Table::new(&["QUEUE", "WAITING", "DELAYED", "ACTIVE", "COMPLETED", "FAILED", "PAUSED"]);
@@ -107,7 +107,7 @@ pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
             if c.paused { "yes".into() } else { "no".into() },
         ]);
     }
-    print!("{}", t.render());
+    out!("{}", t.render());
     Ok(())
 }
 
@@ -187,9 +187,9 @@ pub(crate) async fn job(config: &RedisConfig, args: JobArgs) -> CliResult {
         CliError::Quern(quern_common::Error::JobNotFound { queue: args.queue.clone(), id: args.id.clone() })
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&job_json(&job)).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&job_json(&job)).unwrap_or_default());
     } else {
-        print!("{}", render_job(&job));
+        out!("{}", render_job(&job));
     }
     Ok(())
 }
@@ -237,11 +237,11 @@ pub(crate) async fn jobs(config: &RedisConfig, args: JobsArgs) -> CliResult {
     let ids = queue.job_ids(args.state, args.offset, args.limit).await?;
     let jobs = load_jobs(&queue, ids).await?;
     if args.json {
-        println!("{}", Value::Array(jobs.iter().map(job_json).collect()));
+        outln!("{}", Value::Array(jobs.iter().map(job_json).collect()));
     } else if jobs.is_empty() {
-        println!("no {} jobs in queue {}", args.state, args.queue);
+        outln!("no {} jobs in queue {}", args.state, args.queue);
     } else {
-        print!("{}", jobs_table(&jobs));
+        out!("{}", jobs_table(&jobs));
     }
     Ok(())
 }

@@ -2,6 +2,27 @@
 //! benchmark, and see it all work in `quern demo`.
 #![forbid(unsafe_code)]
 
+/// `println!` that ends the process quietly when stdout is closed (`quern ... | head`)
+/// instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
+/// `print!` with the same broken-pipe handling as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
 mod bench;
 mod control;
 mod demo;
@@ -106,6 +127,15 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Resume(args) => control::set_paused(&config, args, false).await,
         Command::Bench(args) => bench::run(&config, args).await.map_err(CliError::from),
     }
+}
+
+/// Stdout failed: a closed pipe is a normal end (exit 0), anything else exit 1.
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(i32::from(error::EXIT_FAILURE));
 }
 
 fn main() -> ExitCode {

@@ -200,9 +200,9 @@ pub(crate) async fn run_schedules(config: &RedisConfig, args: SchedulesArgs) -> 
         SchedulesAction::List { json } => {
             let all = store.status().await?;
             if json {
-                println!("{}", Value::Array(all.iter().map(status_json).collect()));
+                outln!("{}", Value::Array(all.iter().map(status_json).collect()));
             } else if all.is_empty() {
-                println!("no schedules under prefix {:?}", config.prefix);
+                outln!("no schedules under prefix {:?}", config.prefix);
             } else {
                 let mut t = Table::new(&[
                     "NAME",
@@ -236,34 +236,34 @@ pub(crate) async fn run_schedules(config: &RedisConfig, args: SchedulesArgs) -> 
                         flags,
                     ]);
                 }
-                print!("{}", t.render());
+                out!("{}", t.render());
             }
         }
         SchedulesAction::Apply { file, prune } => {
             let report = store.apply_file(&file, prune).await?;
             let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
-            println!("created:   {}", list(&report.created));
-            println!("updated:   {}", list(&report.updated));
-            println!("unchanged: {}", list(&report.unchanged));
+            outln!("created:   {}", list(&report.created));
+            outln!("updated:   {}", list(&report.updated));
+            outln!("unchanged: {}", list(&report.unchanged));
             if prune {
-                println!("pruned:    {}", list(&report.pruned));
+                outln!("pruned:    {}", list(&report.pruned));
             }
         }
         SchedulesAction::Enable { name } => {
             store.set_enabled(&name, true).await?;
-            println!("enabled schedule {name}");
+            outln!("enabled schedule {name}");
         }
         SchedulesAction::Disable { name } => {
             store.set_enabled(&name, false).await?;
-            println!("disabled schedule {name}");
+            outln!("disabled schedule {name}");
         }
         SchedulesAction::Ack { name } => {
             store.acknowledge_missed(&name).await?;
-            println!("cleared the missed-ticks flag of schedule {name}");
+            outln!("cleared the missed-ticks flag of schedule {name}");
         }
         SchedulesAction::Remove { name } => {
             store.remove(&name).await?;
-            println!("removed schedule {name}");
+            outln!("removed schedule {name}");
         }
     }
     Ok(())

@@ -229,3 +229,20 @@ fn payload_from_a_file_or_stdin() {
     let err = run(&cfg, &["enqueue", "q", "n", "--payload-file", "/no/such/file.json"]).fails_with(2);
     assert!(err.contains("cannot read the payload file"), "{err}");
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    let cfg = config();
+    run(&cfg, &["enqueue", "q", "n"]).ok();
+    let mut child = support::quern(&cfg)
+        .args(["stats"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // like `quern stats | head -0`
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

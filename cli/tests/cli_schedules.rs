@@ -105,3 +105,11 @@ payload = { argv = ["sh", "-c", "echo tick"] }
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("every-second@") && stderr.contains("enqueued"), "{stderr}");
 }
+
+#[test]
+fn the_docker_compose_schedules_file_applies() {
+    let cfg = config();
+    let file = format!("{}/../examples/docker-schedules.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = run(&cfg, &["schedules", "apply", &file]).ok();
+    assert!(out.contains("created:   heartbeat, signup-smoke-test"), "{out}");
+}
