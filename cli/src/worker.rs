@@ -40,6 +40,35 @@ pub(crate) async fn stock_worker(
     Ok(stock::register(builder)?.build().await?)
 }
 
+/// Longest wait between two attempts to reach Redis at start-up.
+const STARTUP_RETRY_CAP: Duration = Duration::from_secs(5);
+
+/// Build a stock worker, waiting for Redis while it cannot be reached (a
+/// worker started before Redis, or during an outage, must not exit: it
+/// retries with delays doubling up to 5 s and says so on stderr). `None` when
+/// SIGTERM/SIGINT arrives while waiting. Other errors end it at once.
+async fn stock_worker_when_redis_is_up(
+    config: &RedisConfig,
+    queue: &str,
+    args: &WorkerArgs,
+) -> CliResult<Option<Worker>> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match stock_worker(config, queue, args.concurrency, args.lease, args.shutdown_grace).await {
+            Ok(worker) => return Ok(Some(worker)),
+            Err(CliError::Quern(e)) if e.is_connection_error() => {
+                eprintln!("waiting for Redis ({e}); retrying in {delay:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = termination() => return Ok(None),
+                }
+                delay = (delay * 2).min(STARTUP_RETRY_CAP);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Resolve on SIGTERM or SIGINT.
 pub(crate) async fn termination() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -62,7 +91,13 @@ pub(crate) async fn run(config: &RedisConfig, args: WorkerArgs) -> CliResult {
     }
     let mut workers = Vec::new();
     for q in &args.queues {
-        workers.push(stock_worker(config, q, args.concurrency, args.lease, args.shutdown_grace).await?);
+        match stock_worker_when_redis_is_up(config, q, &args).await? {
+            Some(worker) => workers.push(worker),
+            None => {
+                eprintln!("stopped before Redis could be reached");
+                return Ok(());
+            }
+        }
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut running = tokio::task::JoinSet::new();
