@@ -247,14 +247,19 @@ impl WorkerProcess {
         }
     }
 
-    /// Whether it printed `stopped` (its clean-shutdown line) so far.
-    pub fn said_stopped(&mut self) -> bool {
-        while let Ok(line) = self.stdout.try_recv() {
-            if line == "stopped" {
-                return true;
+    /// Whether it printed `stopped` (its clean-shutdown line). Call it after
+    /// the process exited: it reads stdout to the end (at most 2 s), since the
+    /// exit can be seen before the reader task has passed the last lines on.
+    pub async fn said_stopped(&mut self) -> bool {
+        let read_all = async {
+            while let Some(line) = self.stdout.recv().await {
+                if line == "stopped" {
+                    return true;
+                }
             }
-        }
-        false
+            false
+        };
+        tokio::time::timeout(Duration::from_secs(2), read_all).await.unwrap_or(false)
     }
 }
 

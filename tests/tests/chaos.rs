@@ -233,7 +233,7 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
                 w.signal("TERM").unwrap();
                 let status = w.wait_exit(fleet.settings.grace + Duration::from_secs(10)).await.unwrap();
                 assert!(status.success(), "SIGTERM must give exit 0, got {status}; log:\n{}", w.log());
-                assert!(w.said_stopped(), "the worker must print 'stopped'; log:\n{}", w.log());
+                assert!(w.said_stopped().await, "the worker must print 'stopped'; log:\n{}", w.log());
                 println!("chaos: worker {} stopped by SIGTERM, exit 0", w.worker_id());
                 sigtermed = Some((w.worker_id().to_owned(), at));
                 fleet.start_one().await;

@@ -59,7 +59,7 @@ async fn sigterm_finishes_short_jobs_hands_long_ones_back_without_an_attempt_and
     let took = signalled.elapsed();
     println!("graceful shutdown: exit {status} {took:?} after SIGTERM (grace {:?})", s.grace);
     assert!(status.success(), "exit status {status}; log:\n{}", worker.log());
-    assert!(worker.said_stopped());
+    assert!(worker.said_stopped().await);
     assert!(took >= s.grace - Duration::from_millis(200), "it waited for the grace period: {took:?}");
     assert!(took < s.grace + Duration::from_secs(2), "it stopped soon after the grace period: {took:?}");
 
@@ -111,7 +111,7 @@ async fn sigint_with_jobs_that_finish_in_time_releases_nothing() {
     worker.signal("INT").unwrap();
     let status = worker.wait_exit(Duration::from_secs(10)).await.unwrap();
     assert!(status.success(), "exit status {status}; log:\n{}", worker.log());
-    assert!(worker.said_stopped());
+    assert!(worker.said_stopped().await);
     assert!(
         signalled.elapsed() < s.grace,
         "it exits as soon as the jobs are done: {:?}",
