@@ -1,6 +1,7 @@
 //! Leases with fencing: a worker that lost its lease gets a typed "lease lost"
 //! answer, its write is discarded and logged; renewing checks the token; one
-//! timer renews every lease a worker holds, in one call; a lease can be as
+//! timer renews every lease a worker holds, in one call, and tells a running
+//! handler when its lease is gone (`JobContext::is_lease_lost`); a lease can be as
 //! short as about one second (or less) and still hold a long job.
 
 use std::path::Path;
@@ -187,5 +188,54 @@ async fn one_timer_renews_every_held_lease_in_one_call_and_a_short_lease_holds_a
         assert_eq!(job.stalls, 0, "{job:#?}");
         assert_eq!(job.history.len(), 1, "{job:#?}");
     }
+    worker.stop().await;
+}
+
+/// A running handler learns that its lease was taken over (here: another
+/// lease token written over its own, as a takeover would) within one renewal
+/// interval, so a long handler can stop early; its result is then discarded.
+#[tokio::test]
+async fn a_running_handler_sees_its_lease_lost_within_one_renewal() {
+    let cfg = config();
+    let q = Queue::connect(&cfg, "taken").await.unwrap();
+    let lease = Duration::from_millis(900);
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+    let builder =
+        Worker::builder(&cfg, "taken").lease(lease).handler("watch", move |ctx: JobContext, _: ()| {
+            let seen = seen_tx.clone();
+            async move {
+                let started = std::time::Instant::now();
+                while !ctx.is_lease_lost() {
+                    if started.elapsed() > Duration::from_secs(10) {
+                        return Err(JobError::permanent("never told about the lost lease"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let _ = seen.send(started.elapsed());
+                Ok("late result")
+            }
+        });
+    let worker = RunningWorker::start(builder).await;
+    let id = q.add("watch", &()).await.unwrap().id;
+    let job = eventually(Duration::from_secs(5), "the job to run", || async {
+        let job = q.job(&id).await.unwrap()?;
+        (job.state == JobState::Active).then_some(job)
+    })
+    .await;
+    let mut conn = quern_tests::raw_connection(&cfg).await;
+    let taken_at = std::time::Instant::now();
+    let _: () = redis::AsyncCommands::hset(&mut conn, q.keys().job(&id), "tk", "taken-over").await.unwrap();
+    let _ = seen_rx.recv().await.expect("the handler saw the lost lease");
+    let noticed = taken_at.elapsed();
+    println!(
+        "lease fencing: the handler saw its lease lost {noticed:?} after the takeover (lease {lease:?})"
+    );
+    assert!(noticed < lease / 3 + Duration::from_millis(400), "noticed after {noticed:?}");
+    // Its result is refused: the job stays as the new holder left it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = q.job(&id).await.unwrap().unwrap();
+    assert_eq!(after.state, JobState::Active);
+    assert_eq!(after.result, None);
+    assert_eq!(after.started_at_ms, job.started_at_ms);
     worker.stop().await;
 }
