@@ -11,7 +11,9 @@
 //! Chaos: a random worker is killed with `kill -9` and replaced, six times;
 //! Redis is killed and restarted once; one worker gets SIGTERM; one worker is
 //! frozen (SIGSTOP) for twice its lease, then thawed: its late results must be
-//! refused.
+//! refused. A fourth worker talks to Redis through a relay ([`Blackhole`]) that
+//! silences its connections once mid-run (a network partition): it must find
+//! its way back, and its leases that ran out meanwhile are fenced off.
 //!
 //! Audit (every job, every ledger line):
 //! - every job is `completed` or `failed` and in the dead-letter list, as its
@@ -41,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use quern_common::{Backoff, JobInfo, JobOptions, JobState};
 use quern_producer::{NewJob, Queue};
+use quern_tests::blackhole::Blackhole;
 use quern_tests::chaos::{ChaosJob, Execution, WorkerProcess, WorkerSettings, read_ledger, repeated_tokens};
 use quern_tests::{Persistence, RedisConfig, TestRedis, config_for};
 use rand::rngs::StdRng;
@@ -130,10 +133,14 @@ struct Fleet {
 
 impl Fleet {
     async fn start_one(&mut self) {
+        let w = self.start_with(&self.settings.clone()).await;
+        self.running.push(w);
+    }
+
+    async fn start_with(&mut self, settings: &WorkerSettings) -> WorkerProcess {
         self.started += 1;
         let log = self.dir.path().join(format!("worker-{}.log", self.started));
-        let w = WorkerProcess::start(binary(), &self.settings, &log).await.expect("start a chaos worker");
-        self.running.push(w);
+        WorkerProcess::start(binary(), settings, &log).await.expect("start a chaos worker")
     }
 
     /// Log lines of every worker that contain `text`.
@@ -181,8 +188,13 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
     for _ in 0..WORKERS {
         fleet.start_one().await;
     }
+    // The partitioned one: not among the workers picked for kills and signals.
+    let relay = Blackhole::start(server.addr()).await.unwrap();
+    let mut via_relay = fleet.settings.clone();
+    via_relay.redis_url = relay.url();
+    let mut partitioned = fleet.start_with(&via_relay).await;
 
-    // The producer adds a batch every 700 ms, through the chaos.
+    // The producer adds a batch every second, through the chaos.
     let queue = Queue::connect(&cfg, QUEUE).await.unwrap();
     let add_failures = Arc::new(AtomicUsize::new(0));
     let producer = {
@@ -190,7 +202,7 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
         tokio::spawn(async move {
             for from in (0..JOBS).step_by(BATCH) {
                 add_batch(&queue, &plans, from, (from + BATCH).min(JOBS), &failures).await;
-                tokio::time::sleep(Duration::from_millis(700)).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
             }
         })
     };
@@ -200,8 +212,8 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
     let mut sigtermed: Option<(String, u64)> = None;
     let mut restart_gap = Duration::ZERO;
     let mut frozen_workers = 0;
-    for step in 0..9 {
-        tokio::time::sleep(Duration::from_millis(1200)).await;
+    for step in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         match step {
             2 => {
                 // Far enough from the last kill that its recovery is measured on its own.
@@ -216,7 +228,11 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
                 restart_gap = t.elapsed();
                 println!("chaos: Redis killed and restarted ({restart_gap:?} down)");
             }
-            7 => {
+            3 => {
+                let cut = relay.cut();
+                println!("chaos: {cut} connections of worker {} silenced", partitioned.worker_id());
+            }
+            8 => {
                 // A long pause (GC, a suspended VM): its leases run out and its
                 // jobs run elsewhere; when it wakes up, its writes are fenced off.
                 let w = &fleet.running[rng.random_range(0..fleet.running.len())];
@@ -226,7 +242,7 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
                 frozen_workers += 1;
                 println!("chaos: worker {} frozen for {:?}", w.worker_id(), fleet.settings.lease * 2);
             }
-            5 => {
+            6 => {
                 let i = rng.random_range(0..fleet.running.len());
                 let mut w = fleet.running.remove(i);
                 let at = redis_now_ms(&cfg).await;
@@ -269,6 +285,10 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
         Ok(c) => c,
         Err(_) => panic!("the queue did not drain: {:?}\n{}", queue.counts().await, fleet.logs()),
     };
+    let reconnected = relay.connections() - relay.silenced() as u64;
+    assert!(reconnected > 0, "the partitioned worker opened new connections");
+    partitioned.signal("TERM").unwrap();
+    assert!(partitioned.wait_exit(Duration::from_secs(10)).await.unwrap().success());
     for mut w in std::mem::take(&mut fleet.running) {
         w.signal("TERM").unwrap();
         let status = w.wait_exit(Duration::from_secs(10)).await.unwrap();
@@ -336,6 +356,11 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
         }
     }
     recovery.sort_unstable();
+    let partitioned_stalls: usize = jobs
+        .values()
+        .flat_map(|j| &j.history)
+        .filter(|a| a.outcome == "stalled" && a.worker.as_deref() == Some(partitioned.worker_id()))
+        .count();
     let lease_plus_reap = (fleet.settings.lease + fleet.settings.reap_interval).as_millis() as u64;
     let max_recovery = recovery.last().copied().unwrap_or(0);
     println!(
@@ -355,7 +380,8 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
     println!(
         "chaos: recovery after kill -9: median {} ms, max {max_recovery} ms (bound: lease + reap interval = \
          {lease_plus_reap} ms); Redis down {restart_gap:?}; producer calls refused while down: {}; \
-         'lease lost' warnings in worker logs (late writes refused or renewals denied): {}",
+         'lease lost' warnings in worker logs (late writes refused or renewals denied): {}; \
+         leases of the partitioned worker that ran out: {partitioned_stalls}",
         recovery.get(recovery.len() / 2).copied().unwrap_or(0),
         add_failures.load(Ordering::Relaxed),
         fleet.count_in_logs("lease lost"),
