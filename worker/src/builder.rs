@@ -80,7 +80,10 @@ impl WorkerBuilder {
 
     /// Lease length (default 30 s, at least 200 ms). The worker renews its
     /// leases every third of it; a job whose lease runs out is recovered by the
-    /// reaper and may run again elsewhere.
+    /// reaper and may run again elsewhere. Short leases (down to about 1 s)
+    /// recover a crashed worker's jobs sooner (within the lease plus one reap
+    /// interval); keep the lease at least twice the Redis response timeout,
+    /// so one renewal stuck until its timeout does not lose every lease.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease;
         self
