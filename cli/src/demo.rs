@@ -41,6 +41,8 @@ const FLAKY_ID: &str = "flaky-webhook";
 const POISON_ID: &str = "poisoned-report";
 const DELAYED_ID: &str = "delayed-reminder";
 const COMMAND_ID: &str = "nightly-backup";
+/// Widest live display line (a narrower terminal would wrap and break the redraw).
+const LIVE_WIDTH: usize = 100;
 const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
 const CRON_NAME: &str = "heartbeat";
 /// Every 2 seconds (6 fields: seconds first).
@@ -269,14 +271,20 @@ fn attempts_line(job: Option<&JobInfo>) -> String {
     }
     let tried = !parts.is_empty();
     let state = match job.state {
-        quern_common::JobState::Failed => "failed for good: now in the dead-letter list",
+        quern_common::JobState::Failed => "in the dead-letter list",
         quern_common::JobState::Delayed if tried => "backing off before the next attempt",
         quern_common::JobState::Delayed => "delayed: not due yet",
         quern_common::JobState::Waiting => "waiting for a worker",
         quern_common::JobState::Active => "running",
         quern_common::JobState::Completed => "completed",
     };
-    if tried { format!("{} -> {state}", parts.join(", ")) } else { state.to_owned() }
+    let last_outcome = job.history.iter().rev().find(|a| a.number.is_some()).map(|a| a.outcome.as_str());
+    match (tried, last_outcome) {
+        (false, _) => state.to_owned(),
+        // "#4 completed" says it all.
+        (true, Some(o)) if o == state => parts.join(", "),
+        (true, _) => format!("{} -> {state}", parts.join(", ")),
+    }
 }
 
 struct Screen {
@@ -298,7 +306,8 @@ impl Screen {
                 let _ = write!(out, "\x1b[{}A", self.drawn);
             }
             for line in lines {
-                let _ = writeln!(out, "\x1b[2K{line}");
+                // Keep each line on one terminal row, or the redraw drifts.
+                let _ = writeln!(out, "\x1b[2K{}", crate::table::cell(line, LIVE_WIDTH));
             }
             self.drawn = lines.len();
         } else if self.last_plain.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
@@ -317,11 +326,11 @@ async fn cron_line(schedules: &Schedules) -> String {
         Err(e) => return format!("cron {CRON_NAME:<12} (cannot read its status: {e})"),
     };
     let Some(s) = status else { return format!("cron {CRON_NAME:<12} not scheduled") };
-    let last = match (&s.last_job_id, &s.last_run) {
-        (Some(id), Some(run)) => format!(", last {id} -> {}", run_text(run)),
+    let last = match (s.last_tick, &s.last_run) {
+        (Some(tick), Some(run)) => format!(", last @{} -> {}", tick.format("%H:%M:%SZ"), run_text(run)),
         _ => String::new(),
     };
-    format!("cron {CRON_NAME:<12} ({CRON_EXPR}): {} tick(s) enqueued{last}", s.runs)
+    format!("cron {CRON_NAME:<12} every 2 s: {} tick(s) enqueued{last}", s.runs)
 }
 
 fn run_text(run: &RunOutcome) -> &'static str {

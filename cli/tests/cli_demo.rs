@@ -6,11 +6,12 @@ use support::run;
 
 fn check_demo_output(out: &str) {
     assert!(out.contains("flaky-webhook") && out.contains("#1 error, wait"), "{out}");
-    assert!(out.contains("failed for good: now in the dead-letter list"), "{out}");
+    assert!(out.contains("#3 panic -> in the dead-letter list"), "{out}");
     assert!(out.contains("handler panicked: poisoned input"), "{out}");
     assert!(out.contains("quern --redis-url") && out.contains("--prefix quern-demo dlq demo list"), "{out}");
     let cron = out.lines().rev().find(|l| l.starts_with("cron heartbeat")).expect("a cron line");
-    let ticks: u64 = cron.split("): ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    let ticks: u64 =
+        cron.split("every 2 s: ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
     assert!(ticks >= 1, "the scheduler enqueued no tick: {cron}");
     let summary = out.lines().find(|l| l.starts_with("summary:")).expect("a summary line");
     assert!(summary.contains("1 dead-lettered"), "{summary}");
