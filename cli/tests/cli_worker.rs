@@ -252,7 +252,7 @@ fn sigterm_lets_the_running_job_finish_and_exits_0() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    enqueue(&cfg, "command", "slow", r#"{"argv":["sh","-c","sleep 1; echo finished"]}"#, &[]);
+    enqueue(&cfg, "command", "slow", r#"{"argv":["sh","-c","sleep 2; echo finished"]}"#, &[]);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while support::json(&run(&cfg, &["job", "q", "slow", "--json"]).ok())["state"] != "active" {
         assert!(std::time::Instant::now() < deadline, "the job never started");
