@@ -128,12 +128,11 @@ pub async fn run(job: &CommandJob) -> Result<CommandOutput, JobError> {
             Err(_) => {
                 if let Some(pgid) = pgid {
                     let _ = killpg(pgid, Signal::SIGTERM);
-                    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                    } else {
-                        // The leader is gone; members that ignored SIGTERM are not.
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                    }
+                    // Give the group the grace period (less if the leader exits),
+                    // then SIGKILL whatever is left: members may ignore SIGTERM
+                    // or outlive the leader.
+                    let _ = tokio::time::timeout(grace, child.wait()).await;
+                    let _ = killpg(pgid, Signal::SIGKILL);
                     let _ = child.wait().await;
                 }
                 guard.disarm();
