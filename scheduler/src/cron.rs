@@ -161,6 +161,14 @@ mod tests {
     }
 
     #[test]
+    fn nicknames() {
+        let s = CronSpec::parse("a", "@daily", "UTC").unwrap();
+        assert_eq!(times(&s, "2026-11-23T01:00:00Z", 1), ["2026-11-24T00:00:00Z"]);
+        let s = CronSpec::parse("a", "@hourly", "Europe/Berlin").unwrap();
+        assert_eq!(times(&s, "2026-11-23T01:10:00Z", 1), ["2026-11-23T02:00:00Z"]);
+    }
+
+    #[test]
     fn next_is_strictly_after() {
         let s = CronSpec::parse("a", "0 2 * * *", "UTC").unwrap();
         assert_eq!(s.next_after(utc("2026-11-23T02:00:00Z")), Some(utc("2026-11-24T02:00:00Z")));

@@ -287,9 +287,8 @@ impl Scheduler {
         scripts::load(&mut self.conn.clone(), ScriptName::Tick).await?;
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut version: Option<Option<i64>> = None;
-        let mut last_reload = Instant::now();
         while !*self.stop_rx.borrow() {
-            let wait = match self.pass(&mut entries, &mut version, &mut last_reload).await {
+            let wait = match self.pass(&mut entries, &mut version).await {
                 Ok(wait) => wait,
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduler pass failed; retrying");
@@ -314,7 +313,6 @@ impl Scheduler {
         &mut self,
         entries: &mut HashMap<String, Entry>,
         version: &mut Option<Option<i64>>,
-        last_reload: &mut Instant,
     ) -> Result<Duration> {
         let mut conn = self.conn.clone();
         let lease_len = self.settings.lease;
@@ -351,10 +349,10 @@ impl Scheduler {
         let measured = Instant::now();
         self.skew_ms.store(self.settings.clock.now().timestamp_millis() - now_ms, Ordering::Relaxed);
 
-        if *version != Some(current) || last_reload.elapsed() > Duration::from_secs(60) {
+        // Every write through `Schedules` bumps the version; nothing else needs a reload.
+        if *version != Some(current) {
             self.reload(entries).await?;
             *version = Some(current);
-            *last_reload = Instant::now();
         }
         self.init_cursors(entries).await?;
 
@@ -362,8 +360,10 @@ impl Scheduler {
         if !plan.is_empty() {
             self.execute(entries, &plan).await?;
         }
+        // Only schedules just handled (or new) need their next due time again.
         for e in entries.values_mut() {
-            if let Some(c) = e.cursor {
+            let stale = e.next_due.is_none_or(|due| due <= now_ms);
+            if let (true, Some(c)) = (stale, e.cursor) {
                 e.next_due = e
                     .spec
                     .next_after(DateTime::from_timestamp_millis(c).unwrap_or_default())
@@ -375,7 +375,9 @@ impl Scheduler {
         let next = entries.values().filter_map(|e| e.next_due).min();
         let mut wait = self.settings.reload_interval;
         if let Some(next) = next {
-            wait = wait.min(Duration::from_millis((next - now_est).max(0) as u64));
+            // A tick still due now failed or was refused: retry soon, not in a hot loop.
+            let until = if next <= now_ms { 50 } else { (next - now_est).max(0) as u64 };
+            wait = wait.min(Duration::from_millis(until));
         }
         if self.settings.leader_election {
             wait = wait.min(self.lease.renew_in());
@@ -401,6 +403,11 @@ impl Scheduler {
             if !schedule.enabled {
                 continue;
             }
+            // Unchanged definitions keep their parsed form and their place.
+            if let Some(old) = entries.remove(&schedule.name).filter(|old| old.stored == def) {
+                fresh.insert(schedule.name.clone(), old);
+                continue;
+            }
             let spec = match schedule.validate() {
                 Ok(spec) => spec,
                 Err(e) => {
@@ -409,8 +416,6 @@ impl Scheduler {
                 }
             };
             let keys = QueueKeys::new(self.store.prefix(), &schedule.queue)?;
-            let keep = entries.remove(&schedule.name).filter(|old| old.stored == def);
-            let (cursor, next_due) = keep.map(|o| (o.cursor, o.next_due)).unwrap_or((None, None));
             fresh.insert(
                 schedule.name.clone(),
                 Entry {
@@ -419,8 +424,8 @@ impl Scheduler {
                     stored: def,
                     spec,
                     keys,
-                    cursor,
-                    next_due,
+                    cursor: None,
+                    next_due: None,
                 },
             );
         }

@@ -112,8 +112,9 @@ impl Schedules {
     }
 
     /// Create or replace a schedule. Ticks count from now when the schedule is
-    /// new, is re-enabled, or its cron expression or time zone changed, so such
-    /// a change never turns past ticks into misfires.
+    /// new, is re-enabled, or its cron expression, time zone or queue changed,
+    /// so such a change never turns past ticks into misfires (nor re-enqueues,
+    /// in a new queue, ticks enqueued in the old one).
     pub async fn upsert(&self, schedule: &Schedule) -> Result<Upserted> {
         schedule.validate()?;
         let mut conn = self.conn();
@@ -125,7 +126,12 @@ impl Schedules {
             None => Upserted::Created,
             Some(o) if o.same_definition(&new) => return Ok(Upserted::Unchanged),
             Some(o) => {
-                let restart = o.cron != new.cron || o.tz != new.tz || (!o.enabled && new.enabled);
+                // A new queue has no watermark of this schedule: counting ticks from
+                // now keeps ticks enqueued in the old queue from coming again.
+                let restart = o.cron != new.cron
+                    || o.tz != new.tz
+                    || o.queue != new.queue
+                    || (!o.enabled && new.enabled);
                 if !restart {
                     new.since_ms = o.since_ms;
                 }
