@@ -63,6 +63,9 @@ pub struct TickEvent {
     pub outcome: TickOutcome,
     /// How late it was handled, by Redis time (handled minus due).
     pub lateness: Duration,
+    /// True for a tick past its misfire grace that the misfire policy
+    /// (`run_once`, `catch_up`) chose to enqueue.
+    pub caught_up: bool,
 }
 
 /// Settings of a [`Scheduler`].
@@ -219,6 +222,8 @@ struct Planned {
     name: String,
     tick_ms: i64,
     missed: Option<u64>,
+    /// Past its misfire grace, enqueued by the misfire policy.
+    caught_up: bool,
 }
 
 impl Scheduler {
@@ -531,6 +536,7 @@ impl Scheduler {
                         tick,
                         outcome,
                         lateness: Duration::from_millis((now - p.tick_ms).max(0) as u64),
+                        caught_up: p.caught_up,
                     });
                 }
             }
@@ -570,16 +576,27 @@ fn plan_due(entries: &HashMap<String, Entry>, now_ms: i64) -> Vec<Planned> {
                         name: name.clone(),
                         tick_ms: dropped.timestamp_millis(),
                         missed: Some((missed - keep) as u64),
+                        caught_up: false,
                     });
                 }
                 for t in latest.iter().take(keep).rev() {
-                    plan.push(Planned { name: name.clone(), tick_ms: t.timestamp_millis(), missed: None });
+                    plan.push(Planned {
+                        name: name.clone(),
+                        tick_ms: t.timestamp_millis(),
+                        missed: None,
+                        caught_up: true,
+                    });
                 }
             }
             recent_from = cutoff;
         }
         for t in e.spec.fire_times_between(recent_from, now, DUE_CAP) {
-            plan.push(Planned { name: name.clone(), tick_ms: t.timestamp_millis(), missed: None });
+            plan.push(Planned {
+                name: name.clone(),
+                tick_ms: t.timestamp_millis(),
+                missed: None,
+                caught_up: false,
+            });
         }
     }
     plan

@@ -118,7 +118,9 @@ impl Schedules {
         let now = ms_to_utc(now_ms).ok_or_else(|| Error::Queue(bad_time(now_ms)))?;
         let mut out = Vec::with_capacity(stored.len());
         for (((schedule, def), st), (state, error)) in stored.into_iter().zip(states).zip(jobs) {
-            let spec = schedule.validate()?;
+            // A stored schedule that no longer validates (say, a zone dropped
+            // from the tz database) is listed without fire times.
+            let spec = schedule.validate().ok();
             let num = |f: &str| st.get(f).and_then(|v| v.parse::<i64>().ok());
             let watermark = num("wm");
             let last_job_id = st.get("id").cloned();
@@ -143,7 +145,7 @@ impl Schedules {
                 flags.push(Flag::Missed { ticks: missed_ticks });
             }
             let mut next_fire = None;
-            if schedule.enabled {
+            if let (true, Some(spec)) = (schedule.enabled, &spec) {
                 let from = ms_to_utc(handled_upto).unwrap_or(now);
                 if let Some(first) = spec.next_after(from)
                     && first.timestamp_millis()

@@ -48,8 +48,12 @@ fn account(before: &[TickEvent], after: &[TickEvent]) -> (usize, u64) {
         .sum();
     let span = (enqueued.last().unwrap() - enqueued.first().unwrap() + 1) as u64;
     assert_eq!(n as u64 + missed, span, "enqueued {enqueued:?}, missed {missed}");
-    let late = after.iter().filter(|e| e.outcome == TickOutcome::Enqueued && e.lateness > GRACE).count();
-    (late, missed)
+    let late: Vec<&TickEvent> =
+        after.iter().filter(|e| e.outcome == TickOutcome::Enqueued && e.caught_up).collect();
+    assert!(late.iter().all(|e| e.lateness >= GRACE), "caught-up ticks were past their grace: {late:?}");
+    let on_time = all.iter().filter(|e| e.outcome == TickOutcome::Enqueued && !e.caught_up);
+    assert!(on_time.into_iter().all(|e| e.lateness < GRACE + Duration::from_millis(500)));
+    (late.len(), missed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +86,7 @@ async fn catch_up_enqueues_up_to_its_bound() {
     // Caught-up ticks go out oldest first.
     let late_ticks: Vec<i64> = after
         .iter()
-        .filter(|e| e.outcome == TickOutcome::Enqueued && e.lateness > GRACE)
+        .filter(|e| e.outcome == TickOutcome::Enqueued && e.caught_up)
         .map(|e| tick_second(&e.job_id))
         .collect();
     assert!(late_ticks[0] < late_ticks[1]);
