@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use quern_common::keys::QueueKeys;
 use quern_common::options::RunOptions;
 use quern_common::scripts::{self, ScriptCall, ScriptName};
@@ -31,6 +33,8 @@ use crate::waker::Waker;
 const PROMOTE_LIMIT: usize = 1000;
 /// Jobs asked for per fetch call at most (bounds one call's work).
 const FETCH_LIMIT: usize = 1000;
+/// Round trips (acknowledgements + fetch) in flight at once.
+const MAX_IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -136,6 +140,9 @@ struct Outbox {
 impl Outbox {
     fn is_empty(&self) -> bool {
         self.completed.is_empty() && self.failed.is_empty()
+    }
+    fn len(&self) -> usize {
+        self.completed.len() + self.failed.len()
     }
     fn merge(&mut self, other: Outbox) {
         self.completed.extend(other.completed);
@@ -301,9 +308,14 @@ impl Worker {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut jobs: JoinSet<()> = JoinSet::new();
         let mut outbox = Outbox::default();
-        // One round trip in flight at a time; completions pile up meanwhile and
-        // go out together in the next one, so batches grow with the load.
-        let mut in_flight: Option<Pin<Box<dyn Future<Output = RoundTrip> + Send>>> = None;
+        // At most two round trips in flight: completions pile up meanwhile and go
+        // out together in the next one, so batches grow with the load, and the
+        // second keeps Redis busy while the worker handles the first one's
+        // reply (one alone leaves Redis idle for that time).
+        let mut in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = RoundTrip> + Send>>> =
+            FuturesUnordered::new();
+        // Slots promised to the fetches in flight.
+        let mut reserved = 0usize;
         let mut need_fetch = true;
         let mut next_delayed: Option<Instant> = None;
         let mut grace_deadline: Option<Instant> = None;
@@ -322,21 +334,26 @@ impl Worker {
                 waker.stop();
                 reaper.abort();
             }
-            if in_flight.is_none() && retry_at.is_none_or(|t| Instant::now() >= t) {
+            if in_flight.len() < MAX_IN_FLIGHT && retry_at.is_none_or(|t| Instant::now() >= t) {
                 retry_at = None;
-                let free = shared.settings.concurrency.saturating_sub(jobs.len());
+                let concurrency = shared.settings.concurrency;
+                let free = concurrency.saturating_sub(jobs.len() + reserved);
                 let want = if stopping || !need_fetch { 0 } else { free.min(FETCH_LIMIT) };
-                if want > 0 || !outbox.is_empty() {
-                    in_flight = Some(Box::pin(round_trip(shared.clone(), want, std::mem::take(&mut outbox))));
+                // A second round trip only for a worthwhile batch: many small
+                // calls would cost Redis more per job than they save.
+                let worthwhile = in_flight.is_empty() || want + outbox.len() >= (concurrency / 4).max(1);
+                if (want > 0 || !outbox.is_empty()) && worthwhile {
+                    reserved += want;
+                    in_flight.push(Box::pin(round_trip(shared.clone(), want, std::mem::take(&mut outbox))));
                 }
             }
-            if in_flight.is_none() && stopping && jobs.is_empty() && outbox.is_empty() {
+            if in_flight.is_empty() && stopping && jobs.is_empty() && outbox.is_empty() {
                 break;
             }
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
-                rt = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
-                    in_flight = None;
+                Some(rt) = in_flight.next(), if !in_flight.is_empty() => {
+                    reserved -= rt.wanted;
                     match rt.fetched {
                         Ok(fetched) => {
                             retry = Duration::from_millis(50);
@@ -372,7 +389,7 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {}
                 _ = shutdown_rx.changed(), if !stopping => {}
-                _ = tokio::time::sleep_until(grace_deadline.unwrap_or(far)), if grace_deadline.is_some() && in_flight.is_none() => {
+                _ = tokio::time::sleep_until(grace_deadline.unwrap_or(far)), if grace_deadline.is_some() && in_flight.is_empty() => {
                     self.abandon(&mut jobs, &mut done_rx, &mut outbox).await;
                     break;
                 }
