@@ -282,14 +282,21 @@ impl Scheduler {
     }
 
     async fn main_loop(mut self) -> Result<()> {
-        if let Some(path) = self.settings.file.clone() {
-            let report = self.store.apply_file(&path, self.settings.prune).await?;
-            tracing::info!(
-                created = ?report.created, updated = ?report.updated, pruned = ?report.pruned,
-                "applied schedules file {}", path.display()
-            );
+        // Ride out a Redis that is not up yet; a bad schedules file is fatal.
+        let mut delay = Duration::from_millis(250);
+        loop {
+            match self.start_up().await {
+                Ok(()) => break,
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "scheduler cannot start yet; retrying in {delay:?}"),
+            }
+            let mut stop = self.stop_rx.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        scripts::load(&mut self.conn.clone(), ScriptName::Tick).await?;
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut version: Option<Option<i64>> = None;
         while !*self.stop_rx.borrow() {
@@ -310,6 +317,19 @@ impl Scheduler {
         if let Err(e) = self.lease.release(&mut self.conn.clone()).await {
             tracing::warn!(error = %e, "could not release the leader lease; it expires by itself");
         }
+        Ok(())
+    }
+
+    /// Apply the schedules file, if any, and load the tick script.
+    async fn start_up(&mut self) -> Result<()> {
+        if let Some(path) = self.settings.file.clone() {
+            let report = self.store.apply_file(&path, self.settings.prune).await?;
+            tracing::info!(
+                created = ?report.created, updated = ?report.updated, pruned = ?report.pruned,
+                "applied schedules file {}", path.display()
+            );
+        }
+        scripts::load(&mut self.conn.clone(), ScriptName::Tick).await?;
         Ok(())
     }
 

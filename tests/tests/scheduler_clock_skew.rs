@@ -43,6 +43,6 @@ async fn clocks_five_minutes_ahead_and_behind_change_nothing() {
         let created: i64 =
             redis::cmd("HGET").arg(keys.job(id)).arg("t").query_async(&mut conn).await.unwrap();
         assert!(created >= tick_second(id) * 1000, "{id} created at {created}");
-        assert!(created < tick_second(id) * 1000 + 1000, "{id} created a second or more late: {created}");
+        assert!(created < tick_second(id) * 1000 + 3000, "{id} created 3 s or more late: {created}");
     }
 }

@@ -64,6 +64,6 @@ async fn three_racing_schedulers_enqueue_every_tick_exactly_once() {
     let mut ours = enqueued.clone();
     ours.sort();
     assert_eq!(added, ours, "the queue's added events match the enqueue reports");
-    assert!(trimmed + 3 >= n, "jobs were trimmed while racing ({trimmed} of {n})");
+    assert!(trimmed >= 25, "jobs were trimmed while racing ({trimmed} of {n})");
     assert!(refused > 0, "the schedulers did race (refusals seen: {refused}, per process {by_process:?})");
 }
