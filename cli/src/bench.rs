@@ -383,25 +383,7 @@ async fn refuse_foreign_keys(conn: &mut MultiplexedConnection) -> Result<()> {
 
 /// Delete every key under the benchmark prefix (never anything else).
 async fn remove_own_keys(conn: &mut MultiplexedConnection) -> Result<()> {
-    let pattern = format!("{BENCH_PREFIX}:*");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(5000)
-            .query_async(conn)
-            .await?;
-        if !keys.is_empty() {
-            let _: u64 = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+    crate::keyspace::delete_prefixed(conn, BENCH_PREFIX).await
 }
 
 async fn info(conn: &mut MultiplexedConnection, section: &str) -> Result<String> {

@@ -161,30 +161,8 @@ async fn start_redis(keep: bool) -> CliResult<(String, Option<ThrowawayRedis>)> 
 /// Delete what earlier demo runs left under the demo prefix.
 async fn clear_prefix(config: &RedisConfig) -> CliResult {
     let mut conn = config.connect().await?;
-    let pattern = format!("{DEMO_PREFIX}:*");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .map_err(quern_common::Error::from)?;
-        if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(quern_common::Error::from)?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
-    }
+    crate::keyspace::delete_prefixed(&mut conn, DEMO_PREFIX).await?;
+    Ok(())
 }
 
 #[derive(Deserialize)]

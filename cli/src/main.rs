@@ -31,6 +31,7 @@ mod duration;
 mod enqueue;
 mod error;
 mod inspect;
+mod keyspace;
 mod schedules;
 mod table;
 mod worker;

@@ -1,0 +1,29 @@
+//! Removing every key under one prefix, for the commands that own a prefix
+//! outright (`bench`, `demo`). SCAN in batches, UNLINK what it finds: never a
+//! FLUSHDB, since the database may hold other data.
+
+use quern_common::Result;
+use redis::aio::ConnectionLike;
+
+/// Delete every key that starts with `<prefix>:`.
+pub(crate) async fn delete_prefixed<C: ConnectionLike + Send>(conn: &mut C, prefix: &str) -> Result<()> {
+    let pattern = format!("{prefix}:*");
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            let _: u64 = redis::cmd("UNLINK").arg(&keys).query_async(conn).await?;
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
