@@ -58,14 +58,18 @@ async fn a_replacement_process_neither_inherits_nor_waits_for_the_old_ones_jobs(
     for _ in 0..2 {
         held.push(q.add("chaos", &ChaosJob { sleep_ms: 60_000, fail_attempts: 0 }).await.unwrap().id);
     }
-    eventually(Duration::from_secs(5), "the old worker to hold both jobs", || async {
+    // Held means leased and running: the lease is taken at fetch, the ledger
+    // line is written when the handler starts (a kill in between, likely on a
+    // loaded machine, would leave no run of the old process to check below).
+    eventually(Duration::from_secs(10), "the old worker to run both jobs", || async {
         for id in &held {
             let job = q.job(id).await.unwrap()?;
             if job.worker.as_deref() != Some(old.worker_id()) {
                 return None;
             }
         }
-        Some(())
+        let runs = read_ledger(&s.ledger).ok()?;
+        held.iter().all(|id| runs.iter().any(|e| &e.job_id == id && e.pid == old.pid())).then_some(())
     })
     .await;
     let old_id = old.worker_id().to_owned();
