@@ -64,7 +64,7 @@ async fn main() {
     };
     say(&format!("ready {}", scheduler.id()));
     let leader = scheduler.leader_flag();
-    tokio::spawn(async move {
+    let watcher = tokio::spawn(async move {
         let mut was = false;
         loop {
             let now = leader.load(Ordering::SeqCst);
@@ -87,7 +87,11 @@ async fn main() {
         };
         say(&format!("tick {outcome} {} {}", e.job_id, e.lateness.as_millis()));
     }
-    match run.await {
+    let run = run.await;
+    // No leader/follower line after "stopped" (the last line, tests rely on it).
+    watcher.abort();
+    let _ = watcher.await;
+    match run {
         Ok(Ok(())) => say("stopped"),
         Ok(Err(e)) => {
             eprintln!("scheduler failed: {e}");
