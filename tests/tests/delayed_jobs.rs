@@ -59,11 +59,15 @@ async fn due_jobs_are_promoted_in_due_order_and_not_yet_due_ones_stay() {
     let cfg = config();
     let q = Queue::connect(&cfg, "q").await.unwrap();
     let m = Mover::new(&cfg, "q").await;
-    let c = q.add_with("job", &"c", delay(90)).await.unwrap().id;
-    let a = q.add_with("job", &"a", delay(30)).await.unwrap().id;
+    // Due times 300 ms apart, so that slow adds on a loaded machine cannot
+    // swap them; each is due at most 700 ms after the last add.
+    let c = q.add_with("job", &"c", delay(700)).await.unwrap().id;
+    let a = q.add_with("job", &"a", delay(100)).await.unwrap().id;
     let later = q.add_with("job", &"later", delay(60_000)).await.unwrap().id;
-    let b = q.add_with("job", &"b", delay(60)).await.unwrap().id;
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    let b = q.add_with("job", &"b", delay(400)).await.unwrap().id;
+    let due_order = m.zset_ids(m.keys().delayed()).await;
+    assert_eq!(due_order, [a.as_str(), b.as_str(), c.as_str(), later.as_str()], "added out of due order");
+    tokio::time::sleep(Duration::from_millis(750)).await;
     // Fetching nothing still promotes what is due.
     let f = m.fetch(0, LEASE, "w").await;
     assert!(f.jobs.is_empty());
