@@ -73,9 +73,12 @@ async fn a_frozen_worker_loses_its_lease_and_its_late_result_is_discarded() {
 
     let frozen = WorkerProcess::start(binary(), &s, &dir.path().join("frozen.log")).await.unwrap();
     let id = q.add("chaos", &ChaosJob { sleep_ms: 1500, fail_attempts: 0 }).await.unwrap().id;
-    eventually(Duration::from_secs(5), "the job to start on the first worker", || async {
+    // Started means leased and its handler running (ledger line written): a
+    // freeze between fetch and handler start would put its run after the rescuer's.
+    eventually(Duration::from_secs(10), "the job to start on the first worker", || async {
         let job = q.job(&id).await.unwrap()?;
-        (job.worker.as_deref() == Some(frozen.worker_id())).then_some(())
+        let running = read_ledger(&s.ledger).ok()?.iter().any(|e| e.pid == frozen.pid());
+        (job.worker.as_deref() == Some(frozen.worker_id()) && running).then_some(())
     })
     .await;
     frozen.signal("STOP").unwrap();
