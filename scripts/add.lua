@@ -24,28 +24,15 @@ for i = 0, n - 1 do
   if created == 1 then
     created_count = created_count + 1
     local jk = JOB_PREFIX .. id
-    local fields = { 'n', name, 't', now_text }
-    put_payload(fields, data)
-    if opts ~= '' then
-      fields[#fields + 1] = 'o'
-      fields[#fields + 1] = opts
-    end
-    if prio > 0 then
-      fields[#fields + 1] = 'p'
-      fields[#fields + 1] = prio
-    end
-    fields[#fields + 1] = 's'
     if delay > 0 then
-      fields[#fields + 1] = 'delayed'
-      redis.call('HSET', jk, unpack(fields))
+      write_job(jk, name, data, opts, prio, 'delayed', now_text)
       local due = now + delay
       redis.call('ZADD', K_DELAYED, due, id)
       if min_due == nil or due < min_due then
         min_due = due
       end
     else
-      fields[#fields + 1] = 'waiting'
-      redis.call('HSET', jk, unpack(fields))
+      write_job(jk, name, data, opts, prio, 'waiting', now_text)
       if prio > 0 then
         to_waiting(id, prio, false)
         prio_ready = true

@@ -146,6 +146,23 @@ local function whole_payload(jk, first, pieces)
   return first .. table.concat(redis.call('HMGET', jk, unpack(names)))
 end
 
+-- Create the hash of a new job in `state` ('waiting' or 'delayed').
+local function write_job(jk, name, data, opts, prio, state, now_text)
+  local fields = { 'n', name, 't', now_text }
+  put_payload(fields, data)
+  if opts ~= '' then
+    fields[#fields + 1] = 'o'
+    fields[#fields + 1] = opts
+  end
+  if prio > 0 then
+    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = prio
+  end
+  fields[#fields + 1] = 's'
+  fields[#fields + 1] = state
+  redis.call('HSET', jk, unpack(fields))
+end
+
 local function is_paused()
   return redis.call('HEXISTS', K_META, 'paused') == 1
 end

@@ -50,28 +50,15 @@ if redis.call('EXISTS', jk) == 1 then
   return { 'exists', now_text, id }
 end
 
-local fields = { 'n', name, 't', now_text }
-put_payload(fields, data)
-if opts ~= '' then
-  fields[#fields + 1] = 'o'
-  fields[#fields + 1] = opts
-end
-if prio > 0 then
-  fields[#fields + 1] = 'p'
-  fields[#fields + 1] = prio
-end
-fields[#fields + 1] = 's'
 if delay > 0 then
-  fields[#fields + 1] = 'delayed'
-  redis.call('HSET', jk, unpack(fields))
+  write_job(jk, name, data, opts, prio, 'delayed', now_text)
   if not is_paused() then
     to_delayed(id, now + delay)
   else
     redis.call('ZADD', K_DELAYED, now + delay, id)
   end
 else
-  fields[#fields + 1] = 'waiting'
-  redis.call('HSET', jk, unpack(fields))
+  write_job(jk, name, data, opts, prio, 'waiting', now_text)
   to_waiting(id, prio, false)
   if not is_paused() then
     wake()
