@@ -1,9 +1,14 @@
 -- counts: one consistent snapshot of a queue.
 -- Returns {waiting, delayed, active, completed, failed, paused (0/1)}.
+-- The active set holds the pin (not a job) whenever it holds anything.
+local active = redis.call('ZCARD', K_ACTIVE)
+if active > 0 then
+  active = active - 1
+end
 return {
   redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO),
   redis.call('ZCARD', K_DELAYED),
-  redis.call('ZCARD', K_ACTIVE),
+  active,
   redis.call('LLEN', K_COMPLETED),
   redis.call('ZCARD', K_DLQ),
   is_paused() and 1 or 0,

@@ -2,14 +2,16 @@
 -- ARGV[3] = K, ARGV[4] = lease ms, ARGV[5] = worker id, ARGV[6] = promotion limit.
 -- First promotes at most ARGV[6] due delayed jobs. Each leased job gets a fresh
 -- token (fencing) and its attempt counter goes up by one.
--- Returns {paused (0/1), ms until the next delayed job (-1: none, or a full batch), then
---          id, token, attempt, name, data, options per job}.
+-- Returns {paused (0/1), ms until the next delayed job (-1: none, or a full batch),
+--          token ('' when nothing was leased), then per job: id, attempt, name,
+--          payload head, payload rest ('' if stored whole), options}.
+-- The client joins the payload: building the joined text here costs Redis CPU.
 local now, now_text = clock()
 -- Attempt counters as text (see clock() on why numbers are avoided in calls).
 local NEXT_ATTEMPT = { ['0'] = '1', ['1'] = '2', ['2'] = '3', ['3'] = '4', ['4'] = '5', ['5'] = '6' }
 local k = tonumber(ARGV[3])
 
-local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_text, 'LIMIT', 0, tonumber(ARGV[6]))
+local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_text, 'LIMIT', '0', ARGV[6])
 if #due > 0 then
   redis.call('ZREMRANGEBYRANK', K_DELAYED, 0, #due - 1)
   local fifo = {}
@@ -26,7 +28,7 @@ if #due > 0 then
   call_chunked('RPUSH', K_WAIT, fifo)
 end
 
-local out = { 0, -1 }
+local out = { 0, -1, '' }
 if is_paused() then
   out[1] = 1
   return out
@@ -58,25 +60,34 @@ if #ids > 0 then
   -- still unique to each lease of each job (that is all fencing needs).
   local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))
   local deadline = tostring(now + tonumber(ARGV[4]))
-  local leased = {}
-  for i, id in ipairs(ids) do
+  out[3] = token
+  local leased, nl, no = {}, 0, 3
+  for _, id in ipairs(ids) do
     local jk = JOB_PREFIX .. id
-    local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at', 'dn')
+    local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at', 'dn', 'd2')
     if v[1] then
       local attempt = (tonumber(v[4]) or 0) + 1
       local attempt_text = NEXT_ATTEMPT[v[4] or '0'] or tostring(attempt)
       redis.call('HSET', jk, 's', 'active', 'tk', token, 'st', now_text, 'w', ARGV[5], 'at', attempt_text)
-      leased[#leased + 1] = deadline
-      leased[#leased + 1] = id
-      out[#out + 1] = id
-      out[#out + 1] = token
-      out[#out + 1] = attempt
-      out[#out + 1] = v[1]
-      out[#out + 1] = whole_payload(jk, v[2], v[5])
-      out[#out + 1] = v[3] or ''
+      leased[nl + 1] = deadline
+      leased[nl + 2] = id
+      nl = nl + 2
+      local rest = v[6] or ''
+      if v[5] and v[5] ~= '2' then
+        rest = rest .. table.concat(redis.call('HMGET', jk, unpack(PIECE_NAMES, 3, tonumber(v[5]))))
+      end
+      out[no + 1] = id
+      out[no + 2] = attempt
+      out[no + 3] = v[1]
+      out[no + 4] = v[2]
+      out[no + 5] = rest
+      out[no + 6] = v[3] or ''
+      no = no + 6
     end
   end
   if #leased > 0 then
+    leased[#leased + 1] = 'inf'
+    leased[#leased + 1] = ACTIVE_PIN
     redis.call('ZADD', K_ACTIVE, unpack(leased))
   end
   emit('ev', 'active', 'ids', table.concat(ids, ','), 'worker', ARGV[5])

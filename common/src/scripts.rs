@@ -165,6 +165,12 @@ impl ScriptCall {
         self.name
     }
 
+    /// The `EVALSHA` command, to send in a pipeline of one's own (a script
+    /// missing from Redis' cache then fails with `NOSCRIPT`).
+    pub fn command(&self) -> &Cmd {
+        &self.cmd
+    }
+
     /// Run the call, loading the script first if Redis does not know it.
     pub async fn run<T: FromRedisValue, C: ConnectionLike + Send>(&self, conn: &mut C) -> Result<T> {
         match self.cmd.query_async::<T>(conn).await {
@@ -261,6 +267,68 @@ pub fn array(v: Value) -> Result<Vec<Value>> {
     }
 }
 
+/// One job leased by a fetch call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeasedJob {
+    /// Job id.
+    pub id: String,
+    /// Fencing token of this lease.
+    pub token: String,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Job name.
+    pub name: String,
+    /// Payload (JSON text).
+    pub payload: String,
+    /// Stored options ('' = defaults).
+    pub options: String,
+}
+
+/// The reply of `fetch.lua`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchReply {
+    /// The queue is paused.
+    pub paused: bool,
+    /// Time until the next delayed job is due, when the batch came back short.
+    pub next_delayed_ms: Option<u64>,
+    /// The jobs leased, in order.
+    pub jobs: Vec<LeasedJob>,
+}
+
+/// Items before the first job in a fetch reply: paused, next due, token.
+const FETCH_HEADER: usize = 3;
+/// Items per job in a fetch reply: id, attempt, name, payload head, payload
+/// rest, options. The token is sent once (one per call) and a payload stored in
+/// pieces comes back as two parts, so Redis never builds the joined text.
+const FETCH_PER_JOB: usize = 6;
+
+/// Parse the reply of `fetch.lua`.
+pub fn parse_fetch(reply: Value) -> Result<FetchReply> {
+    let items = array(reply)?;
+    if items.len() < FETCH_HEADER || !(items.len() - FETCH_HEADER).is_multiple_of(FETCH_PER_JOB) {
+        return Err(Error::Protocol(format!("fetch returned {} items", items.len())));
+    }
+    let mut items = items.into_iter();
+    let paused = int(&items.next().unwrap_or(Value::Nil))? == 1;
+    let next = int(&items.next().unwrap_or(Value::Nil))?;
+    let token = string(&items.next().unwrap_or(Value::Nil))?;
+    let rest: Vec<Value> = items.collect();
+    let mut jobs = Vec::with_capacity(rest.len() / FETCH_PER_JOB);
+    for j in rest.chunks(FETCH_PER_JOB) {
+        let mut payload = string(&j[3])?;
+        payload.push_str(&string(&j[4])?);
+        jobs.push(LeasedJob {
+            id: string(&j[0])?,
+            token: token.clone(),
+            attempt: int(&j[1])?.clamp(1, i64::from(u32::MAX)) as u32,
+            name: string(&j[2])?,
+            payload,
+            options: string(&j[5])?,
+        });
+    }
+    Ok(FetchReply { paused, next_delayed_ms: u64::try_from(next).ok(), jobs })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +340,49 @@ mod tests {
             assert!(n.source().contains("local function now_ms()"), "{}", n.file_stem());
             assert!(shas.insert(n.sha()), "{}", n.file_stem());
         }
+    }
+
+    #[test]
+    fn the_active_pin_is_the_same_in_rust_and_lua_and_forces_skiplist_encoding() {
+        let pin = crate::keys::ACTIVE_PIN;
+        assert!(ScriptName::Fetch.source().contains(&format!("local ACTIVE_PIN = '{pin}'")));
+        assert!(pin.len() > 64, "over zset-max-listpack-value (64 bytes)");
+        assert!(crate::names::validate_job_id(pin).is_err(), "never a valid job id");
+    }
+
+    #[test]
+    fn a_fetch_reply_is_parsed_and_pieced_payloads_are_joined() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            Value::Int(0),
+            Value::Int(-1),
+            bulk("7"),
+            bulk("1"),
+            Value::Int(1),
+            bulk("job"),
+            bulk("{\"a\":"),
+            bulk("1}"),
+            bulk(""),
+            bulk("2"),
+            Value::Int(3),
+            bulk("other"),
+            bulk("{}"),
+            bulk(""),
+            bulk("{\"t\":5}"),
+        ]);
+        let f = parse_fetch(reply).unwrap();
+        assert!(!f.paused);
+        assert_eq!(f.next_delayed_ms, None);
+        assert_eq!(f.jobs.len(), 2);
+        assert_eq!((f.jobs[0].id.as_str(), f.jobs[0].token.as_str(), f.jobs[0].attempt), ("1", "7", 1));
+        assert_eq!(f.jobs[0].payload, "{\"a\":1}");
+        assert_eq!((f.jobs[1].name.as_str(), f.jobs[1].payload.as_str()), ("other", "{}"));
+        assert_eq!((f.jobs[1].attempt, f.jobs[1].options.as_str()), (3, "{\"t\":5}"));
+        let empty = parse_fetch(Value::Array(vec![Value::Int(1), Value::Int(250), bulk("")])).unwrap();
+        assert!(empty.paused && empty.jobs.is_empty());
+        assert_eq!(empty.next_delayed_ms, Some(250));
+        assert!(
+            parse_fetch(Value::Array(vec![Value::Int(0), Value::Int(-1), bulk("1"), bulk("x")])).is_err()
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use quern_common::keys::QueueKeys;
+use quern_common::keys::{ACTIVE_PIN, QueueKeys};
 use quern_common::names;
 use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
 use quern_common::{
@@ -297,7 +297,10 @@ impl Queue {
                 ids
             }
             JobState::Delayed => conn.zrange(k.delayed(), start, stop).await?,
-            JobState::Active => conn.zrange(k.active(), start, stop).await?,
+            JobState::Active => {
+                let ids: Vec<String> = conn.zrange(k.active(), start, stop).await?;
+                ids.into_iter().filter(|id| id != ACTIVE_PIN).collect()
+            }
             JobState::Completed => {
                 conn.lrange(k.completed(), -stop - 1, -start - 1).await.map(|mut v: Vec<String>| {
                     v.reverse();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use quern_common::keys::QueueKeys;
+use quern_common::keys::{ACTIVE_PIN, QueueKeys};
 use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
 use quern_common::{RedisConfig, ScriptCode};
 use redis::AsyncCommands;
@@ -94,23 +94,23 @@ impl Mover {
     pub async fn fetch(&self, k: usize, lease: Duration, worker: &str) -> Fetched {
         let mut call = self.call(ScriptName::Fetch);
         call.arg(k).arg(lease.as_millis() as u64).arg(worker).arg(1000);
-        let items = scripts::array(call.run(&mut self.conn.clone()).await.expect("fetch")).expect("array");
-        assert!(items.len() >= 2 && (items.len() - 2).is_multiple_of(6), "fetch reply {items:?}");
-        let s = |v: &redis::Value| scripts::string(v).expect("string");
-        let jobs = items[2..]
-            .chunks(6)
+        let reply = scripts::parse_fetch(call.run(&mut self.conn.clone()).await.expect("fetch"))
+            .expect("fetch reply");
+        let jobs = reply
+            .jobs
+            .into_iter()
             .map(|j| Leased {
-                id: s(&j[0]),
-                token: s(&j[1]),
-                attempt: scripts::int(&j[2]).expect("attempt"),
-                name: s(&j[3]),
-                payload: s(&j[4]),
-                options: s(&j[5]),
+                id: j.id,
+                token: j.token,
+                attempt: i64::from(j.attempt),
+                name: j.name,
+                payload: j.payload,
+                options: j.options,
             })
             .collect();
         Fetched {
-            paused: scripts::int(&items[0]).expect("paused") == 1,
-            next_delayed_ms: scripts::int(&items[1]).expect("next"),
+            paused: reply.paused,
+            next_delayed_ms: reply.next_delayed_ms.map_or(-1, |ms| ms as i64),
             jobs,
         }
     }
@@ -186,14 +186,18 @@ impl Mover {
         self.conn.clone().lrange(self.keys.wait(), 0, -1).await.expect("lrange")
     }
 
-    /// Members of a sorted set of the queue, lowest score first.
+    /// Members of a sorted set of the queue, lowest score first (without the
+    /// active set's pin, which is not a job).
     pub async fn zset(&self, key: &str) -> Vec<(String, f64)> {
-        self.conn.clone().zrange_withscores(key, 0, -1).await.expect("zrange")
+        let all: Vec<(String, f64)> = self.conn.clone().zrange_withscores(key, 0, -1).await.expect("zrange");
+        all.into_iter().filter(|(id, _)| id != ACTIVE_PIN).collect()
     }
 
-    /// The ids of a sorted set of the queue, lowest score first.
+    /// The ids of a sorted set of the queue, lowest score first (without the
+    /// active set's pin).
     pub async fn zset_ids(&self, key: &str) -> Vec<String> {
-        self.conn.clone().zrange(key, 0, -1).await.expect("zrange")
+        let all: Vec<String> = self.conn.clone().zrange(key, 0, -1).await.expect("zrange");
+        all.into_iter().filter(|id| id != ACTIVE_PIN).collect()
     }
 
     /// The completed list, oldest first.

@@ -150,6 +150,7 @@ async fn an_idle_worker_whose_blocking_connection_goes_silent_still_picks_up_wor
     let worker = RunningWorker::start(
         Worker::builder(&through_relay, "silent")
             .idle_block(idle_block)
+            .reap_interval(Duration::from_millis(250))
             .handler("job", |_c: JobContext, _: ()| async { Ok::<(), JobError>(()) }),
     )
     .await;
@@ -161,11 +162,18 @@ async fn an_idle_worker_whose_blocking_connection_goes_silent_still_picks_up_wor
     assert!(cut >= 2, "the blocking connection and the main one went through the relay");
     let t = Instant::now();
     let id = q.add("job", &()).await.unwrap().id;
-    wait_for_state(&q, &id, JobState::Completed, Duration::from_secs(10)).await;
+    let job = wait_for_state(&q, &id, JobState::Completed, Duration::from_secs(10)).await;
     let took = t.elapsed();
-    // The wake-up was lost in the silence; the blocking wait still ends within
-    // the idle block plus the response timeout, and the worker reconnects.
-    let bound = idle_block + direct.response_timeout + Duration::from_secs(2);
+    let outcomes: Vec<&str> = job.history.iter().map(|a| a.outcome.as_str()).collect();
+    println!("redis outage: attempts of the job added in the silence: {outcomes:?}");
+    assert_eq!(job.attempts_made, 1, "a stall uses no attempt: {job:#?}");
+    // The wake-up was lost in the silence, and so was the reply of the fetch
+    // pipelined behind it, which leased the job for twice the response timeout
+    // only. The blocking wait still ends within the idle block plus the
+    // response timeout, the worker reconnects, and the reaper (every 250 ms)
+    // hands the job back once that short lease has expired.
+    let wake_lease = direct.response_timeout * 2;
+    let bound = idle_block + direct.response_timeout + wake_lease + Duration::from_secs(2);
     println!(
         "redis outage: idle worker behind a silenced connection ran a new job after {took:?} (bound {bound:?})"
     );

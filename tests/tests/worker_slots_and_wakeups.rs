@@ -172,3 +172,44 @@ async fn a_worker_fetches_a_job_for_every_free_slot_in_one_call() {
     assert!(fetches.len() <= 15, "slots freed together are refilled together: {fetches:?}");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_added_as_an_idle_worker_stops_runs_or_goes_back_never_stays_leased() {
+    // An idle worker's wait carries a pipelined fetch; stopping ends the wait,
+    // so that fetch may lease the job added at that moment. The worker must
+    // then hand it back (or run it, if it came before the stop), and stop at
+    // once rather than after its 20 s idle block.
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let gauge = Arc::new(Gauge::default());
+    let mut handed_back = 0;
+    for round in 0..20u64 {
+        let worker = RunningWorker::start(sleeper(&cfg, 4, gauge.clone())).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let stopping = Instant::now();
+        let stop = async {
+            tokio::time::sleep(Duration::from_micros(round * 100)).await;
+            worker.stop().await;
+        };
+        let (added, ()) = tokio::join!(q.add("sleep", &0u64), stop);
+        assert!(
+            stopping.elapsed() < Duration::from_secs(2),
+            "round {round}: stopping took {:?}",
+            stopping.elapsed()
+        );
+        let counts = q.counts().await.unwrap();
+        assert_eq!(counts.active, 0, "round {round}: a job was left leased: {counts:?}");
+        let job = q.job(&added.unwrap().id).await.unwrap().unwrap();
+        match job.state {
+            JobState::Completed => {}
+            JobState::Waiting => {
+                assert_eq!(job.attempts_made, 0, "round {round}: handing back used an attempt: {job:#?}");
+                if job.history.iter().any(|a| a.outcome == "released") {
+                    handed_back += 1;
+                }
+            }
+            other => panic!("round {round}: the job is {other}: {job:#?}"),
+        }
+    }
+    eprintln!("{handed_back} of 20 jobs were leased by the stopping wait and handed back");
+}

@@ -7,7 +7,9 @@
 //! - asks for as many jobs as it has free slots, in one script call, pipelined
 //!   with the acknowledgements of the jobs that just finished;
 //! - when the queue is empty, blocks on the queue's wake-up list on a
-//!   connection of its own (no polling), and sets a timer for the next delayed job;
+//!   connection of its own (no polling), with the next fetch pipelined behind
+//!   the block so a new job reaches a handler in one round trip, and sets a
+//!   timer for the next delayed job;
 //! - renews every lease it holds in one call, every third of the lease;
 //! - runs the reaper that returns expired leases of crashed workers to `waiting`
 //!   (any worker may run it; it is atomic and idempotent);

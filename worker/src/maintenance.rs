@@ -33,7 +33,21 @@ pub(crate) fn spawn_renewer(shared: Arc<Shared>) -> JoinHandle<()> {
 }
 
 async fn renew_all(shared: &Shared) -> quern_common::Result<()> {
-    let held: Vec<(String, String)> = shared.held_leases();
+    renew(shared, shared.held_leases()).await
+}
+
+/// Extend the short leases of jobs that a wake-up fetch leased (see
+/// [`crate::waker`]) to the full lease at once, in the background.
+pub(crate) fn extend_wake_leases(shared: Arc<Shared>, leases: Vec<(String, String)>) {
+    tokio::spawn(async move {
+        if let Err(e) = renew(&shared, leases).await {
+            warn!(worker = %shared.id, error = %e, "extending the leases of woken jobs failed; the renewer retries");
+        }
+    });
+}
+
+/// Renew the leases `(id, token)` to the full lease, flagging the lost ones.
+async fn renew(shared: &Shared, held: Vec<(String, String)>) -> quern_common::Result<()> {
     if held.is_empty() {
         return Ok(());
     }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use quern_common::keys::QueueKeys;
 use quern_common::options::RunOptions;
-use quern_common::scripts::{self, ScriptCall, ScriptName};
+use quern_common::scripts::{self, FetchReply, LeasedJob, ScriptCall, ScriptName};
 use quern_common::{Error, RedisConfig, Result, ScriptCode, SelfHealingConnection};
 use redis::Value;
 use tokio::sync::{mpsc, watch};
@@ -27,10 +27,10 @@ use crate::handler::{ErasedHandler, HandlerFuture, JobContext};
 use crate::identity::new_worker_id;
 use crate::maintenance;
 use crate::shutdown::ShutdownHandle;
-use crate::waker::Waker;
+use crate::waker::{self, Waker};
 
 /// Due delayed jobs promoted per fetch call at most.
-const PROMOTE_LIMIT: usize = 1000;
+pub(crate) const PROMOTE_LIMIT: usize = 1000;
 /// Jobs asked for per fetch call at most (bounds one call's work).
 const FETCH_LIMIT: usize = 1000;
 /// Round trips (acknowledgements + fetch) in flight at once.
@@ -97,16 +97,6 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// A job leased by this worker.
-struct Leased {
-    id: String,
-    token: String,
-    attempt: u32,
-    name: String,
-    payload: String,
-    options: String,
-}
-
 /// How an attempt ended.
 enum Outcome {
     Completed(Option<String>),
@@ -119,13 +109,6 @@ struct Finished {
     attempt: u32,
     run: RunOptions,
     outcome: Outcome,
-}
-
-/// What a fetch call returned.
-struct Fetched {
-    paused: bool,
-    next_delayed: Option<Duration>,
-    jobs: Vec<Leased>,
 }
 
 /// Acknowledgements and failures waiting for the next round trip.
@@ -155,7 +138,7 @@ impl Outbox {
 /// a repeated acknowledgement is harmless (the scripts answer DUPLICATE).
 struct RoundTrip {
     wanted: usize,
-    fetched: Result<Option<Fetched>>,
+    fetched: Result<Option<FetchReply>>,
     unsent: Outbox,
 }
 
@@ -213,7 +196,7 @@ async fn round_trip(shared: Arc<Shared>, want: usize, outbox: Outbox) -> RoundTr
     let fetched = if want == 0 {
         Ok(None)
     } else {
-        results.next().expect("one result per call").and_then(parse_fetch).map(Some)
+        results.next().expect("one result per call").and_then(scripts::parse_fetch).map(Some)
     };
     RoundTrip { wanted: want, fetched, unsent: Outbox::default() }
 }
@@ -317,6 +300,11 @@ impl Worker {
         // Slots promised to the fetches in flight.
         let mut reserved = 0usize;
         let mut need_fetch = true;
+        // Slots promised to the waker's pipelined fetch, while a wait is armed.
+        let mut armed: Option<usize> = None;
+        // When to ask Redis to end the armed wait early (a delayed job fell due,
+        // or the worker is stopping); repeated until the wait ends.
+        let mut unblock_at: Option<Instant> = None;
         let mut next_delayed: Option<Instant> = None;
         let mut grace_deadline: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
@@ -331,7 +319,11 @@ impl Worker {
             if stopping && grace_deadline.is_none() {
                 info!(worker = %shared.id, running = jobs.len(), grace = ?shared.settings.shutdown_grace, "shutting down: no new jobs");
                 grace_deadline = Some(Instant::now() + shared.settings.shutdown_grace);
-                waker.stop();
+                if armed.is_none() {
+                    waker.stop();
+                } else {
+                    unblock_at = Some(Instant::now());
+                }
                 reaper.abort();
             }
             if in_flight.len() < MAX_IN_FLIGHT && retry_at.is_none_or(|t| Instant::now() >= t) {
@@ -347,7 +339,7 @@ impl Worker {
                     in_flight.push(Box::pin(round_trip(shared.clone(), want, std::mem::take(&mut outbox))));
                 }
             }
-            if in_flight.is_empty() && stopping && jobs.is_empty() && outbox.is_empty() {
+            if in_flight.is_empty() && stopping && jobs.is_empty() && outbox.is_empty() && armed.is_none() {
                 break;
             }
             let far = Instant::now() + Duration::from_secs(3600);
@@ -364,8 +356,13 @@ impl Worker {
                                 }
                                 if f.paused || got < rt.wanted {
                                     need_fetch = false;
-                                    next_delayed = f.next_delayed.map(|d| Instant::now() + d);
-                                    waker.arm();
+                                    next_delayed = f.next_delayed_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+                                    if armed.is_none() && !stopping {
+                                        let want = if f.paused { 0 } else { self.free_slots(&jobs, reserved) };
+                                        reserved += want;
+                                        armed = Some(want);
+                                        waker.arm(want);
+                                    }
                                 }
                             }
                         }
@@ -382,14 +379,54 @@ impl Worker {
                     }
                 }
                 Some(f) = done_rx.recv() => self.settle(f, &mut outbox),
-                _ = waker.woken(), if !stopping => need_fetch = true,
+                woken = waker.woken(), if armed.is_some() => {
+                    let want = armed.take().unwrap_or(0);
+                    reserved -= want;
+                    unblock_at = None;
+                    match woken {
+                        Some(f) if stopping => self.hand_back(f.jobs).await,
+                        Some(f) => {
+                            let got = f.jobs.len();
+                            if got > 0 && waker::wake_lease(&shared) < shared.settings.lease {
+                                let leases = f.jobs.iter().map(|j| (j.id.clone(), j.token.clone())).collect();
+                                maintenance::extend_wake_leases(shared.clone(), leases);
+                            }
+                            for job in f.jobs {
+                                self.spawn_job(&mut jobs, job, done_tx.clone());
+                            }
+                            if f.paused || got < want {
+                                // Nothing more to take: wait again right away.
+                                next_delayed = f.next_delayed_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
+                                let want = if f.paused { 0 } else { self.free_slots(&jobs, reserved) };
+                                reserved += want;
+                                armed = Some(want);
+                                waker.arm(want);
+                            } else {
+                                need_fetch = true;
+                            }
+                        }
+                        None => need_fetch = !stopping,
+                    }
+                }
+                // End the armed wait: its fetch then runs at once (promoting the
+                // due job, or leasing jobs that a stopping worker hands back).
+                // Repeated, as the BLPOP may not have reached Redis yet.
+                _ = tokio::time::sleep_until(unblock_at.unwrap_or(far)), if unblock_at.is_some() && armed.is_some() => {
+                    waker.unblock(&mut shared.conn.clone()).await;
+                    unblock_at = Some(Instant::now() + Duration::from_millis(10));
+                }
                 _ = tokio::time::sleep_until(next_delayed.unwrap_or(far)), if next_delayed.is_some() && !stopping => {
                     next_delayed = None;
-                    need_fetch = true;
+                    if armed.is_some() {
+                        unblock_at = Some(Instant::now());
+                    } else {
+                        need_fetch = true;
+                    }
                 }
                 _ = tokio::time::sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {}
                 _ = shutdown_rx.changed(), if !stopping => {}
                 _ = tokio::time::sleep_until(grace_deadline.unwrap_or(far)), if grace_deadline.is_some() && in_flight.is_empty() => {
+                    waker.stop();
                     self.abandon(&mut jobs, &mut done_rx, &mut outbox).await;
                     break;
                 }
@@ -401,7 +438,33 @@ impl Worker {
         Ok(())
     }
 
-    fn spawn_job(&self, jobs: &mut JoinSet<()>, job: Leased, done: mpsc::UnboundedSender<Finished>) {
+    /// Slots neither running a job nor promised to a fetch.
+    fn free_slots(&self, jobs: &JoinSet<()>, reserved: usize) -> usize {
+        self.shared.settings.concurrency.saturating_sub(jobs.len() + reserved).min(FETCH_LIMIT)
+    }
+
+    /// Give jobs leased while stopping back to the queue, unrun and without
+    /// using an attempt.
+    async fn hand_back(&self, leased: Vec<LeasedJob>) {
+        if leased.is_empty() {
+            return;
+        }
+        let mut call = self.shared.call(ScriptName::Release);
+        for job in &leased {
+            call.arg(&job.id).arg(&job.token);
+        }
+        match call.run::<i64, _>(&mut self.shared.conn.clone()).await {
+            Ok(n) => {
+                info!(worker = %self.shared.id, released = n, "handed jobs fetched while stopping back to waiting")
+            }
+            Err(e) => warn!(
+                worker = %self.shared.id, error = %e,
+                "handing back jobs fetched while stopping failed; they will be recovered when their leases expire"
+            ),
+        }
+    }
+
+    fn spawn_job(&self, jobs: &mut JoinSet<()>, job: LeasedJob, done: mpsc::UnboundedSender<Finished>) {
         let shared = &self.shared;
         let run = RunOptions::decode(&job.options).unwrap_or_else(|e| {
             warn!(job = %job.id, error = %e, "unreadable job options; running with the defaults");
@@ -434,7 +497,7 @@ impl Worker {
                 )))
             }
         };
-        let Leased { id, token, attempt, .. } = job;
+        let LeasedJob { id, token, attempt, .. } = job;
         jobs.spawn(async move {
             let outcome = match started {
                 Ok(fut) => run_attempt(fut, run.timeout).await,
@@ -549,25 +612,4 @@ async fn run_attempt(fut: HandlerFuture, timeout: Option<Duration>) -> Outcome {
             Outcome::Failed { kind: "panic", message: format!("handler panicked: {text}"), permanent: false }
         }
     }
-}
-
-fn parse_fetch(reply: Value) -> Result<Fetched> {
-    let items = scripts::array(reply)?;
-    if items.len() < 2 || (items.len() - 2) % 6 != 0 {
-        return Err(Error::Protocol(format!("fetch returned {} items", items.len())));
-    }
-    let paused = scripts::int(&items[0])? == 1;
-    let next = scripts::int(&items[1])?;
-    let mut jobs = Vec::with_capacity((items.len() - 2) / 6);
-    for j in items[2..].chunks(6) {
-        jobs.push(Leased {
-            id: scripts::string(&j[0])?,
-            token: scripts::string(&j[1])?,
-            attempt: scripts::int(&j[2])?.max(1) as u32,
-            name: scripts::string(&j[3])?,
-            payload: scripts::string(&j[4])?,
-            options: scripts::string(&j[5])?,
-        });
-    }
-    Ok(Fetched { paused, next_delayed: (next >= 0).then(|| Duration::from_millis(next as u64)), jobs })
 }
