@@ -287,7 +287,7 @@ impl Worker {
         info!(worker = %shared.id, queue = %shared.keys.name(), concurrency = shared.settings.concurrency, "worker started");
         let renewer = maintenance::spawn_renewer(shared.clone());
         let reaper = maintenance::spawn_reaper(shared.clone());
-        let mut waker = Waker::spawn(shared.clone());
+        let mut waker = Waker::new(shared.clone());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let mut jobs: JoinSet<()> = JoinSet::new();
         let mut outbox = Outbox::default();
@@ -412,7 +412,9 @@ impl Worker {
                 // due job, or leasing jobs that a stopping worker hands back).
                 // Repeated, as the BLPOP may not have reached Redis yet.
                 _ = tokio::time::sleep_until(unblock_at.unwrap_or(far)), if unblock_at.is_some() && armed.is_some() => {
-                    waker.unblock(&mut shared.conn.clone()).await;
+                    if let Some(id) = waker.client_id() {
+                        waker::unblock(&mut shared.conn.clone(), id).await;
+                    }
                     unblock_at = Some(Instant::now() + Duration::from_millis(10));
                 }
                 _ = tokio::time::sleep_until(next_delayed.unwrap_or(far)), if next_delayed.is_some() && !stopping => {

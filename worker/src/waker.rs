@@ -19,6 +19,8 @@
 //! the queued fetch runs at once and its jobs, if any, come back to the worker,
 //! which hands them back to the queue: nothing is left leased to nobody.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -26,8 +28,6 @@ use std::time::Duration;
 use quern_common::Result;
 use quern_common::scripts::{self, FetchReply, ScriptName};
 use redis::aio::MultiplexedConnection;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::runtime::{PROMOTE_LIMIT, Shared};
@@ -36,63 +36,88 @@ use crate::runtime::{PROMOTE_LIMIT, Shared};
 /// no fetch was sent or it failed (the worker then fetches on its own).
 pub(crate) type Woken = Option<FetchReply>;
 
+type WaitFuture = Pin<Box<dyn Future<Output = WaitEnd> + Send>>;
+
+/// How a blocking wait ended, and the connection to reuse for the next one.
+struct WaitEnd {
+    conn: Option<MultiplexedConnection>,
+    failed: bool,
+    woken: Woken,
+}
+
+/// The blocking wait is a future the fetch loop polls itself (not a task of
+/// its own), so the reply wakes the fetch loop directly: one task switch less
+/// between a job's add and its handler.
 pub(crate) struct Waker {
-    arm: mpsc::Sender<usize>,
-    woke: mpsc::Receiver<Woken>,
-    task: JoinHandle<()>,
+    shared: Arc<Shared>,
+    conn: Option<MultiplexedConnection>,
+    wait: Option<WaitFuture>,
+    retry: Duration,
     /// Redis client id of the blocking connection (-1: not connected).
     client_id: Arc<AtomicI64>,
 }
 
 impl Waker {
-    pub(crate) fn spawn(shared: Arc<Shared>) -> Self {
-        let (arm, arm_rx) = mpsc::channel(1);
-        let (woke_tx, woke) = mpsc::channel(1);
-        let client_id = Arc::new(AtomicI64::new(-1));
-        let task = tokio::spawn(block_loop(shared, arm_rx, woke_tx, client_id.clone()));
-        Self { arm, woke, task, client_id }
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            conn: None,
+            wait: None,
+            retry: Duration::from_millis(100),
+            client_id: Arc::new(AtomicI64::new(-1)),
+        }
     }
 
     /// Start one blocking wait that fetches up to `want` jobs when it ends.
     /// The caller arms at most one wait at a time.
-    pub(crate) fn arm(&self, want: usize) {
-        let _ = self.arm.try_send(want);
+    pub(crate) fn arm(&mut self, want: usize) {
+        let wait =
+            blocking_wait(self.shared.clone(), self.conn.take(), want, self.retry, self.client_id.clone());
+        self.wait = Some(Box::pin(wait));
     }
 
     /// Wait for the armed wait to end (marker, idle timeout or unblock).
+    /// Cancel-safe: the wait goes on if this future is dropped.
     pub(crate) async fn woken(&mut self) -> Woken {
-        match self.woke.recv().await {
-            Some(woken) => woken,
-            None => std::future::pending().await,
-        }
+        let Some(wait) = self.wait.as_mut() else {
+            return std::future::pending().await;
+        };
+        let end = wait.await;
+        self.wait = None;
+        self.conn = end.conn;
+        self.retry = if end.failed {
+            (self.retry * 2).min(Duration::from_secs(5))
+        } else {
+            Duration::from_millis(100)
+        };
+        end.woken
     }
 
-    /// Ask Redis to end the blocking wait now (the pipelined fetch then runs).
-    /// Returns whether a blocked wait was found; a wait whose `BLPOP` has not
-    /// reached Redis yet is not, so callers repeat this until the wait ends.
-    pub(crate) async fn unblock(&self, conn: &mut impl redis::aio::ConnectionLike) -> bool {
+    /// The Redis client id of the blocking connection, once connected.
+    pub(crate) fn client_id(&self) -> Option<i64> {
         let id = self.client_id.load(Ordering::Relaxed);
-        if id < 0 {
-            return false;
-        }
-        let n: redis::RedisResult<i64> = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(conn).await;
-        n.unwrap_or(0) == 1
+        (id >= 0).then_some(id)
     }
 
-    pub(crate) fn stop(&self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for Waker {
-    fn drop(&mut self) {
-        self.task.abort();
+    /// Drop the wait under way, if any, with its connection.
+    pub(crate) fn stop(&mut self) {
+        self.wait = None;
+        self.conn = None;
     }
 }
 
 /// The lease of jobs fetched by a wake-up, until the worker extends it.
 pub(crate) fn wake_lease(shared: &Shared) -> Duration {
     (shared.config.response_timeout * 2).max(Duration::from_millis(200)).min(shared.settings.lease)
+}
+
+/// Ask Redis to end the blocking wait of client `id` now (the pipelined
+/// fetch then runs). Returns whether a blocked wait was found; a wait whose
+/// `BLPOP` has not reached Redis yet is not, so callers repeat this until the
+/// wait ends.
+pub(crate) async fn unblock(conn: &mut impl redis::aio::ConnectionLike, id: i64) -> bool {
+    let n: redis::RedisResult<i64> = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(conn).await;
+    n.unwrap_or(0) == 1
 }
 
 async fn connect(shared: &Shared, block: Duration, client_id: &AtomicI64) -> Result<MultiplexedConnection> {
@@ -102,59 +127,51 @@ async fn connect(shared: &Shared, block: Duration, client_id: &AtomicI64) -> Res
     Ok(conn)
 }
 
-async fn block_loop(
+async fn blocking_wait(
     shared: Arc<Shared>,
-    mut arm: mpsc::Receiver<usize>,
-    woke: mpsc::Sender<Woken>,
+    conn: Option<MultiplexedConnection>,
+    want: usize,
+    retry: Duration,
     client_id: Arc<AtomicI64>,
-) {
+) -> WaitEnd {
     let block = shared.settings.idle_block;
-    let mut conn: Option<MultiplexedConnection> = None;
-    let mut retry = Duration::from_millis(100);
-    while let Some(want) = arm.recv().await {
-        if conn.is_none() {
-            match connect(&shared, block, &client_id).await {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    warn!(worker = %shared.id, error = %e, "cannot open the blocking connection; retrying");
-                    tokio::time::sleep(retry).await;
-                    retry = (retry * 2).min(Duration::from_secs(5));
-                    let _ = woke.try_send(None);
-                    continue;
-                }
-            }
-        }
-        let c = conn.as_mut().expect("connected above");
-        let mut pipe = redis::pipe();
-        pipe.cmd("BLPOP").arg(shared.keys.wake()).arg(block.as_secs_f64());
-        if want > 0 {
-            let mut fetch = shared.call(ScriptName::Fetch);
-            fetch.arg(want).arg(wake_lease(&shared).as_millis() as u64).arg(&shared.id).arg(PROMOTE_LIMIT);
-            pipe.add_command(fetch.command().clone());
-        }
-        let replies: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
-            pipe.ignore_errors().query_async(c).await;
-        let woken = match replies {
-            Ok(replies) => {
-                retry = Duration::from_millis(100);
-                let mut replies = replies.into_iter();
-                let marker = replies.next();
-                debug!(worker = %shared.id, woken = matches!(marker, Some(Ok(redis::Value::Array(_)))), "blocking wait ended");
-                // A failed fetch (say NOSCRIPT after a Redis restart) leased
-                // nothing: the worker's own fetch loads the script and retries.
-                replies.next().and_then(|r| r.ok()).and_then(|v| scripts::parse_fetch(v).ok())
-            }
+    let mut conn = match conn {
+        Some(c) => c,
+        None => match connect(&shared, block, &client_id).await {
+            Ok(c) => c,
             Err(e) => {
-                // A dead or timed-out socket: drop it and reconnect next time.
-                // Any jobs the fetch may have leased are recovered by the reaper.
-                warn!(worker = %shared.id, error = %e, "blocking wait failed; reconnecting");
-                conn = None;
-                client_id.store(-1, Ordering::Relaxed);
+                warn!(worker = %shared.id, error = %e, "cannot open the blocking connection; retrying");
                 tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(5));
-                None
+                return WaitEnd { conn: None, failed: true, woken: None };
             }
-        };
-        let _ = woke.try_send(woken);
+        },
+    };
+    let mut pipe = redis::pipe();
+    pipe.cmd("BLPOP").arg(shared.keys.wake()).arg(block.as_secs_f64());
+    if want > 0 {
+        let mut fetch = shared.call(ScriptName::Fetch);
+        fetch.arg(want).arg(wake_lease(&shared).as_millis() as u64).arg(&shared.id).arg(PROMOTE_LIMIT);
+        pipe.add_command(fetch.command().clone());
+    }
+    let replies: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
+        pipe.ignore_errors().query_async(&mut conn).await;
+    match replies {
+        Ok(replies) => {
+            let mut replies = replies.into_iter();
+            let marker = replies.next();
+            debug!(worker = %shared.id, woken = matches!(marker, Some(Ok(redis::Value::Array(_)))), "blocking wait ended");
+            // A failed fetch (say NOSCRIPT after a Redis restart) leased
+            // nothing: the worker's own fetch loads the script and retries.
+            let woken = replies.next().and_then(|r| r.ok()).and_then(|v| scripts::parse_fetch(v).ok());
+            WaitEnd { conn: Some(conn), failed: false, woken }
+        }
+        Err(e) => {
+            // A dead or timed-out socket: drop it and reconnect next time. Jobs
+            // the fetch may have leased are reaped once their short lease ends.
+            warn!(worker = %shared.id, error = %e, "blocking wait failed; reconnecting");
+            client_id.store(-1, Ordering::Relaxed);
+            tokio::time::sleep(retry).await;
+            WaitEnd { conn: None, failed: true, woken: None }
+        }
     }
 }
