@@ -1,29 +1,38 @@
 -- add: enqueue one or many jobs.
--- ARGV[3] = number of jobs, then 6 arguments per job:
---   id ('' = generate), name, data (JSON), options ('' = defaults), priority, delay ms.
+-- ARGV[3] = number of jobs, ARGV[4] = form of the jobs that follow:
+--   'plain': every job gets a generated id and has no options, priority or
+--            delay (most adds); 3 arguments per job: name, payload head,
+--            payload tail.
+--   'full':  7 arguments per job: id ('' = generate), name, payload head,
+--            payload tail, options ('' = defaults), priority, delay ms.
+-- The client cuts a payload of 65 to 128 bytes into two pieces of at most 64
+-- bytes (head, tail) when it can (see write_split_job); otherwise head is the
+-- whole payload and tail is ''.
 -- An explicit id that already exists is left alone (idempotent add).
--- Returns a flat list: id, created (1) or already existed (0), per job.
+-- Returns, for 'plain', the first generated id (the others follow it); for
+-- 'full', a flat list: id, created (1) or already existed (0), per job.
 local n = tonumber(ARGV[3])
+local plain = ARGV[4] == 'plain'
+local stride = plain and 3 or 7
 local now, now_text = clock()
-local out = {}
-local fifo = {}
-local ready = false
-local prio_ready = false
-local min_due = nil
-local created_count = 0
 
 -- Generated ids: one HINCRBY reserves them all, and their text is built from a
 -- cached tens part plus a digit (tostring() of a number costs a printf).
-local generated = 0
-for i = 0, n - 1 do
-  if ARGV[4 + i * 6] == '' then
-    generated = generated + 1
+local generated = n
+if not plain then
+  generated = 0
+  for b = 5, 4 + n * stride, stride do
+    if ARGV[b] == '' then
+      generated = generated + 1
+    end
   end
 end
 local next_id = 0
 if generated > 0 then
-  next_id = redis.call('HINCRBY', K_META, 'id', tostring(generated)) - generated + 1
+  local count = plain and ARGV[3] or tostring(generated)
+  next_id = redis.call('HINCRBY', K_META, 'id', count) - generated + 1
 end
+local first_generated = next_id
 local DIGITS = { '0', '1', '2', '3', '4', '5', '6', '7', '8', '9' }
 local tens, tens_text = -1, ''
 local function new_id()
@@ -38,54 +47,70 @@ local function new_id()
   return tens_text .. DIGITS[digit + 1]
 end
 
-for i = 0, n - 1 do
-  local b = 4 + i * 6
-  local id, name, data, opts = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  -- Most jobs have neither: comparing text spares two number conversions.
-  local prio, delay = 0, 0
-  if ARGV[b + 4] ~= '0' then
-    prio = tonumber(ARGV[b + 4])
+local fifo, nf = {}, 0
+local out = {}
+local ready, prio_ready = false, false
+local min_due = nil
+local created_count = 0
+if plain then
+  for b = 5, 4 + n * stride, stride do
+    local id = new_id()
+    write_split_job(JOB_PREFIX .. id, ARGV[b], ARGV[b + 1], ARGV[b + 2], '', 0, 'waiting', now_text)
+    nf = nf + 1
+    fifo[nf] = id
   end
-  if ARGV[b + 5] ~= '0' then
-    delay = tonumber(ARGV[b + 5])
-  end
-  local created = 1
-  if id == '' then
-    id = new_id()
-  elseif redis.call('EXISTS', JOB_PREFIX .. id) == 1 then
-    created = 0
-  end
-  if created == 1 then
-    created_count = created_count + 1
-    local jk = JOB_PREFIX .. id
-    if delay > 0 then
-      write_job(jk, name, data, opts, prio, 'delayed', now_text)
-      local due = now + delay
-      redis.call('ZADD', K_DELAYED, due, id)
-      if min_due == nil or due < min_due then
-        min_due = due
-      end
-    else
-      write_job(jk, name, data, opts, prio, 'waiting', now_text)
-      if prio > 0 then
-        to_waiting(id, prio, false)
-        prio_ready = true
-      else
-        fifo[#fifo + 1] = id
-      end
-      ready = true
+  created_count = n
+  ready = n > 0
+else
+  for b = 5, 4 + n * stride, stride do
+    local id, name, head, tail, opts = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    -- Most jobs have neither: comparing text spares two number conversions.
+    local prio, delay = 0, 0
+    if ARGV[b + 5] ~= '0' then
+      prio = tonumber(ARGV[b + 5])
     end
+    if ARGV[b + 6] ~= '0' then
+      delay = tonumber(ARGV[b + 6])
+    end
+    local created = 1
+    if id == '' then
+      id = new_id()
+    elseif redis.call('EXISTS', JOB_PREFIX .. id) == 1 then
+      created = 0
+    end
+    if created == 1 then
+      created_count = created_count + 1
+      local jk = JOB_PREFIX .. id
+      if delay > 0 then
+        write_split_job(jk, name, head, tail, opts, prio, 'delayed', now_text)
+        local due = now + delay
+        redis.call('ZADD', K_DELAYED, due, id)
+        if min_due == nil or due < min_due then
+          min_due = due
+        end
+      else
+        write_split_job(jk, name, head, tail, opts, prio, 'waiting', now_text)
+        if prio > 0 then
+          to_waiting(id, prio, false)
+          prio_ready = true
+        else
+          nf = nf + 1
+          fifo[nf] = id
+        end
+        ready = true
+      end
+    end
+    out[#out + 1] = id
+    out[#out + 1] = created
   end
-  out[#out + 1] = id
-  out[#out + 1] = created
 end
 -- Workers only need waking when the queue goes from empty to not empty: while
 -- it holds jobs, a worker is either busy (it fetches again when a slot frees)
 -- or was already woken (fetch passes the marker on while jobs remain). This
 -- spares the pause and marker checks on a busy queue.
 local was_empty = false
-for i = 1, #fifo, CHUNK do
-  local last = math.min(i + CHUNK - 1, #fifo)
+for i = 1, nf, CHUNK do
+  local last = math.min(i + CHUNK - 1, nf)
   if redis.call('RPUSH', K_WAIT, unpack(fifo, i, last)) == last then
     was_empty = true
   end
@@ -100,10 +125,20 @@ if min_due ~= nil and not ready and not is_paused() then
   end
 end
 if created_count > 0 then
-  if n == 1 then
+  if plain then
+    local first_text, last_text = fifo[1], fifo[nf]
+    if n == 1 then
+      emit('ev', 'added', 'id', first_text)
+    else
+      emit('ev', 'added', 'count', ARGV[3], 'first', first_text, 'last', last_text)
+    end
+  elseif n == 1 then
     emit('ev', 'added', 'id', out[1])
   else
-    emit('ev', 'added', 'count', created_count, 'first', out[1], 'last', out[#out - 1])
+    emit('ev', 'added', 'count', tostring(created_count), 'first', out[1], 'last', out[#out - 1])
   end
+end
+if plain then
+  return first_generated
 end
 return out

@@ -267,6 +267,28 @@ pub fn array(v: Value) -> Result<Vec<Value>> {
     }
 }
 
+/// Largest value Redis keeps in a hash's compact listpack encoding
+/// (`hash-max-listpack-value`); payloads are stored in pieces of this size.
+pub const PAYLOAD_PIECE: usize = 64;
+
+/// Cut a payload for `add.lua`: a payload of 65 to 128 bytes becomes two
+/// pieces of at most [`PAYLOAD_PIECE`] bytes, cut at a character boundary;
+/// any other payload (or one whose cut would leave a piece too long) is sent
+/// whole as the head with an empty tail, and the script stores it itself.
+pub fn split_payload(data: &str) -> (&str, &str) {
+    if data.len() <= PAYLOAD_PIECE || data.len() > 2 * PAYLOAD_PIECE {
+        return (data, "");
+    }
+    let mut cut = PAYLOAD_PIECE;
+    while !data.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if data.len() - cut > PAYLOAD_PIECE {
+        return (data, "");
+    }
+    data.split_at(cut)
+}
+
 /// One job leased by a fetch call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasedJob {
@@ -348,6 +370,23 @@ mod tests {
         assert!(ScriptName::Fetch.source().contains(&format!("local ACTIVE_PIN = '{pin}'")));
         assert!(pin.len() > 64, "over zset-max-listpack-value (64 bytes)");
         assert!(crate::names::validate_job_id(pin).is_err(), "never a valid job id");
+    }
+
+    #[test]
+    fn payloads_of_65_to_128_bytes_are_cut_in_two_at_a_character_boundary() {
+        let short = "x".repeat(64);
+        assert_eq!(split_payload(&short), (short.as_str(), ""));
+        let long = "x".repeat(129);
+        assert_eq!(split_payload(&long), (long.as_str(), ""));
+        let two = "x".repeat(120);
+        assert_eq!(split_payload(&two), (&two[..64], &two[64..]));
+        // 'é' is two bytes: a cut at 64 would fall inside it at byte 63-64.
+        let accented = format!("{}é{}", "x".repeat(63), "y".repeat(40));
+        let (head, tail) = split_payload(&accented);
+        assert_eq!((head.len(), format!("{head}{tail}")), (63, accented.clone()));
+        // The cut moved back, leaving a tail over 64 bytes: sent whole.
+        let tight = format!("{}é{}", "x".repeat(63), "y".repeat(63));
+        assert_eq!(split_payload(&tight), (tight.as_str(), ""));
     }
 
     #[test]

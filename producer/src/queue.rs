@@ -225,8 +225,9 @@ impl Queue {
         }
         let calls: Vec<ScriptCall> = jobs.chunks(BULK_CHUNK).map(|c| self.inner.add_call(c)).collect();
         let mut out = Vec::with_capacity(jobs.len());
-        for result in scripts::run_pipelined(&mut self.conn(), &calls).await? {
-            out.extend(parse_added(result?)?);
+        let results = scripts::run_pipelined(&mut self.conn(), &calls).await?;
+        for (result, chunk) in results.into_iter().zip(jobs.chunks(BULK_CHUNK)) {
+            out.extend(parse_added(result?, chunk.len())?);
         }
         Ok(out)
     }
@@ -414,25 +415,44 @@ impl QueueCore {
     fn add_call(&self, jobs: &[NewJob]) -> ScriptCall {
         let mut call = ScriptCall::new(ScriptName::Add, &self.keys, self.events_max_len);
         call.arg(jobs.len());
-        for job in jobs {
-            let o = &job.options;
-            call.arg(o.job_id.as_deref().unwrap_or(""))
-                .arg(&job.name)
-                .arg(&job.payload)
-                .arg(o.encode_stored())
-                .arg(o.priority)
-                .arg(o.delay.as_millis() as u64);
+        // Most adds are plain: a generated id and default options. They go in
+        // the script's short form (3 arguments per job instead of 7).
+        let stored: Vec<String> = jobs.iter().map(|j| j.options.encode_stored()).collect();
+        let plain = jobs.iter().zip(&stored).all(|(j, s)| {
+            let o = &j.options;
+            o.job_id.is_none() && s.is_empty() && o.priority == 0 && o.delay.is_zero()
+        });
+        call.arg(if plain { "plain" } else { "full" });
+        for (job, stored) in jobs.iter().zip(&stored) {
+            let (head, tail) = scripts::split_payload(&job.payload);
+            if plain {
+                call.arg(&job.name).arg(head).arg(tail);
+            } else {
+                let o = &job.options;
+                call.arg(o.job_id.as_deref().unwrap_or(""))
+                    .arg(&job.name)
+                    .arg(head)
+                    .arg(tail)
+                    .arg(stored)
+                    .arg(o.priority)
+                    .arg(o.delay.as_millis() as u64);
+            }
         }
         call
     }
 
     /// Add validated jobs in one script call.
     pub(crate) async fn add_validated(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
-        parse_added(self.add_call(jobs).run(&mut self.conn.clone()).await?)
+        parse_added(self.add_call(jobs).run(&mut self.conn.clone()).await?, jobs.len())
     }
 }
 
-fn parse_added(v: redis::Value) -> Result<Vec<Added>> {
+/// The reply of `add.lua`: the first generated id of a plain batch (the
+/// others follow it), or an id and a created flag per job.
+fn parse_added(v: redis::Value, jobs: usize) -> Result<Vec<Added>> {
+    if let redis::Value::Int(first) = v {
+        return Ok((0..jobs as i64).map(|i| Added { id: (first + i).to_string(), created: true }).collect());
+    }
     let items = scripts::array(v)?;
     items
         .chunks(2)
