@@ -140,6 +140,22 @@ local function put_payload(fields, data)
   fields[#fields + 1] = string.char(48 + #pieces)
 end
 
+-- The hash of a job without priority whose payload is whole (second nil) or
+-- in two pieces, in one HSET and without argument tables (the common jobs).
+local function write_plain_job(jk, name, first, second, opts, state, now_text)
+  if not second then
+    if opts == '' then
+      redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 's', state)
+    else
+      redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'o', opts, 's', state)
+    end
+  elseif opts == '' then
+    redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'd2', second, 'dn', '2', 's', state)
+  else
+    redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'd2', second, 'dn', '2', 'o', opts, 's', state)
+  end
+end
+
 -- Create the hash of a new job in `state` ('waiting' or 'delayed').
 -- Payloads of one or two pieces without a priority, the common jobs, skip the
 -- general path: building argument tables costs more Redis CPU than the HSET.
@@ -160,19 +176,8 @@ local function write_job(jk, name, data, opts, prio, state, now_text)
         first, second = string.sub(data, 1, to), string.sub(data, to + 1)
       end
     end
-    if first and not second then
-      if opts == '' then
-        redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 's', state)
-      else
-        redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'o', opts, 's', state)
-      end
-      return
-    elseif second then
-      if opts == '' then
-        redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'd2', second, 'dn', '2', 's', state)
-      else
-        redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'd2', second, 'dn', '2', 'o', opts, 's', state)
-      end
+    if first then
+      write_plain_job(jk, name, first, second, opts, state, now_text)
       return
     end
   end
@@ -200,10 +205,8 @@ local function write_split_job(jk, name, head, tail, opts, prio, state, now_text
     write_job(jk, name, head, opts, prio, state, now_text)
   elseif prio ~= 0 then
     write_job(jk, name, head .. tail, opts, prio, state, now_text)
-  elseif opts == '' then
-    redis.call('HSET', jk, 'n', name, 't', now_text, 'd', head, 'd2', tail, 'dn', '2', 's', state)
   else
-    redis.call('HSET', jk, 'n', name, 't', now_text, 'd', head, 'd2', tail, 'dn', '2', 'o', opts, 's', state)
+    write_plain_job(jk, name, head, tail, opts, state, now_text)
   end
 end
 
