@@ -150,7 +150,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(dispatch(cli)),
+        // On a worker thread of the runtime, not the thread of block_on: the
+        // connections' tasks run there too, so replies need no thread switch.
+        Ok(runtime) => runtime.block_on(async {
+            match tokio::spawn(dispatch(cli)).await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(CliError::Failed(format!("the command's task was cancelled: {e}"))),
+            }
+        }),
         Err(e) => Err(CliError::Failed(format!("cannot start the async runtime: {e}"))),
     };
     match result {
