@@ -15,9 +15,10 @@
 //! went silent while blocked), the reaper recovers those jobs within seconds,
 //! not after a whole lease.
 //!
-//! To stop, the worker asks Redis to unblock the wait (`CLIENT UNBLOCK`), so
-//! the queued fetch runs at once and its jobs, if any, come back to the worker,
-//! which hands them back to the queue: nothing is left leased to nobody.
+//! When a delayed job falls due, the worker asks Redis to unblock the wait
+//! (`CLIENT UNBLOCK`), so the queued fetch runs at once and promotes it. To
+//! stop, it does the same, and hands the jobs that fetch leased, if any, back
+//! to the queue: nothing is left leased to nobody.
 
 use std::future::Future;
 use std::pin::Pin;
