@@ -125,17 +125,14 @@ if min_due ~= nil and not ready and not is_paused() then
   end
 end
 if created_count > 0 then
+  local first, last = out[1], out[#out - 1]
   if plain then
-    local first_text, last_text = fifo[1], fifo[nf]
-    if n == 1 then
-      emit('ev', 'added', 'id', first_text)
-    else
-      emit('ev', 'added', 'count', ARGV[3], 'first', first_text, 'last', last_text)
-    end
-  elseif n == 1 then
-    emit('ev', 'added', 'id', out[1])
+    first, last = fifo[1], fifo[nf]
+  end
+  if n == 1 then
+    emit('ev', 'added', 'id', first)
   else
-    emit('ev', 'added', 'count', tostring(created_count), 'first', out[1], 'last', out[#out - 1])
+    emit('ev', 'added', 'count', tostring(created_count), 'first', first, 'last', last)
   end
 end
 if plain then

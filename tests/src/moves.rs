@@ -196,8 +196,7 @@ impl Mover {
     /// The ids of a sorted set of the queue, lowest score first (without the
     /// active set's pin).
     pub async fn zset_ids(&self, key: &str) -> Vec<String> {
-        let all: Vec<String> = self.conn.clone().zrange(key, 0, -1).await.expect("zrange");
-        all.into_iter().filter(|id| id != ACTIVE_PIN).collect()
+        self.zset(key).await.into_iter().map(|(id, _)| id).collect()
     }
 
     /// The completed list, oldest first.

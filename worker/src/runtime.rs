@@ -201,6 +201,11 @@ async fn round_trip(shared: Arc<Shared>, want: usize, outbox: Outbox) -> RoundTr
     RoundTrip { wanted: want, fetched, unsent: Outbox::default() }
 }
 
+/// When the next delayed job falls due, from a fetch reply that came back short.
+fn due_at(next_delayed_ms: Option<u64>) -> Option<Instant> {
+    next_delayed_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
+}
+
 fn report_code(worker: &str, what: &str, id: &str, code: &Value) {
     match scripts::int(code).and_then(ScriptCode::from_code) {
         Ok(ScriptCode::Ok | ScriptCode::Dead | ScriptCode::Duplicate) => {}
@@ -319,11 +324,10 @@ impl Worker {
         // reply (one alone leaves Redis idle for that time).
         let mut in_flight: FuturesUnordered<Pin<Box<dyn Future<Output = RoundTrip> + Send>>> =
             FuturesUnordered::new();
-        // Slots promised to the fetches in flight.
+        // Slots promised to the fetches in flight (the waker keeps count of
+        // those promised to its own).
         let mut reserved = 0usize;
         let mut need_fetch = true;
-        // Slots promised to the waker's pipelined fetch, while a wait is armed.
-        let mut armed: Option<usize> = None;
         // When to ask Redis to end the armed wait early (a delayed job fell due,
         // or the worker is stopping); repeated until the wait ends.
         let mut unblock_at: Option<Instant> = None;
@@ -341,7 +345,7 @@ impl Worker {
             if stopping && grace_deadline.is_none() {
                 info!(worker = %shared.id, running = jobs.len(), grace = ?shared.settings.shutdown_grace, "shutting down: no new jobs");
                 grace_deadline = Some(Instant::now() + shared.settings.shutdown_grace);
-                if armed.is_none() {
+                if waker.armed().is_none() {
                     waker.stop();
                 } else {
                     unblock_at = Some(Instant::now());
@@ -351,8 +355,7 @@ impl Worker {
             if in_flight.len() < MAX_IN_FLIGHT && retry_at.is_none_or(|t| Instant::now() >= t) {
                 retry_at = None;
                 let concurrency = shared.settings.concurrency;
-                let free = concurrency.saturating_sub(jobs.len() + reserved);
-                let want = if stopping || !need_fetch { 0 } else { free.min(FETCH_LIMIT) };
+                let want = if stopping || !need_fetch { 0 } else { self.free_slots(&jobs, reserved, &waker) };
                 // A second round trip only for a worthwhile batch: many small
                 // calls would cost Redis more per job than they save.
                 let worthwhile = in_flight.is_empty() || want + outbox.len() >= (concurrency / 4).max(1);
@@ -361,7 +364,12 @@ impl Worker {
                     in_flight.push(Box::pin(round_trip(shared.clone(), want, std::mem::take(&mut outbox))));
                 }
             }
-            if in_flight.is_empty() && stopping && jobs.is_empty() && outbox.is_empty() && armed.is_none() {
+            if in_flight.is_empty()
+                && stopping
+                && jobs.is_empty()
+                && outbox.is_empty()
+                && waker.armed().is_none()
+            {
                 break;
             }
             let far = Instant::now() + Duration::from_secs(3600);
@@ -378,12 +386,9 @@ impl Worker {
                                 }
                                 if f.paused || got < rt.wanted {
                                     need_fetch = false;
-                                    next_delayed = f.next_delayed_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-                                    if armed.is_none() && !stopping {
-                                        let want = if f.paused { 0 } else { self.free_slots(&jobs, reserved) };
-                                        reserved += want;
-                                        armed = Some(want);
-                                        waker.arm(want);
+                                    next_delayed = due_at(f.next_delayed_ms);
+                                    if !stopping {
+                                        self.wait_for_work(&mut waker, &jobs, reserved, f.paused);
                                     }
                                 }
                             }
@@ -401,9 +406,7 @@ impl Worker {
                     }
                 }
                 Some(f) = done_rx.recv() => self.settle(f, &mut outbox),
-                woken = waker.woken(), if armed.is_some() => {
-                    let want = armed.take().unwrap_or(0);
-                    reserved -= want;
+                (want, woken) = waker.woken(), if waker.armed().is_some() => {
                     unblock_at = None;
                     match woken {
                         Some(f) if stopping => self.hand_back(f.jobs).await,
@@ -418,11 +421,8 @@ impl Worker {
                             }
                             if f.paused || got < want {
                                 // Nothing more to take: wait again right away.
-                                next_delayed = f.next_delayed_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-                                let want = if f.paused { 0 } else { self.free_slots(&jobs, reserved) };
-                                reserved += want;
-                                armed = Some(want);
-                                waker.arm(want);
+                                next_delayed = due_at(f.next_delayed_ms);
+                                self.wait_for_work(&mut waker, &jobs, reserved, f.paused);
                             } else {
                                 need_fetch = true;
                             }
@@ -433,7 +433,7 @@ impl Worker {
                 // End the armed wait: its fetch then runs at once (promoting the
                 // due job, or leasing jobs that a stopping worker hands back).
                 // Repeated, as the BLPOP may not have reached Redis yet.
-                _ = tokio::time::sleep_until(unblock_at.unwrap_or(far)), if unblock_at.is_some() && armed.is_some() => {
+                _ = tokio::time::sleep_until(unblock_at.unwrap_or(far)), if unblock_at.is_some() && waker.armed().is_some() => {
                     if let Some(id) = waker.client_id() {
                         waker::unblock(&mut shared.conn.clone(), id).await;
                     }
@@ -441,7 +441,7 @@ impl Worker {
                 }
                 _ = tokio::time::sleep_until(next_delayed.unwrap_or(far)), if next_delayed.is_some() && !stopping => {
                     next_delayed = None;
-                    if armed.is_some() {
+                    if waker.armed().is_some() {
                         unblock_at = Some(Instant::now());
                     } else {
                         need_fetch = true;
@@ -462,22 +462,40 @@ impl Worker {
         Ok(())
     }
 
-    /// Slots neither running a job nor promised to a fetch.
-    fn free_slots(&self, jobs: &JoinSet<()>, reserved: usize) -> usize {
-        self.shared.settings.concurrency.saturating_sub(jobs.len() + reserved).min(FETCH_LIMIT)
+    /// Slots neither running a job nor promised to a fetch (in flight, or
+    /// the waker's), at most one call's worth.
+    fn free_slots(&self, jobs: &JoinSet<()>, reserved: usize, waker: &Waker) -> usize {
+        let promised = jobs.len() + reserved + waker.armed().unwrap_or(0);
+        self.shared.settings.concurrency.saturating_sub(promised).min(FETCH_LIMIT)
     }
 
-    /// Give jobs leased while stopping back to the queue, unrun and without
-    /// using an attempt.
+    /// The queue has no more for this worker: wait for a producer's wake-up,
+    /// with a fetch for the free slots behind it (none while paused: the wait
+    /// only listens). Nothing to do if a wait is armed already.
+    fn wait_for_work(&self, waker: &mut Waker, jobs: &JoinSet<()>, reserved: usize, paused: bool) {
+        if waker.armed().is_none() {
+            let want = if paused { 0 } else { self.free_slots(jobs, reserved, waker) };
+            waker.arm(want);
+        }
+    }
+
+    /// Hand leases `(id, token)` back to waiting, unrun and without using an
+    /// attempt (leases lost meanwhile are skipped). Returns how many went back.
+    async fn release(&self, leases: &[(String, String)]) -> Result<i64> {
+        let mut call = self.shared.call(ScriptName::Release);
+        for (id, token) in leases {
+            call.arg(id).arg(token);
+        }
+        call.run(&mut self.shared.conn.clone()).await
+    }
+
+    /// Give jobs leased while stopping back to the queue.
     async fn hand_back(&self, leased: Vec<LeasedJob>) {
         if leased.is_empty() {
             return;
         }
-        let mut call = self.shared.call(ScriptName::Release);
-        for job in &leased {
-            call.arg(&job.id).arg(&job.token);
-        }
-        match call.run::<i64, _>(&mut self.shared.conn.clone()).await {
+        let leases: Vec<(String, String)> = leased.into_iter().map(|j| (j.id, j.token)).collect();
+        match self.release(&leases).await {
             Ok(n) => {
                 info!(worker = %self.shared.id, released = n, "handed jobs fetched while stopping back to waiting")
             }
@@ -581,11 +599,7 @@ impl Worker {
                 }
             }
             if ok && !leftover.is_empty() {
-                let mut call = self.shared.call(ScriptName::Release);
-                for (id, token) in &leftover {
-                    call.arg(id).arg(token);
-                }
-                match call.run::<i64, _>(&mut self.shared.conn.clone()).await {
+                match self.release(&leftover).await {
                     Ok(n) => {
                         info!(worker = %self.shared.id, released = n, "handed unfinished jobs back to waiting")
                     }

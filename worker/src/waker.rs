@@ -53,6 +53,8 @@ pub(crate) struct Waker {
     shared: Arc<Shared>,
     conn: Option<MultiplexedConnection>,
     wait: Option<WaitFuture>,
+    /// Slots the armed wait's fetch may fill (promised to it until it ends).
+    want: usize,
     retry: Duration,
     /// Redis client id of the blocking connection (-1: not connected).
     client_id: Arc<AtomicI64>,
@@ -64,22 +66,33 @@ impl Waker {
             shared,
             conn: None,
             wait: None,
+            want: 0,
             retry: Duration::from_millis(100),
             client_id: Arc::new(AtomicI64::new(-1)),
         }
     }
 
-    /// Start one blocking wait that fetches up to `want` jobs when it ends.
-    /// The caller arms at most one wait at a time.
+    /// Start one blocking wait that fetches up to `want` jobs when it ends
+    /// (0: it only listens), unless one is armed already.
     pub(crate) fn arm(&mut self, want: usize) {
+        if self.wait.is_some() {
+            return;
+        }
         let wait =
             blocking_wait(self.shared.clone(), self.conn.take(), want, self.retry, self.client_id.clone());
+        self.want = want;
         self.wait = Some(Box::pin(wait));
     }
 
-    /// Wait for the armed wait to end (marker, idle timeout or unblock).
+    /// The slots promised to the armed wait, if one is armed.
+    pub(crate) fn armed(&self) -> Option<usize> {
+        self.wait.is_some().then_some(self.want)
+    }
+
+    /// Wait for the armed wait to end (marker, idle timeout or unblock); gives
+    /// the slots it had been promised and what its fetch leased.
     /// Cancel-safe: the wait goes on if this future is dropped.
-    pub(crate) async fn woken(&mut self) -> Woken {
+    pub(crate) async fn woken(&mut self) -> (usize, Woken) {
         let Some(wait) = self.wait.as_mut() else {
             return std::future::pending().await;
         };
@@ -91,7 +104,7 @@ impl Waker {
         } else {
             Duration::from_millis(100)
         };
-        end.woken
+        (self.want, end.woken)
     }
 
     /// The Redis client id of the blocking connection, once connected.
