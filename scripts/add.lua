@@ -47,6 +47,31 @@ local function new_id()
   return tens_text .. DIGITS[digit + 1]
 end
 
+-- One job added to a queue with nothing waiting while a worker is parked on
+-- its wait (see fetch.lua): lease it here and put it on the hand-off list,
+-- which the parked workers block on. The job reaches a handler without the
+-- waiting list, a wake-up marker or a fetch call. The lease is the short one
+-- the worker registered; the worker claims the job and extends it on receipt
+-- (claim.lua), and the reaper returns a job nobody claimed without counting a
+-- stall. Returns whether the job was handed over.
+local function hand_off(id, name, head, tail, opts)
+  local parked = redis.call('ZRANGEBYSCORE', K_PARKED, now_text, '+inf', 'LIMIT', '0', '1')
+  if #parked == 0 or redis.call('EXISTS', K_WAIT, K_PRIO) > 0 or is_paused() then
+    return false
+  end
+  -- At most one job waits on the hand-off list per parked worker.
+  local pending = redis.call('LLEN', K_HANDOFF)
+  if pending > 0 and pending >= redis.call('ZCOUNT', K_PARKED, now_text, '+inf') then
+    return false
+  end
+  local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))
+  local lease = tonumber(string.match(parked[1], '^%d+'))
+  redis.call('HSET', JOB_PREFIX .. id, 's', 'active', 'tk', token, 'st', now_text, 'at', '1')
+  redis.call('ZADD', K_ACTIVE, tostring(now + lease), id, 'inf', ACTIVE_PIN)
+  redis.call('RPUSH', K_HANDOFF, id .. '\n' .. token .. '\n1\n' .. name .. '\n' .. opts .. '\n' .. head .. tail)
+  return true
+end
+
 local fifo, nf = {}, 0
 local out = {}
 local ready, prio_ready = false, false
@@ -58,6 +83,9 @@ if plain then
     write_split_job(JOB_PREFIX .. id, ARGV[b], ARGV[b + 1], ARGV[b + 2], '', 0, 'waiting', now_text)
     nf = nf + 1
     fifo[nf] = id
+  end
+  if n == 1 and hand_off(fifo[1], ARGV[5], ARGV[6], ARGV[7], '') then
+    nf = 0
   end
   created_count = n
   ready = n > 0
@@ -93,7 +121,7 @@ else
         if prio > 0 then
           to_waiting(id, prio, false)
           prio_ready = true
-        else
+        elseif not (n == 1 and hand_off(id, name, head, tail, opts)) then
           nf = nf + 1
           fifo[nf] = id
         end

@@ -17,7 +17,7 @@ end
 if v[2] ~= 'active' then
   return DUPLICATE
 end
-push_history(jk, { n = tonumber(v[4]), out = kind, st = tonumber(v[3]), fin = now, w = v[5], tk = token, err = message })
+push_history(jk, { n = tonumber(v[4]), out = kind, st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token, err = message })
 redis.call('ZREM', K_ACTIVE, id)
 if delay < 0 then
   redis.call('HSET', jk, 's', 'failed', 'fin', now, 'e', message)

@@ -1,5 +1,9 @@
 -- fetch: lease up to K jobs to one worker.
--- ARGV[3] = K, ARGV[4] = lease ms, ARGV[5] = worker id, ARGV[6] = promotion limit.
+-- ARGV[3] = K, ARGV[4] = lease ms, ARGV[5] = worker id, ARGV[6] = promotion limit,
+-- optional ARGV[7] = parking member ('<hand-off lease ms> <worker id>'), ARGV[8] =
+-- how long a parking holds (ms): a worker whose batch comes back short waits for
+-- work next, so it parks (adds may hand it a job, see add.lua); one whose batch
+-- is full, or whose queue is paused, does not.
 -- First promotes at most ARGV[6] due delayed jobs. Each leased job gets a fresh
 -- token (fencing) and its attempt counter goes up by one.
 -- Returns {paused (0/1), ms until the next delayed job (-1: none, or a full batch),
@@ -28,8 +32,21 @@ if #due > 0 then
   call_chunked('RPUSH', K_WAIT, fifo)
 end
 
+local park = ARGV[7] or ''
+local function parks(short)
+  if park == '' then
+    return
+  end
+  if short then
+    redis.call('ZADD', K_PARKED, tostring(now + tonumber(ARGV[8])), park)
+  else
+    redis.call('ZREM', K_PARKED, park)
+  end
+end
+
 local out = { 0, -1, '' }
 if is_paused() then
+  parks(false)
   out[1] = 1
   return out
 end
@@ -96,6 +113,7 @@ if #ids > 0 then
     wake()
   end
 end
+parks(#ids < k)
 -- A short batch means the worker will wait: tell it when the next delayed job is due.
 if #ids < k then
   local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')

@@ -3,6 +3,9 @@
 -- one cluster slot. Job hashes live at JOB_PREFIX .. id, in that same slot.
 local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- Workers parked on their wait (sorted set) and the jobs adds handed to them
+-- (list); see add.lua and fetch.lua. Keep in sync with common/src/keys.rs.
+local K_PARKED, K_HANDOFF = K_WAKE .. ':parked', K_WAKE .. ':handoff'
 local JOB_PREFIX = ARGV[1]
 local MAX_EVENTS = ARGV[2]
 

@@ -8,14 +8,26 @@ local max_stalls = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, limit)
 local recovered, dead = {}, {}
+local unclaimed, any_unclaimed = {}, false
 for _, id in ipairs(expired) do
   local jk = JOB_PREFIX .. id
   redis.call('ZREM', K_ACTIVE, id)
   local v = redis.call('HMGET', jk, 's', 'st', 'at', 'w', 'p', 'stl', 'tk')
-  if v[1] == 'active' then
+  if v[1] == 'active' and not v[4] then
+    -- Handed over by an add (add.lua) but never claimed: the job did not start,
+    -- so no stall is counted; its record leaves the hand-off list below.
+    local attempt = tonumber(v[3]) or 1
+    push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, tk = v[7],
+      err = 'handed to a waiting worker that did not take it in time' })
+    redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', attempt - 1)
+    to_waiting(id, v[5], true)
+    recovered[#recovered + 1] = id
+    unclaimed[id .. '\n' .. v[7] .. '\n'] = true
+    any_unclaimed = true
+  elseif v[1] == 'active' then
     local stalls = (tonumber(v[6]) or 0) + 1
     local attempt = tonumber(v[3]) or 1
-    push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, w = v[4], tk = v[7],
+    push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, w = v[4] or nil, tk = v[7],
       err = 'lease expired: the worker stopped renewing it (crashed, killed or partitioned)' })
     if stalls > max_stalls then
       local message = 'stalled ' .. stalls .. ' times (allowed: ' .. max_stalls .. ')'
@@ -30,6 +42,16 @@ for _, id in ipairs(expired) do
     end
   end
 end
+if any_unclaimed then
+  for _, record in ipairs(redis.call('LRANGE', K_HANDOFF, 0, -1)) do
+    local head = string.match(record, '^[^\n]*\n[^\n]*\n')
+    if head and unclaimed[head] then
+      redis.call('LREM', K_HANDOFF, 1, record)
+    end
+  end
+end
+-- Parkings of workers that stopped without unparking (killed, say).
+redis.call('ZREMRANGEBYSCORE', K_PARKED, '-inf', '(' .. now)
 if #recovered > 0 and not is_paused() then
   wake()
 end

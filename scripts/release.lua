@@ -9,7 +9,7 @@ for b = #ARGV - 1, 3, -2 do
   local v = redis.call('HMGET', jk, 'tk', 's', 'st', 'at', 'w', 'p')
   if v[1] == token and v[2] == 'active' then
     local attempt = tonumber(v[4]) or 1
-    push_history(jk, { n = attempt, out = 'released', st = tonumber(v[3]), fin = now, w = v[5], tk = token,
+    push_history(jk, { n = attempt, out = 'released', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token,
       err = 'worker shut down before the job finished' })
     redis.call('ZREM', K_ACTIVE, id)
     redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', attempt - 1)

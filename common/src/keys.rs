@@ -28,6 +28,8 @@ pub struct QueueKeys {
     base: String,
     all: Vec<String>,
     job_prefix: String,
+    parked: String,
+    handoff: String,
 }
 
 impl QueueKeys {
@@ -36,8 +38,10 @@ impl QueueKeys {
         names::validate_queue_name(name)?;
         names::validate_prefix(prefix)?;
         let base = format!("{prefix}:{{{name}}}:");
-        let all = SUFFIXES.iter().map(|s| format!("{base}{s}")).collect();
+        let all: Vec<String> = SUFFIXES.iter().map(|s| format!("{base}{s}")).collect();
         Ok(Self {
+            parked: format!("{}:parked", all[8]),
+            handoff: format!("{}:handoff", all[8]),
             name: name.to_owned(),
             prefix: prefix.to_owned(),
             job_prefix: format!("{base}j:"),
@@ -121,6 +125,20 @@ impl QueueKeys {
     /// List that idle workers block on; holds at most one marker.
     pub fn wake(&self) -> &str {
         &self.all[8]
+    }
+
+    /// Sorted set of workers waiting for work that take jobs handed over by
+    /// adds: member `<hand-off lease ms> <worker id>`, scored by when the
+    /// registration lapses (ms). Scripts derive it from [`Self::wake`].
+    pub fn parked(&self) -> &str {
+        &self.parked
+    }
+
+    /// List of jobs an add leased and handed to the parked workers, one
+    /// record each (`id`, token, attempt, name, options, then the payload,
+    /// separated by newlines); parked workers block on it.
+    pub fn handoff(&self) -> &str {
+        &self.handoff
     }
 
     /// A key of this queue with a custom suffix, in the same hash slot

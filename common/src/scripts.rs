@@ -51,11 +51,15 @@ pub enum ScriptName {
     Pause,
     /// Enqueue one scheduler tick at most once (watermark in the queue's slot).
     Tick,
+    /// Claim jobs taken from the hand-off list and extend their leases.
+    Claim,
+    /// Stop taking hand-offs; return unclaimed ones when no worker is parked.
+    Unpark,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 12] = [
+    pub const ALL: [ScriptName; 14] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -68,6 +72,8 @@ impl ScriptName {
         ScriptName::DeadLetter,
         ScriptName::Pause,
         ScriptName::Tick,
+        ScriptName::Claim,
+        ScriptName::Unpark,
     ];
 
     /// The script's file name without `.lua`.
@@ -85,6 +91,8 @@ impl ScriptName {
             ScriptName::DeadLetter => "dead_letter",
             ScriptName::Pause => "pause",
             ScriptName::Tick => "tick",
+            ScriptName::Claim => "claim",
+            ScriptName::Unpark => "unpark",
         }
     }
 
@@ -103,6 +111,8 @@ impl ScriptName {
             ScriptName::DeadLetter => lua!("dead_letter.lua"),
             ScriptName::Pause => lua!("pause.lua"),
             ScriptName::Tick => lua!("tick.lua"),
+            ScriptName::Claim => lua!("claim.lua"),
+            ScriptName::Unpark => lua!("unpark.lua"),
         }
     }
 
@@ -351,6 +361,29 @@ pub fn parse_fetch(reply: Value) -> Result<FetchReply> {
     Ok(FetchReply { paused, next_delayed_ms: u64::try_from(next).ok(), jobs })
 }
 
+/// Parse a record of the hand-off list (written by `add.lua`): id, token,
+/// attempt, name and options, each followed by a newline, then the payload
+/// (which may hold newlines itself).
+pub fn parse_handoff(record: &str) -> Result<LeasedJob> {
+    let bad = || {
+        Error::Protocol(format!(
+            "malformed hand-off record {:?}",
+            record.chars().take(80).collect::<String>()
+        ))
+    };
+    let mut parts = record.splitn(6, '\n');
+    let mut next = || parts.next().ok_or_else(bad);
+    let (id, token, attempt, name, options, payload) = (next()?, next()?, next()?, next()?, next()?, next()?);
+    Ok(LeasedJob {
+        id: id.to_owned(),
+        token: token.to_owned(),
+        attempt: attempt.parse().map_err(|_| bad())?,
+        name: name.to_owned(),
+        payload: payload.to_owned(),
+        options: options.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,5 +456,18 @@ mod tests {
         assert!(
             parse_fetch(Value::Array(vec![Value::Int(0), Value::Int(-1), bulk("1"), bulk("x")])).is_err()
         );
+    }
+
+    #[test]
+    fn hand_off_records_keep_newlines_in_the_payload_and_refuse_short_ones() {
+        let job = parse_handoff("7\n42\n1\nemail\n{\"attempts\":3}\n{\"a\":\n1}").unwrap();
+        assert_eq!(job.id, "7");
+        assert_eq!(job.token, "42");
+        assert_eq!(job.attempt, 1);
+        assert_eq!(job.name, "email");
+        assert_eq!(job.options, "{\"attempts\":3}");
+        assert_eq!(job.payload, "{\"a\":\n1}");
+        assert!(parse_handoff("7\n42\n1\nemail\n").is_err());
+        assert!(parse_handoff("7\n42\nx\nemail\n\n{}").is_err());
     }
 }

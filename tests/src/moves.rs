@@ -154,6 +154,55 @@ impl Mover {
         call.run(&mut self.conn.clone()).await.expect("release")
     }
 
+    /// Register `worker` as parked (as its short fetch would) for `ttl`, with
+    /// hand-offs leased for `lease`. Returns the parking member.
+    pub async fn park(&self, worker: &str, lease: Duration, ttl: Duration) -> String {
+        let member = format!("{} {worker}", lease.as_millis());
+        let until = self.now_ms().await + ttl.as_millis() as u64;
+        let _: () = redis::cmd("ZADD")
+            .arg(self.keys.parked())
+            .arg(until)
+            .arg(&member)
+            .query_async(&mut self.conn.clone())
+            .await
+            .expect("park");
+        member
+    }
+
+    /// The parking members of the queue, earliest lapse first.
+    pub async fn parked(&self) -> Vec<String> {
+        self.zset_ids(self.keys.parked()).await
+    }
+
+    /// The records on the hand-off list, parsed.
+    pub async fn handoffs(&self) -> Vec<scripts::LeasedJob> {
+        let records: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.keys.handoff())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .expect("handoff list");
+        records.iter().map(|r| scripts::parse_handoff(r).expect("hand-off record")).collect()
+    }
+
+    /// Claim handed-over `(id, token)` leases for `worker`; the lost ids.
+    pub async fn claim(&self, lease: Duration, worker: &str, jobs: &[(&str, &str)]) -> Vec<String> {
+        let mut call = self.call(ScriptName::Claim);
+        call.arg(lease.as_millis() as u64).arg(worker);
+        for (id, token) in jobs {
+            call.arg(*id).arg(*token);
+        }
+        call.run(&mut self.conn.clone()).await.expect("claim")
+    }
+
+    /// Unpark `member`; how many unclaimed hand-offs went back to waiting.
+    pub async fn unpark(&self, member: &str) -> i64 {
+        let mut call = self.call(ScriptName::Unpark);
+        call.arg(member);
+        call.run(&mut self.conn.clone()).await.expect("unpark")
+    }
+
     /// Run the reaper once.
     pub async fn reap(&self, max_stalls: u32, limit: usize, max_age_ms: u64) -> Reaped {
         let mut call = self.call(ScriptName::Reap);

@@ -175,14 +175,14 @@ async fn a_worker_fetches_a_job_for_every_free_slot_in_one_call() {
 
 #[tokio::test]
 async fn a_job_added_as_an_idle_worker_stops_runs_or_goes_back_never_stays_leased() {
-    // An idle worker's wait carries a pipelined fetch; stopping ends the wait,
-    // so that fetch may lease the job added at that moment. The worker must
-    // then hand it back (or run it, if it came before the stop), and stop at
-    // once rather than after its 20 s idle block.
+    // An idle worker is parked, so the job added at the moment it stops may be
+    // handed to its wait. The worker must then hand it back (or run it, if it
+    // came before the stop), or unpark and return it if its wait had ended, and
+    // stop at once rather than after its 20 s idle block.
     let cfg = config();
     let q = Queue::connect(&cfg, "q").await.unwrap();
     let gauge = Arc::new(Gauge::default());
-    let mut handed_back = 0;
+    let mut left_waiting = 0;
     for round in 0..20u64 {
         let worker = RunningWorker::start(sleeper(&cfg, 4, gauge.clone())).await;
         tokio::time::sleep(Duration::from_millis(60)).await;
@@ -204,48 +204,10 @@ async fn a_job_added_as_an_idle_worker_stops_runs_or_goes_back_never_stays_lease
             JobState::Completed => {}
             JobState::Waiting => {
                 assert_eq!(job.attempts_made, 0, "round {round}: handing back used an attempt: {job:#?}");
-                if job.history.iter().any(|a| a.outcome == "released") {
-                    handed_back += 1;
-                }
+                left_waiting += 1;
             }
             other => panic!("round {round}: the job is {other}: {job:#?}"),
         }
     }
-    eprintln!("{handed_back} of 20 jobs were leased by the stopping wait and handed back");
-}
-
-#[tokio::test]
-async fn a_stopping_worker_hands_back_what_its_waiting_fetch_took() {
-    // A job put on the waiting list without a wake-up marker: the idle
-    // worker's BLPOP stays blocked, so only the fetch queued behind it can take
-    // the job, and only when stopping unblocks the wait. The job must end up
-    // waiting again, unrun, with no attempt used, and the stop must not wait
-    // for the 20 s idle block.
-    let cfg = config();
-    let q = Queue::connect(&cfg, "q").await.unwrap();
-    let m = quern_tests::moves::Mover::new(&cfg, "q").await;
-    let gauge = Arc::new(Gauge::default());
-    let worker = RunningWorker::start(sleeper(&cfg, 4, gauge.clone())).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut conn = m.conn();
-    let id = "unannounced-1";
-    let _: () = redis::cmd("HSET")
-        .arg(m.keys().job(id))
-        .arg(&["n", "sleep", "t", "1763899999000", "d", "0", "s", "waiting"])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("RPUSH").arg(m.keys().wait()).arg(id).query_async(&mut conn).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(gauge.done.load(Ordering::SeqCst), 0, "no marker, so the waiting worker has not run it");
-    let stopping = Instant::now();
-    worker.stop().await;
-    assert!(stopping.elapsed() < Duration::from_secs(2), "stopping took {:?}", stopping.elapsed());
-    let job = q.job(id).await.unwrap().unwrap();
-    assert_eq!(job.state, JobState::Waiting, "{job:#?}");
-    assert_eq!(job.attempts_made, 0, "{job:#?}");
-    let outcomes: Vec<&str> = job.history.iter().map(|a| a.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["released"], "the stopping worker's fetch took it and handed it back");
-    assert_eq!(gauge.done.load(Ordering::SeqCst), 0, "never run");
-    assert_eq!(q.counts().await.unwrap().active, 0);
+    eprintln!("{left_waiting} of 20 jobs were left waiting by the stopping worker");
 }

@@ -6,10 +6,12 @@
 //!
 //! - asks for as many jobs as it has free slots, in one script call, pipelined
 //!   with the acknowledgements of the jobs that just finished;
-//! - when the queue is empty, blocks on the queue's wake-up list on a
-//!   connection of its own (no polling), with the next fetch pipelined behind
-//!   the block so a new job reaches a handler in one round trip, and sets a
-//!   timer for the next delayed job;
+//! - when the queue is empty, parks: it blocks on the queue's hand-off and
+//!   wake-up lists on a connection of its own (no polling). A job added to the
+//!   empty queue meanwhile is leased by the add itself and arrives with the
+//!   block's reply, so it reaches a handler with one script call on its way;
+//!   other work (batches, retries) wakes the worker to fetch. A timer ends the
+//!   block when the next delayed job falls due;
 //! - renews every lease it holds in one call, every third of the lease;
 //! - runs the reaper that returns expired leases of crashed workers to `waiting`
 //!   (any worker may run it; it is atomic and idempotent);

@@ -36,12 +36,18 @@ async fn renew_all(shared: &Shared) -> quern_common::Result<()> {
     renew(shared, shared.held_leases()).await
 }
 
-/// Extend the short leases of jobs that a wake-up fetch leased (see
-/// [`crate::waker`]) to the full lease at once, in the background.
-pub(crate) fn extend_wake_leases(shared: Arc<Shared>, leases: Vec<(String, String)>) {
+/// Claim a job taken from the hand-off list (see [`crate::waker`]): record
+/// it as this worker's and extend its short lease to the full lease, in the
+/// background. A lost lease is flagged like the renewer's.
+pub(crate) fn claim_handed_over(shared: Arc<Shared>, lease: (String, String)) {
     tokio::spawn(async move {
-        if let Err(e) = renew(&shared, leases).await {
-            warn!(worker = %shared.id, error = %e, "extending the leases of woken jobs failed; the renewer retries");
+        let mut call = shared.call(ScriptName::Claim);
+        call.arg(shared.settings.lease.as_millis() as u64).arg(&shared.id).arg(&lease.0).arg(&lease.1);
+        match call.run::<Vec<String>, _>(&mut shared.conn.clone()).await {
+            Ok(lost) => flag_lost(&shared, lost),
+            Err(e) => {
+                warn!(worker = %shared.id, error = %e, "claiming a handed-over job failed; the renewer retries")
+            }
         }
     });
 }
@@ -59,14 +65,19 @@ async fn renew(shared: &Shared, held: Vec<(String, String)>) -> quern_common::Re
             call.arg(id).arg(token);
         }
         let lost: Vec<String> = call.run(&mut conn).await?;
-        for id in lost {
-            let newly_lost = shared.lease_flag(&id).is_some_and(|flag| !flag.swap(true, Ordering::Relaxed));
-            if newly_lost {
-                warn!(worker = %shared.id, job = %id, "lease lost: the job was recovered or taken over; its result will be discarded");
-            }
-        }
+        flag_lost(shared, lost);
     }
     Ok(())
+}
+
+/// Mark the leases of jobs `lost` as lost, so their handlers can tell.
+fn flag_lost(shared: &Shared, lost: Vec<String>) {
+    for id in lost {
+        let newly_lost = shared.lease_flag(&id).is_some_and(|flag| !flag.swap(true, Ordering::Relaxed));
+        if newly_lost {
+            warn!(worker = %shared.id, job = %id, "lease lost: the job was recovered or taken over; its result will be discarded");
+        }
+    }
 }
 
 /// Run the reaper every `reap_interval` (with a random start, so workers do

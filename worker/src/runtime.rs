@@ -27,7 +27,7 @@ use crate::handler::{ErasedHandler, HandlerFuture, JobContext};
 use crate::identity::new_worker_id;
 use crate::maintenance;
 use crate::shutdown::ShutdownHandle;
-use crate::waker::{self, Waker};
+use crate::waker::{self, Waker, Woken};
 
 /// Due delayed jobs promoted per fetch call at most.
 pub(crate) const PROMOTE_LIMIT: usize = 1000;
@@ -165,6 +165,7 @@ async fn round_trip(shared: Arc<Shared>, want: usize, outbox: Outbox) -> RoundTr
     if want > 0 {
         let mut call = shared.call(ScriptName::Fetch);
         call.arg(want).arg(shared.settings.lease.as_millis() as u64).arg(&shared.id).arg(PROMOTE_LIMIT);
+        call.arg(waker::parking(&shared)).arg(waker::parking_ttl(&shared).as_millis() as u64);
         calls.push(call);
     }
     let results = match scripts::run_pipelined(&mut shared.conn.clone(), &calls).await {
@@ -406,33 +407,28 @@ impl Worker {
                     }
                 }
                 Some(f) = done_rx.recv() => self.settle(f, &mut outbox),
-                (want, woken) = waker.woken(), if waker.armed().is_some() => {
+                (_, woken) = waker.woken(), if waker.armed().is_some() => {
                     unblock_at = None;
                     match woken {
-                        Some(f) if stopping => self.hand_back(f.jobs).await,
-                        Some(f) => {
-                            let got = f.jobs.len();
-                            if got > 0 && waker::wake_lease(&shared) < shared.settings.lease {
-                                let leases = f.jobs.iter().map(|j| (j.id.clone(), j.token.clone())).collect();
-                                maintenance::extend_wake_leases(shared.clone(), leases);
-                            }
-                            for job in f.jobs {
-                                self.spawn_job(&mut jobs, job, done_tx.clone());
-                            }
-                            if f.paused || got < want {
-                                // Nothing more to take: wait again right away.
-                                next_delayed = due_at(f.next_delayed_ms);
-                                self.wait_for_work(&mut waker, &jobs, reserved, f.paused);
+                        Woken::Job(job) if stopping => self.hand_back(vec![job]).await,
+                        Woken::Job(job) => {
+                            maintenance::claim_handed_over(shared.clone(), (job.id.clone(), job.token.clone()));
+                            self.spawn_job(&mut jobs, job, done_tx.clone());
+                            // The add handed it over because nothing else was
+                            // waiting: wait again while slots are free; once
+                            // they are all taken, fetch when one frees up.
+                            if self.free_slots(&jobs, reserved, &waker) > 0 {
+                                self.wait_for_work(&mut waker, &jobs, reserved, false);
                             } else {
                                 need_fetch = true;
                             }
                         }
-                        None => need_fetch = !stopping,
+                        Woken::Marker | Woken::Nothing => need_fetch = !stopping,
                     }
                 }
-                // End the armed wait: its fetch then runs at once (promoting the
-                // due job, or leasing jobs that a stopping worker hands back).
-                // Repeated, as the BLPOP may not have reached Redis yet.
+                // End the armed wait (a delayed job fell due: fetch to promote
+                // it; or the worker is stopping). Repeated, as the BLPOP may
+                // not have reached Redis yet.
                 _ = tokio::time::sleep_until(unblock_at.unwrap_or(far)), if unblock_at.is_some() && waker.armed().is_some() => {
                     if let Some(id) = waker.client_id() {
                         waker::unblock(&mut shared.conn.clone(), id).await;
@@ -458,6 +454,7 @@ impl Worker {
         }
         renewer.abort();
         reaper.abort();
+        self.unpark().await;
         info!(worker = %shared.id, "worker stopped");
         Ok(())
     }
@@ -487,6 +484,23 @@ impl Worker {
             call.arg(id).arg(token);
         }
         call.run(&mut self.shared.conn.clone()).await
+    }
+
+    /// Stop taking hand-offs; when no other worker is parked, the jobs still
+    /// waiting on the hand-off list go back to waiting.
+    async fn unpark(&self) {
+        let mut call = self.shared.call(ScriptName::Unpark);
+        call.arg(waker::parking(&self.shared));
+        match call.run::<i64, _>(&mut self.shared.conn.clone()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                info!(worker = %self.shared.id, released = n, "returned jobs handed over to no worker to waiting")
+            }
+            Err(e) => warn!(
+                worker = %self.shared.id, error = %e,
+                "unparking failed; the parking lapses on its own and unclaimed jobs are recovered when their leases expire"
+            ),
+        }
     }
 
     /// Give jobs leased while stopping back to the queue.

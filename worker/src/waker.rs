@@ -1,24 +1,26 @@
 //! Blocking for new work on a connection of its own.
 //!
-//! When its last fetch came back short, the worker arms the waker with the
-//! number of free slots. The waker sends `BLPOP` on the queue's wake-up list
-//! and, in the same pipeline, a fetch for those slots: Redis holds the fetch
-//! behind the blocked `BLPOP` and runs it the moment a producer's marker
-//! unblocks it, so a job added to an idle queue reaches a handler after one
-//! round trip instead of two. The idle block bounds how long a lost marker can
-//! delay work, and the connection's response timeout (block plus the usual
-//! timeout) bounds how long a dead socket can go unnoticed.
+//! When its last fetch came back short, the worker is parked: that fetch
+//! registered it (see `scripts/fetch.lua`), and the worker now blocks with
+//! `BLPOP` on two lists: the queue's hand-off list and its wake-up list. A
+//! producer adding one job to a queue with nothing waiting leases the job to
+//! the parked workers and puts it on the hand-off list (`scripts/add.lua`), so
+//! the `BLPOP` reply carries the job itself: one script call between the add
+//! and the handler, no fetch. Other work (a batch, a retry, a due delayed job)
+//! pushes a marker on the wake-up list, and the worker fetches. The idle block
+//! bounds how long a lost marker can delay work (the parking lapses soon after
+//! it), and the connection's response timeout (block plus the usual timeout)
+//! bounds how long a dead socket can go unnoticed.
 //!
-//! That fetch leases its jobs for a short time only (twice the response
-//! timeout, at most the worker's lease), and the worker extends them to the
-//! full lease once their reply arrives: if the reply is lost (the connection
-//! went silent while blocked), the reaper recovers those jobs within seconds,
-//! not after a whole lease.
+//! A handed-over job is leased for a short time only (twice the response
+//! timeout, at most the worker's lease) until the worker that takes it claims
+//! it and extends the lease: if the reply is lost (the connection went silent
+//! while blocked) or the parked worker died, the reaper returns the job to
+//! waiting within seconds, and without counting a stall.
 //!
 //! When a delayed job falls due, the worker asks Redis to unblock the wait
-//! (`CLIENT UNBLOCK`), so the queued fetch runs at once and promotes it. To
-//! stop, it does the same, and hands the jobs that fetch leased, if any, back
-//! to the queue: nothing is left leased to nobody.
+//! (`CLIENT UNBLOCK`) and fetches, which promotes it. To stop, it does the
+//! same, hands back a job the wait took, if any, and unparks.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,15 +29,21 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use quern_common::Result;
-use quern_common::scripts::{self, FetchReply, ScriptName};
+use quern_common::scripts::{self, LeasedJob};
 use redis::aio::MultiplexedConnection;
 use tracing::{debug, warn};
 
-use crate::runtime::{PROMOTE_LIMIT, Shared};
+use crate::runtime::Shared;
 
-/// What one armed wait ended with: the pipelined fetch's reply, or `None` when
-/// no fetch was sent or it failed (the worker then fetches on its own).
-pub(crate) type Woken = Option<FetchReply>;
+/// What one armed wait ended with.
+pub(crate) enum Woken {
+    /// A job handed over by an add, leased to this worker until claimed.
+    Job(LeasedJob),
+    /// A wake-up marker: there is work to fetch.
+    Marker,
+    /// The idle block ran out, the wait was unblocked, or it failed.
+    Nothing,
+}
 
 type WaitFuture = Pin<Box<dyn Future<Output = WaitEnd> + Send>>;
 
@@ -53,7 +61,7 @@ pub(crate) struct Waker {
     shared: Arc<Shared>,
     conn: Option<MultiplexedConnection>,
     wait: Option<WaitFuture>,
-    /// Slots the armed wait's fetch may fill (promised to it until it ends).
+    /// Slots promised to the armed wait until it ends (a hand-off fills one).
     want: usize,
     retry: Duration,
     /// Redis client id of the blocking connection (-1: not connected).
@@ -72,14 +80,14 @@ impl Waker {
         }
     }
 
-    /// Start one blocking wait that fetches up to `want` jobs when it ends
-    /// (0: it only listens), unless one is armed already.
+    /// Start one blocking wait that may take a handed-over job into one of
+    /// `want` free slots (0: it only listens for markers, as on a paused
+    /// queue, which hands nothing over), unless one is armed already.
     pub(crate) fn arm(&mut self, want: usize) {
         if self.wait.is_some() {
             return;
         }
-        let wait =
-            blocking_wait(self.shared.clone(), self.conn.take(), want, self.retry, self.client_id.clone());
+        let wait = blocking_wait(self.shared.clone(), self.conn.take(), self.retry, self.client_id.clone());
         self.want = want;
         self.wait = Some(Box::pin(wait));
     }
@@ -89,8 +97,8 @@ impl Waker {
         self.wait.is_some().then_some(self.want)
     }
 
-    /// Wait for the armed wait to end (marker, idle timeout or unblock); gives
-    /// the slots it had been promised and what its fetch leased.
+    /// Wait for the armed wait to end (hand-off, marker, idle timeout or
+    /// unblock); gives the slots it had been promised and what it took.
     /// Cancel-safe: the wait goes on if this future is dropped.
     pub(crate) async fn woken(&mut self) -> (usize, Woken) {
         let Some(wait) = self.wait.as_mut() else {
@@ -120,13 +128,22 @@ impl Waker {
     }
 }
 
-/// The lease of jobs fetched by a wake-up, until the worker extends it.
+/// The lease of a job handed over by an add, until the worker claims it.
 pub(crate) fn wake_lease(shared: &Shared) -> Duration {
     (shared.config.response_timeout * 2).max(Duration::from_millis(200)).min(shared.settings.lease)
 }
 
-/// Ask Redis to end the blocking wait of client `id` now (the pipelined
-/// fetch then runs). Returns whether a blocked wait was found; a wait whose
+/// How this worker registers as parked: `<hand-off lease ms> <worker id>`.
+pub(crate) fn parking(shared: &Shared) -> String {
+    format!("{} {}", wake_lease(shared).as_millis(), shared.id)
+}
+
+/// How long a parking holds: past the end of the blocking wait that follows it.
+pub(crate) fn parking_ttl(shared: &Shared) -> Duration {
+    shared.settings.idle_block + shared.config.response_timeout
+}
+
+/// Ask Redis to end the blocking wait of client `id` now. Returns whether a blocked wait was found; a wait whose
 /// `BLPOP` has not reached Redis yet is not, so callers repeat this until the
 /// wait ends.
 pub(crate) async fn unblock(conn: &mut impl redis::aio::ConnectionLike, id: i64) -> bool {
@@ -144,7 +161,6 @@ async fn connect(shared: &Shared, block: Duration, client_id: &AtomicI64) -> Res
 async fn blocking_wait(
     shared: Arc<Shared>,
     conn: Option<MultiplexedConnection>,
-    want: usize,
     retry: Duration,
     client_id: Arc<AtomicI64>,
 ) -> WaitEnd {
@@ -156,36 +172,38 @@ async fn blocking_wait(
             Err(e) => {
                 warn!(worker = %shared.id, error = %e, "cannot open the blocking connection; retrying");
                 tokio::time::sleep(retry).await;
-                return WaitEnd { conn: None, failed: true, woken: None };
+                return WaitEnd { conn: None, failed: true, woken: Woken::Nothing };
             }
         },
     };
-    let mut pipe = redis::pipe();
-    pipe.cmd("BLPOP").arg(shared.keys.wake()).arg(block.as_secs_f64());
-    if want > 0 {
-        let mut fetch = shared.call(ScriptName::Fetch);
-        fetch.arg(want).arg(wake_lease(&shared).as_millis() as u64).arg(&shared.id).arg(PROMOTE_LIMIT);
-        pipe.add_command(fetch.command().clone());
-    }
-    let replies: redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> =
-        pipe.ignore_errors().query_async(&mut conn).await;
-    match replies {
-        Ok(replies) => {
-            let mut replies = replies.into_iter();
-            let marker = replies.next();
-            debug!(worker = %shared.id, woken = matches!(marker, Some(Ok(redis::Value::Array(_)))), "blocking wait ended");
-            // A failed fetch (say NOSCRIPT after a Redis restart) leased
-            // nothing: the worker's own fetch loads the script and retries.
-            let woken = replies.next().and_then(|r| r.ok()).and_then(|v| scripts::parse_fetch(v).ok());
-            WaitEnd { conn: Some(conn), failed: false, woken }
-        }
+    let reply: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+        .arg(shared.keys.handoff())
+        .arg(shared.keys.wake())
+        .arg(block.as_secs_f64())
+        .query_async(&mut conn)
+        .await;
+    match reply {
+        Ok(Some((list, item))) if list == shared.keys.handoff() => match scripts::parse_handoff(&item) {
+            Ok(job) => {
+                debug!(worker = %shared.id, job = %job.id, "took a handed-over job");
+                WaitEnd { conn: Some(conn), failed: false, woken: Woken::Job(job) }
+            }
+            Err(e) => {
+                // Not ours to run: its lease runs out and the reaper returns it.
+                warn!(worker = %shared.id, error = %e, "skipping an unreadable hand-off record");
+                WaitEnd { conn: Some(conn), failed: false, woken: Woken::Marker }
+            }
+        },
+        Ok(Some(_)) => WaitEnd { conn: Some(conn), failed: false, woken: Woken::Marker },
+        Ok(None) => WaitEnd { conn: Some(conn), failed: false, woken: Woken::Nothing },
         Err(e) => {
-            // A dead or timed-out socket: drop it and reconnect next time. Jobs
-            // the fetch may have leased are reaped once their short lease ends.
+            // A dead or timed-out socket: drop it and reconnect next time. A job
+            // handed over meanwhile is returned by the reaper once its short
+            // lease ends.
             warn!(worker = %shared.id, error = %e, "blocking wait failed; reconnecting");
             client_id.store(-1, Ordering::Relaxed);
             tokio::time::sleep(retry).await;
-            WaitEnd { conn: None, failed: true, woken: None }
+            WaitEnd { conn: None, failed: true, woken: Woken::Nothing }
         }
     }
 }

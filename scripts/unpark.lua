@@ -1,0 +1,30 @@
+-- unpark: a stopping worker no longer takes hand-offs (see add.lua).
+-- ARGV[3] = its parking member. When no other worker is parked, the jobs left
+-- on the hand-off list go back to the head of waiting, unrun and without
+-- using an attempt. Returns how many went back.
+local now, now_text = clock()
+redis.call('ZREM', K_PARKED, ARGV[3])
+if redis.call('ZCOUNT', K_PARKED, now_text, '+inf') > 0 then
+  return 0
+end
+local back = {}
+local records = redis.call('LRANGE', K_HANDOFF, 0, -1)
+redis.call('DEL', K_HANDOFF)
+for i = #records, 1, -1 do
+  local id, token = string.match(records[i], '^([^\n]*)\n([^\n]*)\n')
+  local jk = JOB_PREFIX .. id
+  local v = redis.call('HMGET', jk, 'tk', 's', 'at', 'p')
+  if v[1] == token and v[2] == 'active' then
+    redis.call('ZREM', K_ACTIVE, id)
+    redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', (tonumber(v[3]) or 1) - 1)
+    to_waiting(id, v[4], true)
+    back[#back + 1] = id
+  end
+end
+if #back > 0 then
+  if not is_paused() then
+    wake()
+  end
+  emit('ev', 'released', 'ids', table.concat(back, ','))
+end
+return #back
