@@ -1,4 +1,8 @@
--- quern prelude: concatenated in front of every script (see common/src/scripts.rs).
+-- quern prelude: put in front of every script (see common/src/scripts.rs).
+-- Everything above the first `-- @block` line goes in front of every script;
+-- a block goes in only when the script (or a block that goes in) mentions
+-- one of the names on its `-- @block` line: defining helpers a script never
+-- calls costs Redis CPU on every call. A block may only use blocks above it.
 -- Every script gets the same KEYS, all inside one hash tag, so one call touches
 -- one cluster slot. Job hashes live at JOB_PREFIX .. id, in that same slot.
 local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
@@ -23,6 +27,7 @@ local HISTORY_LIMIT = 25
 -- Arguments handed to one variadic command; keeps unpack() inside Lua's C stack.
 local CHUNK = 1000
 
+-- @block clock
 -- Redis time in milliseconds: due times and leases never trust client clocks.
 -- Returns the number and its decimal text. The text is built with string
 -- operations because Redis turns a Lua number given to redis.call into text
@@ -34,11 +39,13 @@ local function clock()
   return tonumber(t[1]) * 1000 + tonumber(ms), t[1] .. ms
 end
 
+-- @block now_ms
 local function now_ms()
   local now = clock()
   return now
 end
 
+-- @block call_chunked
 -- Run `cmd key items...` in chunks.
 local function call_chunked(cmd, key, items)
   for i = 1, #items, CHUNK do
@@ -46,12 +53,14 @@ local function call_chunked(cmd, key, items)
   end
 end
 
+-- @block emit
 local function emit(...)
   if MAX_EVENTS ~= '0' then
     redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAX_EVENTS, '*', ...)
   end
 end
 
+-- @block wake
 -- Wake one blocked worker. The list never holds more than one marker; a worker
 -- that finds more work after fetching passes the marker on.
 local function wake()
@@ -60,6 +69,7 @@ local function wake()
   end
 end
 
+-- @block to_waiting
 -- Make `id` waiting. Priority 0 (the default and the highest) lives on a list,
 -- FIFO; other priorities live in a sorted set scored by (priority, sequence).
 -- `front` puts a job back at the head of its priority (released or stalled).
@@ -78,6 +88,7 @@ local function to_waiting(id, prio, front)
   end
 end
 
+-- @block to_delayed
 -- Schedule `id` at `due` (ms); wake a worker if it became the earliest timer,
 -- so blocked workers shorten their wait.
 local function to_delayed(id, due)
@@ -88,6 +99,7 @@ local function to_delayed(id, due)
   end
 end
 
+-- @block push_history
 local function push_history(jk, entry)
   local raw = redis.call('HGET', jk, 'h')
   local h = {}
@@ -101,6 +113,7 @@ local function push_history(jk, entry)
   redis.call('HSET', jk, 'h', cjson.encode(h))
 end
 
+-- @block PIECE MAX_PIECES PIECE_NAMES put_payload
 -- Payloads of 65 to about 576 bytes are stored in pieces of at most 64 bytes
 -- (fields d, d2 .. d9, and dn = the number of pieces): Redis keeps a hash in its
 -- compact listpack encoding only while every value fits in 64 bytes
@@ -143,6 +156,7 @@ local function put_payload(fields, data)
   fields[#fields + 1] = string.char(48 + #pieces)
 end
 
+-- @block write_plain_job
 -- The hash of a job without priority whose payload is whole (second nil) or
 -- in two pieces, in one HSET and without argument tables (the common jobs).
 local function write_plain_job(jk, name, first, second, opts, state, now_text)
@@ -159,6 +173,7 @@ local function write_plain_job(jk, name, first, second, opts, state, now_text)
   end
 end
 
+-- @block write_job
 -- Create the hash of a new job in `state` ('waiting' or 'delayed').
 -- Payloads of one or two pieces without a priority, the common jobs, skip the
 -- general path: building argument tables costs more Redis CPU than the HSET.
@@ -199,6 +214,7 @@ local function write_job(jk, name, data, opts, prio, state, now_text)
   redis.call('HSET', jk, unpack(fields))
 end
 
+-- @block write_split_job
 -- Create the hash of a new job whose payload the client sent as head and
 -- tail: two pieces of at most 64 bytes each (tail ~= ''), or the whole
 -- payload in head (tail == ''). Cutting is the client's work: in Lua it cost
@@ -213,6 +229,7 @@ local function write_split_job(jk, name, head, tail, opts, prio, state, now_text
   end
 end
 
+-- @block is_paused
 local function is_paused()
   return redis.call('HEXISTS', K_META, 'paused') == 1
 end

@@ -1,5 +1,6 @@
 //! The registry of Lua scripts. Each file in `scripts/` performs one atomic
-//! state move; `scripts/prelude.lua` is prepended to every one of them.
+//! state move; `scripts/prelude.lua` is put in front of every one of them,
+//! with only the helper blocks the script uses (see [`with_prelude`]).
 //!
 //! Scripts are called by SHA (`EVALSHA`); when Redis answers `NOSCRIPT` (after
 //! a restart or a `SCRIPT FLUSH`) the script is loaded and the call sent again.
@@ -13,14 +14,57 @@ use redis::{Cmd, FromRedisValue, RedisError, ToRedisArgs, Value};
 use crate::keys::QueueKeys;
 use crate::{Error, Result};
 
+const PRELUDE: &str = include_str!("../../scripts/prelude.lua");
+
 macro_rules! lua {
     ($file:literal) => {
-        concat!(
-            include_str!("../../scripts/prelude.lua"),
-            "\n",
-            include_str!(concat!("../../scripts/", $file))
-        )
+        include_str!(concat!("../../scripts/", $file))
     };
+}
+
+/// `body` with the prelude in front: its header (everything above the first
+/// `-- @block` line), then those of its blocks that `body` needs. A block is
+/// needed when `body`, or a block needed, mentions a name listed on its
+/// `-- @block` line; blocks only use blocks above them, so one pass from the
+/// last block up finds them all. Defining unused helpers cost about 20,000
+/// Redis instructions per call.
+pub fn with_prelude(prelude: &str, body: &str) -> String {
+    let mut parts = prelude.split("\n-- @block ");
+    let header = parts.next().unwrap_or_default();
+    let blocks: Vec<(Vec<&str>, &str)> = parts
+        .map(|block| {
+            let (names, _) = block.split_once('\n').unwrap_or((block, ""));
+            (names.split_whitespace().collect(), block)
+        })
+        .collect();
+    let mut needed = vec![false; blocks.len()];
+    let mut text = body.to_owned();
+    for (i, (names, block)) in blocks.iter().enumerate().rev() {
+        if names.iter().any(|n| mentions(&text, n)) {
+            needed[i] = true;
+            text.push_str(block);
+        }
+    }
+    let mut out = String::from(header);
+    for (i, (_, block)) in blocks.iter().enumerate() {
+        if needed[i] {
+            out.push_str("\n-- @block ");
+            out.push_str(block);
+        }
+    }
+    out.push('\n');
+    out.push_str(body);
+    out
+}
+
+/// Whether `text` holds `name` as a whole Lua identifier.
+fn mentions(text: &str, name: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    text.match_indices(name).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + name.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
 }
 
 /// One script per state move.
@@ -98,6 +142,13 @@ impl ScriptName {
 
     /// The full source (prelude included).
     pub fn source(self) -> &'static str {
+        static SOURCES: LazyLock<Vec<(ScriptName, String)>> =
+            LazyLock::new(|| ScriptName::ALL.iter().map(|n| (*n, with_prelude(PRELUDE, n.body()))).collect());
+        SOURCES.iter().find(|(n, _)| *n == self).map(|(_, s)| s.as_str()).expect("every script is registered")
+    }
+
+    /// The script's own file, without the prelude.
+    fn body(self) -> &'static str {
         match self {
             ScriptName::Add => lua!("add.lua"),
             ScriptName::Fetch => lua!("fetch.lua"),
@@ -392,7 +443,7 @@ mod tests {
     fn every_script_has_the_prelude_and_a_distinct_sha() {
         let mut shas = std::collections::HashSet::new();
         for n in ScriptName::ALL {
-            assert!(n.source().contains("local function now_ms()"), "{}", n.file_stem());
+            assert!(n.source().contains("local JOB_PREFIX = ARGV[1]"), "{}", n.file_stem());
             assert!(shas.insert(n.sha()), "{}", n.file_stem());
         }
     }
@@ -469,5 +520,40 @@ mod tests {
         assert_eq!(job.payload, "{\"a\":\n1}");
         assert!(parse_handoff("7\n42\n1\nemail\n").is_err());
         assert!(parse_handoff("7\n42\nx\nemail\n\n{}").is_err());
+    }
+
+    #[test]
+    fn a_script_gets_the_prelude_blocks_it_uses_and_those_they_use() {
+        let prelude = "local K = KEYS[1]\n-- @block a\nlocal function a() end\n-- @block b B2\nlocal B2 = 2\nlocal function b() a() end\n-- @block c\nlocal function c() end";
+        let only_b = with_prelude(prelude, "return B2");
+        assert!(only_b.starts_with("local K = KEYS[1]\n"));
+        assert!(only_b.contains("function a()") && only_b.contains("function b()"), "b uses a: {only_b}");
+        assert!(!only_b.contains("function c()"), "{only_b}");
+        assert!(only_b.ends_with("\nreturn B2"));
+        let none = with_prelude(prelude, "local abc = 1 -- also bc\nreturn abc");
+        assert!(!none.contains("function"), "whole names only: {none}");
+        assert_eq!(with_prelude(prelude, "return 1"), "local K = KEYS[1]\nreturn 1");
+    }
+
+    #[test]
+    fn every_script_gets_the_helpers_it_calls() {
+        let helpers =
+            ["clock", "now_ms", "emit", "wake", "to_waiting", "push_history", "is_paused", "write_split_job"];
+        for n in ScriptName::ALL {
+            for h in helpers {
+                if mentions(n.body(), &format!("{h}(")[..h.len()]) {
+                    assert!(
+                        n.source().contains(&format!("local function {h}(")),
+                        "{} calls {h}",
+                        n.file_stem()
+                    );
+                }
+            }
+        }
+        assert!(!ScriptName::Claim.source().contains("local function write_job("));
+        assert!(
+            ScriptName::Add.source().contains("local function write_plain_job("),
+            "write_split_job uses it"
+        );
     }
 }
