@@ -56,12 +56,10 @@ end
 -- stall. Returns whether the job was handed over.
 local function hand_off(id, name, head, tail, opts)
   local parked = redis.call('ZRANGEBYSCORE', K_PARKED, now_text, '+inf', 'LIMIT', '0', '1')
-  if #parked == 0 or redis.call('EXISTS', K_WAIT, K_PRIO) > 0 or is_paused() then
-    return false
-  end
-  -- At most one job waits on the hand-off list per parked worker.
-  local pending = redis.call('LLEN', K_HANDOFF)
-  if pending > 0 and pending >= redis.call('ZCOUNT', K_PARKED, now_text, '+inf') then
+  -- Nothing waiting (no queue jumping) and no hand-off pending (one at a time:
+  -- an add meanwhile wakes a worker instead). A paused queue has no parkings:
+  -- pause.lua clears them and fetch.lua does not park a paused worker.
+  if #parked == 0 or redis.call('EXISTS', K_WAIT, K_PRIO, K_HANDOFF) > 0 then
     return false
   end
   local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))

@@ -1,7 +1,11 @@
 -- pause: ARGV[3] = '1' stops workers from fetching this queue, '0' resumes.
--- Jobs already active finish normally. Returns OK.
+-- Jobs already active finish normally; a job handed to a parked worker
+-- before the pause still runs. Returns OK.
 if ARGV[3] == '1' then
   redis.call('HSET', K_META, 'paused', 1)
+  -- No add hands a job to a parked worker of a paused queue (see add.lua);
+  -- workers park again when they fetch after the resume.
+  redis.call('DEL', K_PARKED)
   emit('ev', 'paused')
 else
   redis.call('HDEL', K_META, 'paused')

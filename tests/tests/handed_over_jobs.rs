@@ -53,7 +53,7 @@ async fn one_job_added_while_a_worker_is_parked_is_leased_by_the_add_and_handed_
     assert_eq!(handed[0].payload, "\"a\\nb\"", "the payload comes whole, newlines and all");
     assert_eq!(Some(handed[0].token.clone()), m.field(&first, "tk").await);
 
-    // One hand-off waits per parked worker: the next add goes to waiting.
+    // One hand-off pending at a time: the next add goes to waiting (and wakes).
     let second = q.add("sleep", &1u64).await.unwrap().id;
     assert_eq!(q.job(&second).await.unwrap().unwrap().state, JobState::Waiting);
     // With jobs waiting, a new add never jumps the queue, parked workers or not.
@@ -84,6 +84,7 @@ async fn nothing_is_handed_over_on_a_paused_queue_in_a_batch_or_when_delayed() {
     assert_eq!(m.wait_list().await.len(), 2, "a batch goes to waiting, its workers are woken");
     m.fetch(10, Duration::from_secs(30), "w9").await;
     q.pause().await.unwrap();
+    assert!(m.parked().await.is_empty(), "pausing clears the parkings");
     let paused = q.add("sleep", &1u64).await.unwrap().id;
     assert_eq!(q.job(&paused).await.unwrap().unwrap().state, JobState::Waiting);
     assert!(m.handoffs().await.is_empty());
