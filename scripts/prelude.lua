@@ -60,6 +60,11 @@ local function emit(...)
   end
 end
 
+-- @block is_paused
+local function is_paused()
+  return redis.call('HEXISTS', K_META, 'paused') == 1
+end
+
 -- @block wake
 -- Wake one blocked worker. The list never holds more than one marker; a worker
 -- that finds more work after fetching passes the marker on.
@@ -96,6 +101,25 @@ local function to_delayed(id, due)
   local first = redis.call('ZRANGE', K_DELAYED, 0, 0)
   if first[1] == id then
     wake()
+  end
+end
+
+-- @block requeue announce_released
+-- Put leased job `id` back at the head of waiting, unrun: the lease ends and
+-- the attempt it counted is given back.
+local function requeue(id, jk, attempt, prio)
+  redis.call('ZREM', K_ACTIVE, id)
+  redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', attempt - 1)
+  to_waiting(id, prio, true)
+end
+
+-- Tell that jobs `ids` went back to waiting unrun, and wake a worker for them.
+local function announce_released(ids)
+  if #ids > 0 then
+    if not is_paused() then
+      wake()
+    end
+    emit('ev', 'released', 'ids', table.concat(ids, ','))
   end
 end
 
@@ -227,9 +251,4 @@ local function write_split_job(jk, name, head, tail, opts, prio, state, now_text
   else
     write_plain_job(jk, name, head, tail, opts, state, now_text)
   end
-end
-
--- @block is_paused
-local function is_paused()
-  return redis.call('HEXISTS', K_META, 'paused') == 1
 end

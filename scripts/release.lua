@@ -11,16 +11,9 @@ for b = #ARGV - 1, 3, -2 do
     local attempt = tonumber(v[4]) or 1
     push_history(jk, { n = attempt, out = 'released', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token,
       err = 'worker shut down before the job finished' })
-    redis.call('ZREM', K_ACTIVE, id)
-    redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', attempt - 1)
-    to_waiting(id, v[6], true)
+    requeue(id, jk, attempt, v[6])
     released[#released + 1] = id
   end
 end
-if #released > 0 then
-  if not is_paused() then
-    wake()
-  end
-  emit('ev', 'released', 'ids', table.concat(released, ','))
-end
+announce_released(released)
 return #released

@@ -1,20 +1,30 @@
--- renew: extend the leases a worker holds, in one call.
--- ARGV[3] = lease ms, then id, token per job.
+-- renew: extend the leases a worker holds, in one call; also how a worker
+-- claims a job handed over to it (see add.lua).
+-- ARGV[3] = lease ms, ARGV[4] = worker id to record as the jobs' worker ('' =
+-- leave it: plain renewal), then id, token per job.
 -- Returns the ids whose lease is lost (token taken over, job gone or no longer active).
 local now = now_ms()
 local deadline = now + tonumber(ARGV[3])
-local lost, renewed = {}, {}
-for b = 4, #ARGV, 2 do
+local claimer = ARGV[4]
+local lost, renewed, claimed = {}, {}, {}
+for b = 5, #ARGV, 2 do
   local id, token = ARGV[b], ARGV[b + 1]
   local v = redis.call('HMGET', JOB_PREFIX .. id, 'tk', 's')
   if v[1] == token and v[2] == 'active' then
     renewed[#renewed + 1] = deadline
     renewed[#renewed + 1] = id
+    if claimer ~= '' then
+      redis.call('HSET', JOB_PREFIX .. id, 'w', claimer)
+      claimed[#claimed + 1] = id
+    end
   else
     lost[#lost + 1] = id
   end
 end
 for i = 1, #renewed, CHUNK do
   redis.call('ZADD', K_ACTIVE, 'XX', unpack(renewed, i, math.min(i + CHUNK - 1, #renewed)))
+end
+if #claimed > 0 then
+  emit('ev', 'active', 'ids', table.concat(claimed, ','), 'worker', claimer)
 end
 return lost

@@ -2,7 +2,7 @@
 -- ARGV[3] = its parking member. When no other worker is parked, the jobs left
 -- on the hand-off list go back to the head of waiting, unrun and without
 -- using an attempt. Returns how many went back.
-local now, now_text = clock()
+local _, now_text = clock()
 redis.call('ZREM', K_PARKED, ARGV[3])
 if redis.call('ZCOUNT', K_PARKED, now_text, '+inf') > 0 then
   return 0
@@ -15,16 +15,9 @@ for i = #records, 1, -1 do
   local jk = JOB_PREFIX .. id
   local v = redis.call('HMGET', jk, 'tk', 's', 'at', 'p')
   if v[1] == token and v[2] == 'active' then
-    redis.call('ZREM', K_ACTIVE, id)
-    redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', (tonumber(v[3]) or 1) - 1)
-    to_waiting(id, v[4], true)
+    requeue(id, jk, tonumber(v[3]) or 1, v[4])
     back[#back + 1] = id
   end
 end
-if #back > 0 then
-  if not is_paused() then
-    wake()
-  end
-  emit('ev', 'released', 'ids', table.concat(back, ','))
-end
+announce_released(back)
 return #back

@@ -79,7 +79,8 @@ pub enum ScriptName {
     Complete,
     /// Record a failed attempt: retry later or dead-letter.
     Fail,
-    /// Renew every lease a worker holds.
+    /// Renew every lease a worker holds, or claim jobs taken from the
+    /// hand-off list (recording the worker).
     Renew,
     /// Recover expired leases and trim old completed jobs.
     Reap,
@@ -95,15 +96,13 @@ pub enum ScriptName {
     Pause,
     /// Enqueue one scheduler tick at most once (watermark in the queue's slot).
     Tick,
-    /// Claim jobs taken from the hand-off list and extend their leases.
-    Claim,
     /// Stop taking hand-offs; return unclaimed ones when no worker is parked.
     Unpark,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 14] = [
+    pub const ALL: [ScriptName; 13] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -116,7 +115,6 @@ impl ScriptName {
         ScriptName::DeadLetter,
         ScriptName::Pause,
         ScriptName::Tick,
-        ScriptName::Claim,
         ScriptName::Unpark,
     ];
 
@@ -135,7 +133,6 @@ impl ScriptName {
             ScriptName::DeadLetter => "dead_letter",
             ScriptName::Pause => "pause",
             ScriptName::Tick => "tick",
-            ScriptName::Claim => "claim",
             ScriptName::Unpark => "unpark",
         }
     }
@@ -162,7 +159,6 @@ impl ScriptName {
             ScriptName::DeadLetter => lua!("dead_letter.lua"),
             ScriptName::Pause => lua!("pause.lua"),
             ScriptName::Tick => lua!("tick.lua"),
-            ScriptName::Claim => lua!("claim.lua"),
             ScriptName::Unpark => lua!("unpark.lua"),
         }
     }
@@ -550,7 +546,7 @@ mod tests {
                 }
             }
         }
-        assert!(!ScriptName::Claim.source().contains("local function write_job("));
+        assert!(!ScriptName::Renew.source().contains("local function write_job("));
         assert!(
             ScriptName::Add.source().contains("local function write_plain_job("),
             "write_split_job uses it"

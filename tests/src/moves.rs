@@ -137,8 +137,13 @@ impl Mover {
 
     /// Renew `(id, token)` leases; returns the ids whose lease is lost.
     pub async fn renew(&self, lease: Duration, jobs: &[(&str, &str)]) -> Vec<String> {
+        self.renew_recording(lease, "", jobs).await
+    }
+
+    /// Renew leases, recording `worker` as the jobs' worker unless it is ''.
+    async fn renew_recording(&self, lease: Duration, worker: &str, jobs: &[(&str, &str)]) -> Vec<String> {
         let mut call = self.call(ScriptName::Renew);
-        call.arg(lease.as_millis() as u64);
+        call.arg(lease.as_millis() as u64).arg(worker);
         for (id, token) in jobs {
             call.arg(*id).arg(*token);
         }
@@ -188,12 +193,7 @@ impl Mover {
 
     /// Claim handed-over `(id, token)` leases for `worker`; the lost ids.
     pub async fn claim(&self, lease: Duration, worker: &str, jobs: &[(&str, &str)]) -> Vec<String> {
-        let mut call = self.call(ScriptName::Claim);
-        call.arg(lease.as_millis() as u64).arg(worker);
-        for (id, token) in jobs {
-            call.arg(*id).arg(*token);
-        }
-        call.run(&mut self.conn.clone()).await.expect("claim")
+        self.renew_recording(lease, worker, jobs).await
     }
 
     /// Unpark `member`; how many unclaimed hand-offs went back to waiting.

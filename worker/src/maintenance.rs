@@ -33,7 +33,7 @@ pub(crate) fn spawn_renewer(shared: Arc<Shared>) -> JoinHandle<()> {
 }
 
 async fn renew_all(shared: &Shared) -> quern_common::Result<()> {
-    renew(shared, shared.held_leases()).await
+    renew(shared, shared.held_leases(), "").await
 }
 
 /// Claim a job taken from the hand-off list (see [`crate::waker`]): record
@@ -41,26 +41,22 @@ async fn renew_all(shared: &Shared) -> quern_common::Result<()> {
 /// background. A lost lease is flagged like the renewer's.
 pub(crate) fn claim_handed_over(shared: Arc<Shared>, lease: (String, String)) {
     tokio::spawn(async move {
-        let mut call = shared.call(ScriptName::Claim);
-        call.arg(shared.settings.lease.as_millis() as u64).arg(&shared.id).arg(&lease.0).arg(&lease.1);
-        match call.run::<Vec<String>, _>(&mut shared.conn.clone()).await {
-            Ok(lost) => flag_lost(&shared, lost),
-            Err(e) => {
-                warn!(worker = %shared.id, error = %e, "claiming a handed-over job failed; the renewer retries")
-            }
+        if let Err(e) = renew(&shared, vec![lease], &shared.id).await {
+            warn!(worker = %shared.id, error = %e, "claiming a handed-over job failed; the renewer retries");
         }
     });
 }
 
-/// Renew the leases `(id, token)` to the full lease, flagging the lost ones.
-async fn renew(shared: &Shared, held: Vec<(String, String)>) -> quern_common::Result<()> {
+/// Renew the leases `(id, token)` to the full lease, flagging the lost ones;
+/// `claimer` (unless '') is recorded as the jobs' worker.
+async fn renew(shared: &Shared, held: Vec<(String, String)>, claimer: &str) -> quern_common::Result<()> {
     if held.is_empty() {
         return Ok(());
     }
     let mut conn = shared.conn.clone();
     for chunk in held.chunks(RENEW_CHUNK) {
         let mut call = shared.call(ScriptName::Renew);
-        call.arg(shared.settings.lease.as_millis() as u64);
+        call.arg(shared.settings.lease.as_millis() as u64).arg(claimer);
         for (id, token) in chunk {
             call.arg(id).arg(token);
         }
