@@ -52,7 +52,7 @@ end
 -- which the parked workers block on. The job reaches a handler without the
 -- waiting list, a wake-up marker or a fetch call. The lease is the short one
 -- the worker registered; the worker claims the job and extends it on receipt
--- (claim.lua), and the reaper returns a job nobody claimed without counting a
+-- (renew.lua), and the reaper returns a job nobody claimed without counting a
 -- stall. Returns whether the job was handed over.
 local function hand_off(id, name, head, tail, opts)
   local parked = redis.call('ZRANGEBYSCORE', K_PARKED, now_text, '+inf', 'LIMIT', '0', '1')

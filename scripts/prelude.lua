@@ -104,13 +104,18 @@ local function to_delayed(id, due)
   end
 end
 
--- @block requeue announce_released
--- Put leased job `id` back at the head of waiting, unrun: the lease ends and
--- the attempt it counted is given back.
-local function requeue(id, jk, attempt, prio)
-  redis.call('ZREM', K_ACTIVE, id)
+-- @block back_to_waiting requeue announce_released
+-- Put job `id` back at the head of waiting, unrun: its lease token is cleared
+-- and the attempt the lease counted is given back.
+local function back_to_waiting(id, jk, attempt, prio)
   redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', attempt - 1)
   to_waiting(id, prio, true)
+end
+
+-- The same for a job still in the active set.
+local function requeue(id, jk, attempt, prio)
+  redis.call('ZREM', K_ACTIVE, id)
+  back_to_waiting(id, jk, attempt, prio)
 end
 
 -- Tell that jobs `ids` went back to waiting unrun, and wake a worker for them.

@@ -8,7 +8,8 @@ local max_stalls = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, limit)
 local recovered, dead = {}, {}
-local unclaimed, any_unclaimed = {}, false
+-- Hand-off records ('id\ntoken\n' heads) of the jobs returned unclaimed.
+local unclaimed = {}
 for _, id in ipairs(expired) do
   local jk = JOB_PREFIX .. id
   redis.call('ZREM', K_ACTIVE, id)
@@ -19,11 +20,9 @@ for _, id in ipairs(expired) do
     local attempt = tonumber(v[3]) or 1
     push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, tk = v[7],
       err = 'handed to a waiting worker that did not take it in time' })
-    redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', attempt - 1)
-    to_waiting(id, v[5], true)
+    back_to_waiting(id, jk, attempt, v[5])
     recovered[#recovered + 1] = id
     unclaimed[id .. '\n' .. v[7] .. '\n'] = true
-    any_unclaimed = true
   elseif v[1] == 'active' then
     local stalls = (tonumber(v[6]) or 0) + 1
     local attempt = tonumber(v[3]) or 1
@@ -42,7 +41,7 @@ for _, id in ipairs(expired) do
     end
   end
 end
-if any_unclaimed then
+if next(unclaimed) then
   for _, record in ipairs(redis.call('LRANGE', K_HANDOFF, 0, -1)) do
     local head = string.match(record, '^[^\n]*\n[^\n]*\n')
     if head and unclaimed[head] then

@@ -407,7 +407,7 @@ impl Worker {
                     }
                 }
                 Some(f) = done_rx.recv() => self.settle(f, &mut outbox),
-                (_, woken) = waker.woken(), if waker.armed().is_some() => {
+                woken = waker.woken(), if waker.armed().is_some() => {
                     unblock_at = None;
                     match woken {
                         Woken::Job(job) if stopping => self.hand_back(vec![job]).await,

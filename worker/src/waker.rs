@@ -98,9 +98,9 @@ impl Waker {
     }
 
     /// Wait for the armed wait to end (hand-off, marker, idle timeout or
-    /// unblock); gives the slots it had been promised and what it took.
+    /// unblock); gives what it took, and releases the slots promised to it.
     /// Cancel-safe: the wait goes on if this future is dropped.
-    pub(crate) async fn woken(&mut self) -> (usize, Woken) {
+    pub(crate) async fn woken(&mut self) -> Woken {
         let Some(wait) = self.wait.as_mut() else {
             return std::future::pending().await;
         };
@@ -112,7 +112,7 @@ impl Waker {
         } else {
             Duration::from_millis(100)
         };
-        (self.want, end.woken)
+        end.woken
     }
 
     /// The Redis client id of the blocking connection, once connected.
@@ -129,13 +129,13 @@ impl Waker {
 }
 
 /// The lease of a job handed over by an add, until the worker claims it.
-pub(crate) fn wake_lease(shared: &Shared) -> Duration {
+fn handoff_lease(shared: &Shared) -> Duration {
     (shared.config.response_timeout * 2).max(Duration::from_millis(200)).min(shared.settings.lease)
 }
 
 /// How this worker registers as parked: `<hand-off lease ms> <worker id>`.
 pub(crate) fn parking(shared: &Shared) -> String {
-    format!("{} {}", wake_lease(shared).as_millis(), shared.id)
+    format!("{} {}", handoff_lease(shared).as_millis(), shared.id)
 }
 
 /// How long a parking holds: past the end of the blocking wait that follows it.
