@@ -1,17 +1,28 @@
--- quern prelude: put in front of every script (see common/src/scripts.rs).
--- Everything above the first `-- @block` line goes in front of every script;
--- a block goes in only when the script (or a block that goes in) mentions
--- one of the names on its `-- @block` line: defining helpers a script never
--- calls costs Redis CPU on every call. A block may only use blocks above it.
+-- quern prelude: the helpers every script may use (see common/src/scripts.rs).
+-- Loaded two ways. As a Redis Function library (Redis 7.0+): this file once,
+-- then each script as a function whose body starts with bind(KEYS, ARGV);
+-- the helpers are defined once, at load, instead of on every call. As
+-- EVALSHA scripts (Redis 6.2, or where FCALL is refused): each script gets
+-- everything above the first `-- @block` line, then only the blocks it (or a
+-- block it gets) mentions by one of the names on their `-- @block` line, as
+-- defining helpers costs Redis CPU on every call. A block may only use blocks
+-- above it.
 -- Every script gets the same KEYS, all inside one hash tag, so one call touches
 -- one cluster slot. Job hashes live at JOB_PREFIX .. id, in that same slot.
-local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE
 -- Workers parked on their wait (sorted set) and the jobs adds handed to them
 -- (list); see add.lua and fetch.lua. Keep in sync with common/src/keys.rs.
-local K_PARKED, K_HANDOFF = K_WAKE .. ':parked', K_WAKE .. ':handoff'
-local JOB_PREFIX = ARGV[1]
-local MAX_EVENTS = ARGV[2]
+local K_PARKED, K_HANDOFF
+local JOB_PREFIX, MAX_EVENTS
+
+-- Point the names above at this call's keys and first two arguments. Calls
+-- run one at a time, so names shared by the calls of a library are safe.
+local function bind(keys, argv)
+  K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
+    keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
+  K_PARKED, K_HANDOFF = K_WAKE .. ':parked', K_WAKE .. ':handoff'
+  JOB_PREFIX, MAX_EVENTS = argv[1], argv[2]
+end
 
 -- Kept at +inf in K_ACTIVE: a member over 64 bytes keeps the set in skiplist
 -- encoding, where adding and removing leases does not scan the whole set. Not a

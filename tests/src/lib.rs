@@ -87,6 +87,21 @@ pub async fn raw_connection(config: &RedisConfig) -> redis::aio::MultiplexedConn
         .expect("connect to the test Redis")
 }
 
+/// Calls of command `cmd` (lower case, e.g. `"blpop"`) so far, read from an
+/// `INFO commandstats` reply.
+pub fn command_calls(info: &str, cmd: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Script calls (`FCALL` and `EVALSHA`) so far, from an `INFO commandstats` reply.
+pub fn script_calls(info: &str) -> u64 {
+    command_calls(info, "fcall") + command_calls(info, "evalsha")
+}
+
 /// Poll `check` every 20 ms until it returns `Some`, at most `limit`; panics
 /// with `what` when time runs out.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T

@@ -127,15 +127,12 @@ async fn a_frozen_worker_loses_its_lease_and_its_late_result_is_discarded() {
     rescuer.kill9().await.unwrap();
 }
 
-/// Renewal calls per second on a private server, from `INFO commandstats`.
-async fn evalsha_calls(cfg: &RedisConfig) -> u64 {
+/// Script calls so far on a private server (`FCALL` and `EVALSHA`), from
+/// `INFO commandstats`.
+async fn script_calls(cfg: &RedisConfig) -> u64 {
     let mut conn = quern_tests::raw_connection(cfg).await;
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    quern_tests::script_calls(&info)
 }
 
 #[tokio::test]
@@ -169,9 +166,9 @@ async fn one_timer_renews_every_held_lease_in_one_call_and_a_short_lease_holds_a
     // While the 20 jobs run, count script calls: renewals (one per third of
     // the lease) and reaper passes (every second), nothing per job.
     let window = Duration::from_secs(2);
-    let before = evalsha_calls(&cfg).await;
+    let before = script_calls(&cfg).await;
     tokio::time::sleep(window).await;
-    let calls = evalsha_calls(&cfg).await - before;
+    let calls = script_calls(&cfg).await - before;
     let renew_ticks = window.as_millis() / (lease.as_millis() / 3);
     let reap_ticks = window.as_millis() / 1000;
     println!(

@@ -541,4 +541,13 @@ async fn scripts_are_reloaded_after_redis_forgets_them() {
         [quern_producer::NewJob::new("job", &1).unwrap(), quern_producer::NewJob::new("job", &2).unwrap()];
     assert_eq!(q.add_bulk(&bulk).await.expect("pipelined calls reload too").len(), 2);
     assert_eq!(q.counts().await.unwrap().waiting, 4);
+    // The same for the Function library (Redis 7.0+), single and pipelined.
+    let _: () = redis::cmd("FUNCTION").arg("FLUSH").query_async(&mut raw).await.unwrap();
+    q.add("job", &()).await.expect("\"Function not found\" is answered by loading the library");
+    let _: () = redis::cmd("FUNCTION").arg("FLUSH").query_async(&mut raw).await.unwrap();
+    assert_eq!(q.add_bulk(&bulk).await.expect("pipelined calls reload the library too").len(), 2);
+    assert_eq!(q.counts().await.unwrap().waiting, 7);
+    assert!(quern_common::scripts::calls_functions(), "this Redis runs functions");
+    let libs: Vec<redis::Value> = redis::cmd("FUNCTION").arg("LIST").query_async(&mut raw).await.unwrap();
+    assert_eq!(libs.len(), 1, "one library, loaded again after each flush");
 }

@@ -136,13 +136,8 @@ async fn an_idle_worker_does_not_poll_redis() {
     let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut conn).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
-    let calls = |cmd: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-    };
-    let (evalsha, blpop) = (calls("evalsha"), calls("blpop"));
-    assert!(evalsha <= 1, "an idle worker ran {evalsha} scripts in 2 s:\n{info}");
+    let (scripts, blpop) = (quern_tests::script_calls(&info), quern_tests::command_calls(&info, "blpop"));
+    assert!(scripts <= 1, "an idle worker ran {scripts} scripts in 2 s:\n{info}");
     assert!(blpop <= 1, "an idle worker blocks instead of polling, {blpop} BLPOPs in 2 s:\n{info}");
     worker.stop().await;
 }

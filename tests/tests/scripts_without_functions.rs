@@ -1,0 +1,65 @@
+//! Where a Redis refuses Redis Functions (Redis 6.2 does not know `FCALL`;
+//! here an ACL forbids it), quern falls back to `EVALSHA` for the whole
+//! process and everything keeps working. A test binary of its own: the
+//! fallback is process-wide.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use quern_common::JobState;
+use quern_common::scripts;
+use quern_producer::Queue;
+use quern_tests::workers::{RunningWorker, wait_for_state};
+use quern_tests::{TestRedis, command_calls, config_for, raw_connection};
+use quern_worker::{JobContext, JobError, Worker};
+
+#[tokio::test]
+async fn jobs_run_through_evalsha_when_fcall_is_refused() {
+    let server = TestRedis::start();
+    let admin = config_for(&server.url());
+    let mut raw = raw_connection(&admin).await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "legacy", "on", ">pw", "~*", "&*", "+@all", "-fcall", "-fcall_ro", "-function"])
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let legacy_url = server.url().replace("redis://", "redis://legacy:pw@");
+    let cfg = config_for(&legacy_url);
+    assert!(scripts::calls_functions(), "functions are tried first");
+
+    // The first add is refused FCALL, falls back, loads its script and runs.
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let first = q.add("job", &1).await.expect("an add falls back to EVALSHA").id;
+    assert!(!scripts::calls_functions(), "the process now calls EVALSHA");
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let worker = RunningWorker::start(Worker::builder(&cfg, "q").concurrency(4).handler(
+        "job",
+        move |_ctx: JobContext, _n: u64| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                Ok::<(), JobError>(())
+            }
+        },
+    ))
+    .await;
+    let mut ids = vec![first];
+    for n in 2..=20u64 {
+        ids.push(q.add("job", &n).await.unwrap().id);
+    }
+    for id in &ids {
+        wait_for_state(&q, id, JobState::Completed, Duration::from_secs(10)).await;
+    }
+    worker.stop().await;
+    assert_eq!(done.load(Ordering::SeqCst), 20);
+
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.unwrap();
+    assert!(command_calls(&info, "evalsha") >= 40, "adds, fetches and completions ran as EVALSHA:\n{info}");
+    let functions: u64 =
+        redis::cmd("FUNCTION").arg("LIST").query_async::<Vec<redis::Value>>(&mut raw).await.unwrap().len()
+            as u64;
+    assert_eq!(functions, 0, "no library was loaded");
+}
