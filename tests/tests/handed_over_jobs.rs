@@ -71,6 +71,36 @@ async fn one_job_added_while_a_worker_is_parked_is_leased_by_the_add_and_handed_
 }
 
 #[tokio::test]
+async fn a_handed_over_job_keeps_its_payload_options_and_lease() {
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let m = Mover::new(&cfg, "q").await;
+    // Payloads stored whole, in two pieces, and in many pieces; plain and full adds.
+    let cases = [
+        ("short", JobOptions::new()),
+        (&"x".repeat(100)[..], JobOptions::new()),
+        (&"é".repeat(150)[..], JobOptions::new().job_id("explicit").attempts(4)),
+    ];
+    for (text, options) in cases {
+        m.park("w1", Duration::from_millis(500), Duration::from_secs(60)).await;
+        let before = m.now_ms().await;
+        let id = q.add_with("sleep", &text, options.clone()).await.unwrap().id;
+        let handed = m.handoffs().await;
+        assert_eq!(handed.len(), 1, "{text:.10}: handed over");
+        let job = q.job(&id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.attempts_made), (JobState::Active, 1), "{job:#?}");
+        assert_eq!(job.payload, serde_json::to_string(text).unwrap());
+        assert_eq!(handed[0].payload, job.payload);
+        assert_eq!(job.max_attempts, if id == "explicit" { 4 } else { 3 });
+        assert_eq!(Some(handed[0].token.clone()), m.field(&id, "tk").await);
+        assert!(job.started_at_ms.is_some_and(|t| t >= before), "{job:#?}");
+        // Take it off the list, so the next add may hand over again.
+        m.complete(-1, &[(&id, &handed[0].token, "")]).await;
+        let _: () = redis::AsyncCommands::del(&mut m.conn(), m.keys().handoff()).await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn nothing_is_handed_over_on_a_paused_queue_in_a_batch_or_when_delayed() {
     let cfg = config();
     let q = Queue::connect(&cfg, "q").await.unwrap();
