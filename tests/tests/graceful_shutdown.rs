@@ -52,8 +52,10 @@ async fn sigterm_finishes_short_jobs_hands_long_ones_back_without_an_attempt_and
 
     let signalled = Instant::now();
     worker.signal("TERM").unwrap();
-    // Work added after the signal is not fetched any more.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Work added after the signal is not fetched any more, nor handed over:
+    // the worker unparks at once (see the test below).
+    let m = Mover::new(&cfg, "term").await;
+    unparked(&m).await;
     let late = q.add("chaos", &ChaosJob { sleep_ms: 0, fail_attempts: 0 }).await.unwrap().id;
     let status = worker.wait_exit(Duration::from_secs(10)).await.unwrap();
     let took = signalled.elapsed();
@@ -68,7 +70,6 @@ async fn sigterm_finishes_short_jobs_hands_long_ones_back_without_an_attempt_and
         assert_eq!(job.state, JobState::Completed, "a job finishing within the grace completes: {job:#?}");
         assert_eq!(job.attempts_made, 1);
     }
-    let m = Mover::new(&cfg, "term").await;
     for id in &long {
         let job = q.job(id).await.unwrap().unwrap();
         assert_eq!(job.state, JobState::Waiting, "{job:#?}");
@@ -93,6 +94,52 @@ async fn sigterm_finishes_short_jobs_hands_long_ones_back_without_an_attempt_and
     })
     .await;
     next.kill9().await.unwrap();
+}
+
+async fn unparked(m: &Mover) {
+    eventually(Duration::from_secs(1), "the stopping worker to unpark", || async {
+        m.parked().await.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stopping_worker_unparks_at_once_so_adds_hand_it_nothing() {
+    let cfg = config();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&cfg, dir.path(), "busy");
+    s.concurrency = 1;
+    s.grace = Duration::from_secs(5);
+    // The parking of an idle worker holds for the idle block (and a little).
+    s.idle_block = Duration::from_secs(10);
+    let q = Queue::connect(&cfg, "busy").await.unwrap();
+    let m = Mover::new(&cfg, "busy").await;
+    let mut worker = WorkerProcess::start(binary(), &s, &dir.path().join("w.log")).await.unwrap();
+    eventually(Duration::from_secs(5), "the idle worker to park", || async {
+        (m.parked().await.len() == 1).then_some(())
+    })
+    .await;
+    // Handed over, the long job takes the only slot; the worker stays parked.
+    let long = q.add("chaos", &ChaosJob { sleep_ms: 60_000, fail_attempts: 0 }).await.unwrap().id;
+    eventually(Duration::from_secs(5), "the worker to take the hand-off", || async {
+        m.handoffs().await.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(m.parked().await.len(), 1);
+
+    let signalled = Instant::now();
+    worker.signal("TERM").unwrap();
+    unparked(&m).await;
+    let late = q.add("chaos", &ChaosJob { sleep_ms: 0, fail_attempts: 0 }).await.unwrap().id;
+    assert!(m.handoffs().await.is_empty(), "nothing is handed to the stopping worker");
+    let job = q.job(&late).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempts_made), (JobState::Waiting, 0), "{job:#?}");
+    assert!(signalled.elapsed() < s.grace, "all while the long job still runs");
+
+    let status = worker.wait_exit(Duration::from_secs(15)).await.unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{}", worker.log());
+    assert_eq!(q.job(&long).await.unwrap().unwrap().state, JobState::Waiting);
+    assert_eq!(m.wait_list().await, vec![long, late], "the released job goes in front");
 }
 
 #[tokio::test]

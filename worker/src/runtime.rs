@@ -336,6 +336,9 @@ impl Worker {
         let mut grace_deadline: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
         let mut retry = Duration::from_millis(50);
+        // A fetch that came back short registered this worker as parked (see
+        // scripts/fetch.lua); set when a fetch ends, cleared by unparking.
+        let mut maybe_parked = false;
 
         loop {
             while let Ok(f) = done_rx.try_recv() {
@@ -352,6 +355,13 @@ impl Worker {
                     unblock_at = Some(Instant::now());
                 }
                 reaper.abort();
+            }
+            // A stopping worker takes no hand-offs: unpark as soon as no fetch
+            // is in flight (one could park it again), not at exit, or an add
+            // would hand a job to it that waits out the grace period.
+            if stopping && maybe_parked && reserved == 0 {
+                maybe_parked = false;
+                self.unpark().await;
             }
             if in_flight.len() < MAX_IN_FLIGHT && retry_at.is_none_or(|t| Instant::now() >= t) {
                 retry_at = None;
@@ -377,6 +387,7 @@ impl Worker {
             tokio::select! {
                 Some(rt) = in_flight.next(), if !in_flight.is_empty() => {
                     reserved -= rt.wanted;
+                    maybe_parked |= rt.wanted > 0;
                     match rt.fetched {
                         Ok(fetched) => {
                             retry = Duration::from_millis(50);
