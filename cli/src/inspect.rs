@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use quern_common::{JobInfo, JobState, QueueCounts, RedisConfig};
+use quern_common::{JobInfo, JobState, QueueCounts, RedisConfig, SelfHealingConnection};
 use quern_producer::{Queue, known_queues};
 use serde_json::{Map, Value, json};
 
@@ -81,11 +81,7 @@ pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
         Some(name) => return Err(quern_common::Error::UnknownQueue(name.clone()).into()),
         None => known,
     };
-    let mut all = Vec::with_capacity(names.len());
-    for name in &names {
-        let queue = Queue::builder(config, name).with_connection(conn.clone())?;
-        all.push((name.clone(), queue.counts().await?));
-    }
+    let all = counts_of(config, &conn, names).await?;
     if args.json {
         let object: Map<String, Value> = all.iter().map(|(n, c)| (n.clone(), counts_json(c))).collect();
         outln!("{}", Value::Object(object));
@@ -109,6 +105,20 @@ pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
     }
     out!("{}", t.render());
     Ok(())
+}
+
+/// The counts of each of these queues, over one connection.
+pub(crate) async fn counts_of(
+    config: &RedisConfig,
+    conn: &SelfHealingConnection,
+    names: Vec<String>,
+) -> CliResult<Vec<(String, QueueCounts)>> {
+    let mut all = Vec::with_capacity(names.len());
+    for name in names {
+        let counts = Queue::builder(config, &name).with_connection(conn.clone())?.counts().await?;
+        all.push((name, counts));
+    }
+    Ok(all)
 }
 
 /// A job as JSON, with its payload and result as JSON values when they parse.

@@ -32,6 +32,7 @@ mod enqueue;
 mod error;
 mod inspect;
 mod keyspace;
+mod metrics;
 mod schedules;
 mod table;
 mod worker;
@@ -97,6 +98,10 @@ enum Command {
     Pause(control::QueueArg),
     /// Resume a paused queue.
     Resume(control::QueueArg),
+    /// Serve Prometheus metrics of every queue and schedule under the prefix
+    /// (job counts per state, paused, schedule runs, missed ticks, overdue
+    /// ticks, the last run's outcome) at GET /metrics, or print them once.
+    Metrics(metrics::MetricsArgs),
     /// See quern work: two workers, a producer, retries with backoff, a poisoned job
     /// in the dead-letter list, with a live display (uses REDIS_URL, else a Redis on
     /// 127.0.0.1:6379, else a throwaway redis-server; keys under the prefix quern-demo).
@@ -126,6 +131,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(args) => dlq::run(&config, args).await,
         Command::Pause(args) => control::set_paused(&config, args, true).await,
         Command::Resume(args) => control::set_paused(&config, args, false).await,
+        Command::Metrics(args) => metrics::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await.map_err(CliError::from),
     }
 }

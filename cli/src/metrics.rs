@@ -1,0 +1,282 @@
+//! `quern metrics`: the state of every queue and schedule under the prefix in
+//! Prometheus' text format, served over HTTP or printed once.
+//!
+//! Every scrape reads Redis afresh (a few commands per queue and schedule), so
+//! the exporter holds no state and any number of copies may run. A scrape that
+//! cannot read Redis answers `quern_up 0` rather than failing, so an alert on
+//! `quern_up == 0` tells "Redis is unreachable" apart from "the exporter is down".
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use quern_common::{QueueCounts, RedisConfig, SelfHealingConnection};
+use quern_producer::known_queues;
+use quern_scheduler::{Flag, RunOutcome, ScheduleStatus, Schedules};
+use tokio::sync::Mutex;
+
+use crate::error::{CliError, CliResult};
+
+/// The media type of Prometheus' text exposition format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Options of `quern metrics`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MetricsArgs {
+    /// Address to serve the metrics on, at GET /metrics.
+    #[arg(long, env = "QUERN_METRICS_LISTEN", default_value = "127.0.0.1:9646")]
+    listen: SocketAddr,
+    /// Print the metrics once to stdout and exit (for node_exporter's textfile
+    /// collector, or a look by hand); exits 1, printing nothing, when Redis
+    /// cannot be read.
+    #[arg(long)]
+    once: bool,
+}
+
+/// `quern metrics`.
+pub(crate) async fn run(config: &RedisConfig, args: MetricsArgs) -> CliResult {
+    quern_common::names::validate_prefix(&config.prefix)?;
+    if args.once {
+        let started = Instant::now();
+        let snapshot = read(config, &config.connect().await?).await?;
+        out!("{}", render(Some(&snapshot), started.elapsed()));
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
+    let exporter = Arc::new(Exporter { config: config.clone(), conn: Mutex::new(None) });
+    let app = axum::Router::new()
+        .route("/metrics", get(scrape))
+        .route("/", get(|| async { "quern metrics exporter: GET /metrics\n" }))
+        .with_state(exporter);
+    // The bound address: with port 0 the system picked one.
+    let bound = listener.local_addr().unwrap_or(args.listen);
+    outln!("serving the metrics of prefix {:?} on http://{bound}/metrics", config.prefix);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::worker::termination())
+        .await
+        .map_err(|e| CliError::Failed(format!("serving metrics failed: {e}")))
+}
+
+/// What a scrape needs: the configuration and, once connected, a connection.
+struct Exporter {
+    config: RedisConfig,
+    conn: Mutex<Option<SelfHealingConnection>>,
+}
+
+impl Exporter {
+    /// The connection, opened on the first scrape that finds Redis up, then
+    /// kept (it reconnects by itself).
+    async fn connection(&self) -> quern_common::Result<SelfHealingConnection> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
+        let fresh = self.config.connect().await?;
+        *conn = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
+async fn scrape(State(exporter): State<Arc<Exporter>>) -> impl IntoResponse {
+    let started = Instant::now();
+    let read = match exporter.connection().await {
+        Ok(conn) => read(&exporter.config, &conn).await,
+        Err(e) => Err(e.into()),
+    };
+    let snapshot = read.inspect_err(|e| eprintln!("scrape: cannot read Redis: {e}")).ok();
+    ([(CONTENT_TYPE, TEXT_FORMAT)], render(snapshot.as_ref(), started.elapsed()))
+}
+
+/// What one scrape read from Redis.
+struct Snapshot {
+    queues: Vec<(String, QueueCounts)>,
+    schedules: Vec<ScheduleStatus>,
+}
+
+async fn read(config: &RedisConfig, conn: &SelfHealingConnection) -> CliResult<Snapshot> {
+    let names = known_queues(&mut conn.clone(), &config.prefix).await?;
+    let queues = crate::inspect::counts_of(config, conn, names).await?;
+    let schedules = Schedules::with_connection(conn.clone(), &config.prefix)?.status().await?;
+    Ok(Snapshot { queues, schedules })
+}
+
+/// The outcomes a schedule's last run may have, as `outcome` label values.
+const OUTCOMES: [&str; 6] = ["pending", "running", "completed", "failed", "dead", "gone"];
+
+fn outcome_label(outcome: &RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Pending => "pending",
+        RunOutcome::Running => "running",
+        RunOutcome::Completed => "completed",
+        RunOutcome::Failed { .. } => "failed",
+        RunOutcome::Dead { .. } => "dead",
+        RunOutcome::Gone => "gone",
+    }
+}
+
+/// The exposition text; `None` when Redis could not be read (then only
+/// `quern_up 0` and the scrape's duration).
+fn render(snapshot: Option<&Snapshot>, took: Duration) -> String {
+    let mut out = Families::default();
+    out.family("quern_up", "gauge", "Whether this scrape could read Redis (1) or not (0).");
+    out.sample("quern_up", &[], u8::from(snapshot.is_some()));
+    out.family("quern_scrape_duration_seconds", "gauge", "How long this scrape took.");
+    out.sample("quern_scrape_duration_seconds", &[], took.as_secs_f64());
+    let Some(s) = snapshot else {
+        return out.text;
+    };
+
+    out.family("quern_queue_jobs", "gauge", "Jobs of a queue in each state (failed: the dead-letter list).");
+    for (queue, c) in &s.queues {
+        for (state, n) in [
+            ("waiting", c.waiting),
+            ("delayed", c.delayed),
+            ("active", c.active),
+            ("completed", c.completed),
+            ("failed", c.failed),
+        ] {
+            out.sample("quern_queue_jobs", &[("queue", queue), ("state", state)], n);
+        }
+    }
+    out.family("quern_queue_paused", "gauge", "Whether the queue is paused (1) or not (0).");
+    for (queue, c) in &s.queues {
+        out.sample("quern_queue_paused", &[("queue", queue)], u8::from(c.paused));
+    }
+
+    type Field = fn(&ScheduleStatus) -> Option<f64>;
+    let per_schedule: [(&str, &str, &str, Field); 7] = [
+        ("quern_schedule_enabled", "gauge", "Whether the schedule is enabled (1) or not (0).", |s| {
+            Some(f64::from(u8::from(s.schedule.enabled)))
+        }),
+        (
+            "quern_schedule_next_fire_timestamp_seconds",
+            "gauge",
+            "When the next tick is due (none while disabled).",
+            |s| s.next_fire.map(|t| t.timestamp_millis() as f64 / 1000.0),
+        ),
+        (
+            "quern_schedule_last_tick_timestamp_seconds",
+            "gauge",
+            "The last tick handled (enqueued, or skipped).",
+            |s| s.last_tick.map(|t| t.timestamp_millis() as f64 / 1000.0),
+        ),
+        ("quern_schedule_runs_total", "counter", "Jobs enqueued by the schedule.", |s| Some(s.runs as f64)),
+        (
+            "quern_schedule_missed_ticks",
+            "gauge",
+            "Ticks missed and not acknowledged (quern schedules ack NAME).",
+            |s| Some(s.missed_ticks as f64),
+        ),
+        (
+            "quern_schedule_overlap_skips_total",
+            "counter",
+            "Ticks skipped because the previous run was unfinished.",
+            |s| Some(s.overlap_skips as f64),
+        ),
+        (
+            "quern_schedule_overdue",
+            "gauge",
+            "Whether a tick is well past due with no scheduler handling it (1) or not (0).",
+            |s| Some(f64::from(u8::from(s.flags.iter().any(|f| matches!(f, Flag::Overdue { .. }))))),
+        ),
+    ];
+    for (name, kind, help, field) in per_schedule {
+        out.family(name, kind, help);
+        for st in &s.schedules {
+            if let Some(v) = field(st) {
+                out.sample(name, &[("schedule", &st.schedule.name), ("queue", &st.schedule.queue)], v);
+            }
+        }
+    }
+    out.family(
+        "quern_schedule_last_run",
+        "gauge",
+        "What became of the last enqueued tick's job: 1 for its outcome, 0 for the others (all 0 before the first run).",
+    );
+    for st in &s.schedules {
+        let current = st.last_run.as_ref().map(outcome_label);
+        for outcome in OUTCOMES {
+            let labels = [
+                ("schedule", st.schedule.name.as_str()),
+                ("queue", &st.schedule.queue),
+                ("outcome", outcome),
+            ];
+            out.sample("quern_schedule_last_run", &labels, u8::from(current == Some(outcome)));
+        }
+    }
+    out.text
+}
+
+/// Exposition text under construction.
+#[derive(Default)]
+struct Families {
+    text: String,
+}
+
+impl Families {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                let _ = write!(self.text, "{k}=\"{}\"", escape_label(v));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// A label value as the text format wants it: backslash, double quote and
+/// line feed escaped.
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn an_unreadable_redis_gives_up_0_and_nothing_else() {
+        let text = render(None, Duration::from_millis(5));
+        assert!(text.contains("\nquern_up 0\n"), "{text}");
+        assert!(text.contains("quern_scrape_duration_seconds 0.005\n"), "{text}");
+        assert!(!text.contains("quern_queue_jobs"), "{text}");
+    }
+
+    #[test]
+    fn queues_give_one_sample_per_state() {
+        let counts = QueueCounts { waiting: 3, delayed: 1, active: 2, completed: 7, failed: 1, paused: true };
+        let snapshot = Snapshot { queues: vec![("ops".into(), counts)], schedules: Vec::new() };
+        let text = render(Some(&snapshot), Duration::ZERO);
+        for line in [
+            "quern_up 1",
+            "quern_queue_jobs{queue=\"ops\",state=\"waiting\"} 3",
+            "quern_queue_jobs{queue=\"ops\",state=\"failed\"} 1",
+            "quern_queue_paused{queue=\"ops\"} 1",
+            "# TYPE quern_schedule_runs_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");
+        }
+    }
+}
