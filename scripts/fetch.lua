@@ -3,10 +3,11 @@
 -- optional ARGV[7] = parking member ('<hand-off lease ms> <worker id>'), ARGV[8] =
 -- how long a parking holds (ms): a worker whose batch comes back short waits for
 -- work next, so it parks (adds may hand it a job, see add.lua); one whose batch
--- is full, or whose queue is paused, does not.
+-- is full, or whose queue is paused or rate-limited, does not.
 -- First promotes at most ARGV[6] due delayed jobs. Each leased job gets a fresh
 -- token (fencing) and its attempt counter goes up by one.
--- Returns {paused (0/1), ms until the next delayed job (-1: none, or a full batch),
+-- Returns {paused (0/1), ms until the next delayed job or the end of a used-up
+--          rate-limit window (-1: none, or a full batch),
 --          token ('' when nothing was leased), then per job: id, attempt, name,
 --          payload head, payload rest ('' if stored whole), options}.
 -- The client joins the payload: building the joined text here costs Redis CPU.
@@ -45,20 +46,35 @@ local function parks(short)
 end
 
 local out = { 0, -1, '' }
-if is_paused() then
+local state = redis.call('HMGET', K_META, 'paused', 'rl')
+if state[1] then
   parks(false)
   out[1] = 1
   return out
 end
 
+-- A rate limit (see limit.lua): take at most what the current window has
+-- left; the window opens with its first start and K_LIMITER counts the starts
+-- until it expires. A limited queue hands nothing over, so its workers do not
+-- park (see add.lua).
+local take, limit_max, limit_ms, started = k, nil, nil, 0
+if state[2] then
+  limit_max, limit_ms = string.match(state[2], '^(%d+) (%d+)$')
+  limit_max = tonumber(limit_max)
+  started = tonumber(redis.call('GET', K_LIMITER) or '0')
+  take = math.max(0, math.min(k, limit_max - started))
+  parks(false)
+  park = ''
+end
+
 local ids = {}
-if k > 0 then
-  local popped = redis.call('LPOP', K_WAIT, k)
+if take > 0 then
+  local popped = redis.call('LPOP', K_WAIT, take)
   if popped then
     ids = popped
   end
-  if #ids < k then
-    local want = k - #ids
+  if #ids < take then
+    local want = take - #ids
     local z = redis.call('ZPOPMIN', K_PRIO, want)
     for i = 1, #z, 2 do
       ids[#ids + 1] = z[i]
@@ -106,6 +122,15 @@ if #ids > 0 then
     leased[#leased + 1] = 'inf'
     leased[#leased + 1] = ACTIVE_PIN
     redis.call('ZADD', K_ACTIVE, unpack(leased))
+    if limit_max then
+      local n = nl / 2
+      if started == 0 then
+        redis.call('SET', K_LIMITER, tostring(n), 'PX', limit_ms)
+      else
+        redis.call('INCRBY', K_LIMITER, n)
+      end
+      started = started + n
+    end
   end
   emit('ev', 'active', 'ids', table.concat(ids, ','), 'worker', ARGV[5])
   -- A full batch may have left jobs behind: pass the wake-up on to another worker.
@@ -119,6 +144,16 @@ if #ids < k then
   local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
   if #nxt > 0 then
     out[2] = math.max(0, tonumber(nxt[2]) - now)
+  end
+  -- The window is used up: fetch again when it closes.
+  if limit_max and started >= limit_max then
+    local closes = redis.call('PTTL', K_LIMITER)
+    if closes < 0 then
+      closes = tonumber(limit_ms)
+    end
+    if out[2] < 0 or closes < out[2] then
+      out[2] = closes
+    end
   end
 end
 return out

@@ -11,8 +11,9 @@
 -- one cluster slot. Job hashes live at JOB_PREFIX .. id, in that same slot.
 local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE
 -- Workers parked on their wait (sorted set) and the jobs adds handed to them
--- (list); see add.lua and fetch.lua. Keep in sync with common/src/keys.rs.
-local K_PARKED, K_HANDOFF
+-- (list); see add.lua and fetch.lua. The rate limit's counter of jobs started
+-- in the current window (see fetch.lua). Keep in sync with common/src/keys.rs.
+local K_PARKED, K_HANDOFF, K_LIMITER
 local JOB_PREFIX, MAX_EVENTS
 
 -- Point the names above at this call's keys and first two arguments. Calls
@@ -20,7 +21,7 @@ local JOB_PREFIX, MAX_EVENTS
 local function bind(keys, argv)
   K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
-  K_PARKED, K_HANDOFF = K_WAKE .. ':parked', K_WAKE .. ':handoff'
+  K_PARKED, K_HANDOFF, K_LIMITER = K_WAKE .. ':parked', K_WAKE .. ':handoff', K_META .. ':limiter'
   JOB_PREFIX, MAX_EVENTS = argv[1], argv[2]
 end
 

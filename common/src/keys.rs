@@ -30,6 +30,7 @@ pub struct QueueKeys {
     job_prefix: String,
     parked: String,
     handoff: String,
+    limiter: String,
 }
 
 impl QueueKeys {
@@ -42,6 +43,7 @@ impl QueueKeys {
         Ok(Self {
             parked: format!("{}:parked", all[8]),
             handoff: format!("{}:handoff", all[8]),
+            limiter: format!("{}:limiter", all[0]),
             name: name.to_owned(),
             prefix: prefix.to_owned(),
             job_prefix: format!("{base}j:"),
@@ -139,6 +141,13 @@ impl QueueKeys {
     /// separated by newlines); parked workers block on it.
     pub fn handoff(&self) -> &str {
         &self.handoff
+    }
+
+    /// Counter of the jobs started in the current window of the queue's rate
+    /// limit; it expires when the window closes (see `scripts/fetch.lua`).
+    /// Scripts derive it from [`Self::meta`].
+    pub fn limiter(&self) -> &str {
+        &self.limiter
     }
 
     /// A key of this queue with a custom suffix, in the same hash slot

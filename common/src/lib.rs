@@ -15,6 +15,7 @@ pub mod job;
 pub mod keys;
 pub mod names;
 pub mod options;
+pub mod rate_limit;
 pub mod scripts;
 
 pub use backoff::Backoff;
@@ -23,3 +24,4 @@ pub use error::{Error, Result, ScriptCode};
 pub use job::{Attempt, JobInfo, JobState, QueueCounts};
 pub use keys::QueueKeys;
 pub use options::JobOptions;
+pub use rate_limit::RateLimit;

@@ -113,11 +113,13 @@ pub enum ScriptName {
     Tick,
     /// Stop taking hand-offs; return unclaimed ones when no worker is parked.
     Unpark,
+    /// Set or remove the queue's rate limit.
+    Limit,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 13] = [
+    pub const ALL: [ScriptName; 14] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -131,6 +133,7 @@ impl ScriptName {
         ScriptName::Pause,
         ScriptName::Tick,
         ScriptName::Unpark,
+        ScriptName::Limit,
     ];
 
     /// The script's file name without `.lua`.
@@ -149,6 +152,7 @@ impl ScriptName {
             ScriptName::Pause => "pause",
             ScriptName::Tick => "tick",
             ScriptName::Unpark => "unpark",
+            ScriptName::Limit => "limit",
         }
     }
 
@@ -187,6 +191,7 @@ impl ScriptName {
             ScriptName::Pause => lua!("pause.lua"),
             ScriptName::Tick => lua!("tick.lua"),
             ScriptName::Unpark => lua!("unpark.lua"),
+            ScriptName::Limit => lua!("limit.lua"),
         }
     }
 

@@ -31,7 +31,7 @@ mod batcher;
 mod queue;
 
 pub use quern_common::{
-    Attempt, Backoff, Error, JobInfo, JobOptions, JobState, QueueCounts, RedisConfig, Result,
+    Attempt, Backoff, Error, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig, Result,
     SelfHealingConnection,
 };
 pub use queue::{Added, NewJob, Queue, QueueBuilder, known_queues};

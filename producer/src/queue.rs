@@ -7,7 +7,8 @@ use quern_common::keys::{ACTIVE_PIN, QueueKeys};
 use quern_common::names;
 use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
 use quern_common::{
-    Error, JobInfo, JobOptions, JobState, QueueCounts, RedisConfig, Result, ScriptCode, SelfHealingConnection,
+    Error, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig, Result, ScriptCode,
+    SelfHealingConnection,
 };
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -338,6 +339,28 @@ impl Queue {
         call.arg(if paused { "1" } else { "0" });
         let _: i64 = call.run(&mut self.conn()).await?;
         Ok(())
+    }
+
+    /// Limit how many jobs of this queue start per window, across all its
+    /// workers (`None` removes the limit). Takes effect at the workers' next
+    /// fetch and starts a fresh window. A limited queue hands no job straight
+    /// to a parked worker: every start goes through a fetch, where it counts.
+    pub async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
+        let mut call = self.call(ScriptName::Limit);
+        call.arg(limit.map(|l| l.to_field()).unwrap_or_default());
+        let _: i64 = call.run(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// The queue's rate limit, if it has one.
+    pub async fn rate_limit(&self) -> Result<Option<RateLimit>> {
+        let field: Option<String> = self.conn().hget(self.keys().meta(), "rl").await?;
+        match field {
+            None => Ok(None),
+            Some(text) => RateLimit::from_field(&text).map(Some).ok_or_else(|| {
+                Error::Protocol(format!("unreadable rate limit {text:?} on queue {}", self.name()))
+            }),
+        }
     }
 
     /// Jobs in the dead-letter list, newest first.

@@ -92,8 +92,31 @@ impl Mover {
 
     /// Lease up to `k` jobs to `worker`.
     pub async fn fetch(&self, k: usize, lease: Duration, worker: &str) -> Fetched {
+        self.fetch_call(self.fetch_args(k, lease, worker)).await
+    }
+
+    /// Lease up to `k` jobs to `worker`, which parks as `member` for `ttl`
+    /// if the batch comes back short (as a worker's fetch does).
+    pub async fn fetch_parking(
+        &self,
+        k: usize,
+        lease: Duration,
+        worker: &str,
+        member: &str,
+        ttl: Duration,
+    ) -> Fetched {
+        let mut call = self.fetch_args(k, lease, worker);
+        call.arg(member).arg(ttl.as_millis() as u64);
+        self.fetch_call(call).await
+    }
+
+    fn fetch_args(&self, k: usize, lease: Duration, worker: &str) -> ScriptCall {
         let mut call = self.call(ScriptName::Fetch);
         call.arg(k).arg(lease.as_millis() as u64).arg(worker).arg(1000);
+        call
+    }
+
+    async fn fetch_call(&self, call: ScriptCall) -> Fetched {
         let reply = scripts::parse_fetch(call.run(&mut self.conn.clone()).await.expect("fetch"))
             .expect("fetch reply");
         let jobs = reply

@@ -1,0 +1,15 @@
+-- limit: ARGV[3] = '<max> <window ms>' sets the queue's rate limit (at most
+-- max jobs start per window, see fetch.lua), '' removes it. Either way the
+-- current window ends: a worker waiting for it to close fetches now. A
+-- limited queue hands nothing over (an add could not count against the
+-- limit), so the parkings go, as on a pause. Returns OK.
+if ARGV[3] == '' then
+  redis.call('HDEL', K_META, 'rl')
+else
+  redis.call('HSET', K_META, 'rl', ARGV[3])
+  redis.call('DEL', K_PARKED)
+end
+redis.call('DEL', K_LIMITER)
+wake()
+emit('ev', 'limit', 'rate', ARGV[3])
+return OK
