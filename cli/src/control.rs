@@ -1,6 +1,6 @@
-//! `quern pause` and `quern resume`.
+//! `quern pause`, `quern resume` and `quern limit`.
 
-use quern_common::RedisConfig;
+use quern_common::{RateLimit, RedisConfig};
 use quern_producer::Queue;
 
 use crate::error::CliResult;
@@ -22,6 +22,44 @@ pub(crate) async fn set_paused(config: &RedisConfig, args: QueueArg, paused: boo
     } else {
         queue.resume().await?;
         outln!("resumed queue {}", args.queue);
+    }
+    Ok(())
+}
+
+/// Options of `quern limit`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LimitArgs {
+    /// The queue.
+    pub(crate) queue: String,
+    /// The new limit, `<jobs>/<window>`: at most that many jobs of the queue
+    /// start per window, across all its workers (e.g. 100/1m, 5/1s, 1/500ms).
+    /// Without it (and without --off), show the current limit.
+    #[arg(value_parser = parse_rate, conflicts_with = "off")]
+    pub(crate) rate: Option<RateLimit>,
+    /// Remove the queue's rate limit.
+    #[arg(long)]
+    pub(crate) off: bool,
+}
+
+fn parse_rate(text: &str) -> Result<RateLimit, String> {
+    text.parse().map_err(|e: quern_common::Error| e.to_string())
+}
+
+/// `quern limit`: show, set or remove a queue's rate limit.
+pub(crate) async fn limit(config: &RedisConfig, args: LimitArgs) -> CliResult {
+    quern_common::names::validate_queue_name(&args.queue)?;
+    let queue = Queue::open_existing(config, &args.queue).await?;
+    if args.off {
+        queue.set_rate_limit(None).await?;
+        outln!("queue {}: no rate limit", args.queue);
+    } else if let Some(rate) = args.rate {
+        queue.set_rate_limit(Some(rate)).await?;
+        outln!("queue {}: rate limit {rate} (a fresh window opens now)", args.queue);
+    } else {
+        match queue.rate_limit().await? {
+            Some(rate) => outln!("queue {}: rate limit {rate}", args.queue),
+            None => outln!("queue {}: no rate limit", args.queue),
+        }
     }
     Ok(())
 }

@@ -98,6 +98,9 @@ enum Command {
     Pause(control::QueueArg),
     /// Resume a paused queue.
     Resume(control::QueueArg),
+    /// Show, set or remove a queue's rate limit: at most N jobs start per
+    /// window, across all its workers (e.g. `quern limit ops 100/1m`).
+    Limit(control::LimitArgs),
     /// Serve Prometheus metrics of every queue and schedule under the prefix
     /// (job counts per state, paused, schedule runs, missed ticks, overdue
     /// ticks, the last run's outcome) at GET /metrics, or print them once.
@@ -131,6 +134,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(args) => dlq::run(&config, args).await,
         Command::Pause(args) => control::set_paused(&config, args, true).await,
         Command::Resume(args) => control::set_paused(&config, args, false).await,
+        Command::Limit(args) => control::limit(&config, args).await,
         Command::Metrics(args) => metrics::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await.map_err(CliError::from),
     }

@@ -1,4 +1,4 @@
-//! `quern enqueue`, `stats`, `job`, `jobs`, `dlq`, `pause` and `resume` against a real Redis.
+//! `quern enqueue`, `stats`, `job`, `jobs`, `dlq`, `pause`, `resume` and `limit` against a real Redis.
 
 mod support;
 
@@ -141,6 +141,23 @@ fn pause_and_resume_show_in_stats() {
 }
 
 #[test]
+fn limit_shows_sets_and_removes_a_rate_limit() {
+    let cfg = config();
+    run(&cfg, &["enqueue", "q", "n"]).ok();
+    assert_eq!(run(&cfg, &["limit", "q"]).ok().trim(), "queue q: no rate limit");
+    assert!(run(&cfg, &["limit", "q", "100/1m"]).ok().contains("rate limit 100/1m"));
+    assert_eq!(run(&cfg, &["limit", "q"]).ok().trim(), "queue q: rate limit 100/1m");
+    run(&cfg, &["limit", "q", "--off"]).ok();
+    assert_eq!(run(&cfg, &["limit", "q"]).ok().trim(), "queue q: no rate limit");
+    for bad in ["0/1s", "100", "100/1", "x/1s"] {
+        let err = run(&cfg, &["limit", "q", bad]).fails_with(2);
+        assert!(err.contains("rate"), "{bad}: {err}");
+    }
+    run(&cfg, &["limit", "q", "1/1s", "--off"]).fails_with(2);
+    run(&cfg, &["limit", "nowhere", "1/1s"]).fails_with(3);
+}
+
+#[test]
 fn bad_input_is_exit_2_with_a_clear_message() {
     let cfg = config();
     let err = run(&cfg, &["enqueue", "q", "n", "--payload", "{not json"]).fails_with(2);
@@ -187,7 +204,7 @@ fn unreachable_redis_is_a_clear_exit_1() {
 #[test]
 fn every_subcommand_has_help() {
     let cfg = config();
-    for cmd in ["enqueue", "stats", "job", "jobs", "dlq", "pause", "resume"] {
+    for cmd in ["enqueue", "stats", "job", "jobs", "dlq", "pause", "resume", "limit", "metrics"] {
         let out = run(&cfg, &[cmd, "--help"]).ok();
         assert!(out.contains("Usage: quern"), "{cmd}: {out}");
     }
