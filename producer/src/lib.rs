@@ -28,11 +28,13 @@
 #![forbid(unsafe_code)]
 
 mod batcher;
+mod events;
 mod queue;
 
+pub use events::EventFollower;
 pub use quern_common::{
-    Attempt, Backoff, Error, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig, Result,
-    SelfHealingConnection,
+    Attempt, Backoff, Error, Event, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig,
+    Result, SelfHealingConnection,
 };
 pub use queue::{Added, NewJob, Queue, QueueBuilder, known_queues};
 
