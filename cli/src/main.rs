@@ -30,6 +30,7 @@ mod dlq;
 mod duration;
 mod enqueue;
 mod error;
+mod events;
 mod inspect;
 mod keyspace;
 mod metrics;
@@ -92,6 +93,9 @@ enum Command {
     Job(inspect::JobArgs),
     /// List the jobs of a queue in one state.
     Jobs(inspect::JobsArgs),
+    /// What happened to a queue's jobs (added, started, completed, retried,
+    /// dead-lettered, stalled, ...), newest last; --follow keeps printing.
+    Events(events::EventsArgs),
     /// The dead-letter list: list, retry or purge failed jobs.
     Dlq(dlq::DlqArgs),
     /// Pause a queue: workers take no new jobs from it (running jobs finish).
@@ -131,6 +135,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Stats(args) => inspect::stats(&config, args).await,
         Command::Job(args) => inspect::job(&config, args).await,
         Command::Jobs(args) => inspect::jobs(&config, args).await,
+        Command::Events(args) => events::run(&config, args).await,
         Command::Dlq(args) => dlq::run(&config, args).await,
         Command::Pause(args) => control::set_paused(&config, args, true).await,
         Command::Resume(args) => control::set_paused(&config, args, false).await,

@@ -204,7 +204,7 @@ fn unreachable_redis_is_a_clear_exit_1() {
 #[test]
 fn every_subcommand_has_help() {
     let cfg = config();
-    for cmd in ["enqueue", "stats", "job", "jobs", "dlq", "pause", "resume", "limit", "metrics"] {
+    for cmd in ["enqueue", "stats", "job", "jobs", "dlq", "pause", "resume", "limit", "metrics", "events"] {
         let out = run(&cfg, &[cmd, "--help"]).ok();
         assert!(out.contains("Usage: quern"), "{cmd}: {out}");
     }
