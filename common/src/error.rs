@@ -104,6 +104,16 @@ pub enum Error {
         /// The job id.
         id: String,
     },
+    /// The job is not delayed (it is waiting, running or finished).
+    #[error("job {id:?} of queue {queue:?} is not delayed (it is {state})")]
+    NotDelayed {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// The state it is in.
+        state: crate::JobState,
+    },
     /// No producer or worker ever used this queue.
     #[error("unknown queue {0:?}: no producer or worker has used it under this prefix")]
     UnknownQueue(String),

@@ -115,11 +115,13 @@ pub enum ScriptName {
     Unpark,
     /// Set or remove the queue's rate limit.
     Limit,
+    /// Make delayed jobs waiting now.
+    Promote,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 14] = [
+    pub const ALL: [ScriptName; 15] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -134,6 +136,7 @@ impl ScriptName {
         ScriptName::Tick,
         ScriptName::Unpark,
         ScriptName::Limit,
+        ScriptName::Promote,
     ];
 
     /// The script's file name without `.lua`.
@@ -153,6 +156,7 @@ impl ScriptName {
             ScriptName::Tick => "tick",
             ScriptName::Unpark => "unpark",
             ScriptName::Limit => "limit",
+            ScriptName::Promote => "promote",
         }
     }
 
@@ -192,6 +196,7 @@ impl ScriptName {
             ScriptName::Tick => lua!("tick.lua"),
             ScriptName::Unpark => lua!("unpark.lua"),
             ScriptName::Limit => lua!("limit.lua"),
+            ScriptName::Promote => lua!("promote.lua"),
         }
     }
 

@@ -20,6 +20,8 @@ use crate::batcher::AddBatcher;
 const BULK_CHUNK: usize = 1000;
 /// Dead-letter entries moved per script call by `retry_all` and `purge`.
 const DEAD_LETTER_BATCH: usize = 500;
+/// Delayed jobs one promote call moves at most (bounded work per script).
+const PROMOTE_BATCH: usize = 500;
 
 /// A handle on one queue. Clone it freely: clones share one connection.
 #[derive(Clone)]
@@ -322,6 +324,42 @@ impl Queue {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Make delayed job `id` (waiting out its delay or a retry's backoff)
+    /// waiting now, behind the jobs already waiting at its priority.
+    pub async fn promote(&self, id: &str) -> Result<()> {
+        if !self.promote_batch(&[id]).await?.is_empty() {
+            return Ok(());
+        }
+        let (queue, id) = (self.name().to_owned(), id.to_owned());
+        match self.job(&id).await? {
+            None => Err(Error::JobNotFound { queue, id }),
+            Some(job) => Err(Error::NotDelayed { queue, id, state: job.state }),
+        }
+    }
+
+    /// Make every delayed job waiting now, earliest due first. Returns how
+    /// many moved.
+    pub async fn promote_all(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let moved = self.promote_batch(&[]).await?.len();
+            total += moved as u64;
+            if moved < PROMOTE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Promote these ids, or with none the earliest due; bounded per call.
+    async fn promote_batch(&self, ids: &[&str]) -> Result<Vec<String>> {
+        let mut call = self.call(ScriptName::Promote);
+        call.arg(PROMOTE_BATCH);
+        for id in ids {
+            call.arg(id);
+        }
+        call.run(&mut self.conn()).await
     }
 
     /// Pause the queue: workers stop taking jobs from it; active jobs finish.
