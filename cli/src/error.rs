@@ -5,7 +5,8 @@
 //! - `1`: operational failure (Redis unreachable, a command failed);
 //! - `2`: usage or bad input (unknown flag, malformed duration, invalid JSON,
 //!   a name or option out of range);
-//! - `3`: not found (unknown queue, no such job, job not in the dead-letter list).
+//! - `3`: not found (unknown queue, no such job, job not in the dead-letter
+//!   list, job not delayed).
 
 use std::fmt;
 
@@ -27,6 +28,9 @@ pub(crate) enum CliError {
     NotFound(String),
     /// An error from the quern libraries; its kind picks the exit code.
     Quern(quern_common::Error),
+    /// The failures were printed as they happened (a command over many
+    /// ids); exit with this code, printing nothing more.
+    Reported(u8),
 }
 
 impl CliError {
@@ -38,10 +42,11 @@ impl CliError {
             CliError::Failed(_) => EXIT_FAILURE,
             CliError::NotFound(_) => EXIT_NOT_FOUND,
             CliError::Quern(e) if e.is_invalid_input() => EXIT_USAGE,
-            CliError::Quern(E::JobNotFound { .. } | E::UnknownQueue(_) | E::NotDeadLettered { .. }) => {
-                EXIT_NOT_FOUND
-            }
+            CliError::Quern(
+                E::JobNotFound { .. } | E::UnknownQueue(_) | E::NotDeadLettered { .. } | E::NotDelayed { .. },
+            ) => EXIT_NOT_FOUND,
             CliError::Quern(_) => EXIT_FAILURE,
+            CliError::Reported(code) => *code,
         }
     }
 }
@@ -55,6 +60,7 @@ impl fmt::Display for CliError {
                 "{e}\nhint: is Redis running there? Point quern at it with --redis-url or REDIS_URL"
             ),
             CliError::Quern(e) => write!(f, "{e}"),
+            CliError::Reported(code) => write!(f, "failed (exit code {code}); see above"),
         }
     }
 }

@@ -34,6 +34,7 @@ mod events;
 mod inspect;
 mod keyspace;
 mod metrics;
+mod repair;
 mod schedules;
 mod table;
 mod worker;
@@ -98,6 +99,10 @@ enum Command {
     Events(events::EventsArgs),
     /// The dead-letter list: list, retry or purge failed jobs.
     Dlq(dlq::DlqArgs),
+    /// Make delayed jobs (a delay, or a retry's backoff) waiting now: by id, or --all.
+    Promote(repair::PromoteArgs),
+    /// Delete jobs that are not running (waiting, delayed, completed or dead-lettered).
+    Remove(repair::RemoveArgs),
     /// Pause a queue: workers take no new jobs from it (running jobs finish).
     Pause(control::QueueArg),
     /// Resume a paused queue.
@@ -137,6 +142,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Jobs(args) => inspect::jobs(&config, args).await,
         Command::Events(args) => events::run(&config, args).await,
         Command::Dlq(args) => dlq::run(&config, args).await,
+        Command::Promote(args) => repair::promote(&config, args).await,
+        Command::Remove(args) => repair::remove(&config, args).await,
         Command::Pause(args) => control::set_paused(&config, args, true).await,
         Command::Resume(args) => control::set_paused(&config, args, false).await,
         Command::Limit(args) => control::limit(&config, args).await,
@@ -179,7 +186,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !matches!(e, CliError::Reported(_)) {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

@@ -1,4 +1,5 @@
-//! `quern enqueue`, `stats`, `job`, `jobs`, `dlq`, `pause`, `resume` and `limit` against a real Redis.
+//! `quern enqueue`, `stats`, `job`, `jobs`, `dlq`, `promote`, `remove`, `pause`, `resume` and `limit`
+//! against a real Redis.
 
 mod support;
 
@@ -141,6 +142,38 @@ fn pause_and_resume_show_in_stats() {
 }
 
 #[test]
+fn promote_and_remove_by_id_report_each_and_exit_with_the_first_failure() {
+    let cfg = config();
+    let later = run(&cfg, &["enqueue", "q", "n", "--delay", "1h"]).ok().trim().to_owned();
+    let waiting = run(&cfg, &["enqueue", "q", "n"]).ok().trim().to_owned();
+    let out = run(&cfg, &["promote", "q", &later, &waiting, "nope"]);
+    assert_eq!(out.stdout.trim(), format!("promoted {later}: waiting"));
+    assert!(
+        out.stderr.contains("is not delayed (it is waiting)") && out.stderr.contains("\"nope\" not found"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.code, 3);
+    let stats = json(&run(&cfg, &["stats", "q", "--json"]).ok());
+    assert_eq!((stats["q"]["waiting"].as_u64(), stats["q"]["delayed"].as_u64()), (Some(2), Some(0)));
+
+    run(&cfg, &["enqueue", "q", "n", "--delay", "1h"]).ok();
+    run(&cfg, &["enqueue", "q", "n", "--delay", "2h"]).ok();
+    assert!(run(&cfg, &["promote", "q", "--all"]).ok().contains("promoted 2 delayed job(s)"));
+    run(&cfg, &["promote", "q"]).fails_with(2);
+
+    assert_eq!(
+        run(&cfg, &["remove", "q", &later, &waiting]).ok(),
+        format!("removed {later}\nremoved {waiting}\n")
+    );
+    let err = run(&cfg, &["remove", "q", &later]).fails_with(3);
+    assert!(err.contains("not found"), "{err}");
+    run(&cfg, &["remove", "nowhere", "1"]).fails_with(3);
+    let stats = json(&run(&cfg, &["stats", "q", "--json"]).ok());
+    assert_eq!(stats["q"]["waiting"], 2);
+}
+
+#[test]
 fn limit_shows_sets_and_removes_a_rate_limit() {
     let cfg = config();
     run(&cfg, &["enqueue", "q", "n"]).ok();
@@ -204,7 +237,10 @@ fn unreachable_redis_is_a_clear_exit_1() {
 #[test]
 fn every_subcommand_has_help() {
     let cfg = config();
-    for cmd in ["enqueue", "stats", "job", "jobs", "dlq", "pause", "resume", "limit", "metrics", "events"] {
+    for cmd in [
+        "enqueue", "stats", "job", "jobs", "dlq", "pause", "resume", "limit", "metrics", "events", "promote",
+        "remove",
+    ] {
         let out = run(&cfg, &[cmd, "--help"]).ok();
         assert!(out.contains("Usage: quern"), "{cmd}: {out}");
     }
