@@ -12,8 +12,9 @@
 local K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE
 -- Workers parked on their wait (sorted set) and the jobs adds handed to them
 -- (list); see add.lua and fetch.lua. The rate limit's counter of jobs started
--- in the current window (see fetch.lua). Keep in sync with common/src/keys.rs.
-local K_PARKED, K_HANDOFF, K_LIMITER
+-- in the current window (see fetch.lua). The live workers (sorted set) and
+-- what they report (hash), see reap.lua. Keep in sync with common/src/keys.rs.
+local K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO
 local JOB_PREFIX, MAX_EVENTS
 
 -- Point the names above at this call's keys and first two arguments. Calls
@@ -21,7 +22,8 @@ local JOB_PREFIX, MAX_EVENTS
 local function bind(keys, argv)
   K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE =
     keys[1], keys[2], keys[3], keys[4], keys[5], keys[6], keys[7], keys[8], keys[9]
-  K_PARKED, K_HANDOFF, K_LIMITER = K_WAKE .. ':parked', K_WAKE .. ':handoff', K_META .. ':limiter'
+  K_PARKED, K_HANDOFF = K_WAKE .. ':parked', K_WAKE .. ':handoff'
+  K_LIMITER, K_WORKERS, K_WORKER_INFO = K_META .. ':limiter', K_META .. ':workers', K_META .. ':workers:info'
   JOB_PREFIX, MAX_EVENTS = argv[1], argv[2]
 end
 
@@ -268,4 +270,13 @@ local function write_split_job(jk, name, head, tail, opts, prio, state, now_text
   else
     write_plain_job(jk, name, head, tail, opts, state, now_text)
   end
+end
+
+-- @block register_worker
+-- List worker `id` as live until `until_ms`, reporting `info` (JSON), and keep
+-- when it was first seen: <first seen ms> <last seen ms> <info>. See reap.lua.
+local function register_worker(id, now, until_ms, info)
+  local since = string.match(redis.call('HGET', K_WORKER_INFO, id) or '', '^(%d+) ') or tostring(now)
+  redis.call('ZADD', K_WORKERS, tostring(until_ms), id)
+  redis.call('HSET', K_WORKER_INFO, id, since .. ' ' .. tostring(now) .. ' ' .. info)
 end

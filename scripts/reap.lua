@@ -1,6 +1,8 @@
 -- reap: recover jobs whose lease expired, and trim old completed jobs.
 -- ARGV[3] = stalls allowed before a job is dead-lettered, ARGV[4] = batch limit,
--- ARGV[5] = max age of completed jobs in ms (0: no age limit).
+-- ARGV[5] = max age of completed jobs in ms (0: no age limit); optional
+-- ARGV[6] = the calling worker's id, ARGV[7] = what it reports (JSON), ARGV[8] =
+-- how long its registration holds (ms): the worker (re)registers as live.
 -- Safe to run from any worker, any number of times.
 -- Returns {recovered ids (list), dead-lettered ids (list), completed jobs trimmed}.
 local now = now_ms()
@@ -51,6 +53,15 @@ if next(unclaimed) then
 end
 -- Parkings of workers that stopped without unparking (killed, say).
 redis.call('ZREMRANGEBYSCORE', K_PARKED, '-inf', '(' .. now)
+-- The live workers: this one, and none of those whose registration lapsed.
+if ARGV[6] then
+  register_worker(ARGV[6], now, now + tonumber(ARGV[8]), ARGV[7])
+end
+local lapsed = redis.call('ZRANGEBYSCORE', K_WORKERS, '-inf', '(' .. now, 'LIMIT', 0, limit)
+if #lapsed > 0 then
+  redis.call('ZREM', K_WORKERS, unpack(lapsed))
+  redis.call('HDEL', K_WORKER_INFO, unpack(lapsed))
+end
 if #recovered > 0 and not is_paused() then
   wake()
 end

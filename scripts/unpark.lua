@@ -1,9 +1,17 @@
 -- unpark: a stopping worker no longer takes hand-offs (see add.lua).
--- ARGV[3] = its parking member. When no other worker is parked, the jobs left
+-- ARGV[3] = its parking member; optional ARGV[4] = its id, ARGV[5] = how long
+-- it stays listed as live (ms; '0': it leaves, see reap.lua), ARGV[6] = what
+-- it reports meanwhile (JSON). When no other worker is parked, the jobs left
 -- on the hand-off list go back to the head of waiting, unrun and without
 -- using an attempt. Returns how many went back.
-local _, now_text = clock()
+local now, now_text = clock()
 redis.call('ZREM', K_PARKED, ARGV[3])
+if ARGV[5] == '0' then
+  redis.call('ZREM', K_WORKERS, ARGV[4])
+  redis.call('HDEL', K_WORKER_INFO, ARGV[4])
+elseif ARGV[5] then
+  register_worker(ARGV[4], now, now + tonumber(ARGV[5]), ARGV[6])
+end
 if redis.call('ZCOUNT', K_PARKED, now_text, '+inf') > 0 then
   return 0
 end

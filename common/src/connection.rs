@@ -230,6 +230,13 @@ fn mask_password(url: &str) -> String {
     }
 }
 
+/// Redis' clock, in milliseconds since the Unix epoch (quern times
+/// everything by it, never by the clocks of the machines that call it).
+pub async fn redis_time_ms<C: ConnectionLike + Send>(conn: &mut C) -> Result<u64> {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await?;
+    Ok(secs * 1000 + micros / 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -237,6 +237,67 @@ fn take_payload(h: &mut HashMap<String, String>) -> String {
     payload
 }
 
+/// A live worker of a queue, as it last reported (workers report with each
+/// reaper pass, every few seconds, and leave the list when they stop).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerInfo {
+    /// Its id: `host:pid:random`.
+    pub id: String,
+    /// Its job slots.
+    pub concurrency: u64,
+    /// Jobs it was running at its last report.
+    pub running: u64,
+    /// Shutting down: finishing its jobs, taking no new ones.
+    pub stopping: bool,
+    /// The quern version it runs.
+    pub version: String,
+    /// When it was first seen (Redis time, ms since the Unix epoch).
+    pub first_seen_ms: u64,
+    /// When it last reported (Redis time, ms since the Unix epoch).
+    pub last_seen_ms: u64,
+}
+
+/// What a worker stores about itself (see `scripts/reap.lua`).
+#[derive(Deserialize)]
+struct Reported {
+    concurrency: u64,
+    running: u64,
+    #[serde(default)]
+    stopping: bool,
+    #[serde(default)]
+    version: String,
+}
+
+impl WorkerInfo {
+    /// Read the stored `<first seen ms> <last seen ms> <report JSON>` of
+    /// worker `id`; `None` if it is not that.
+    pub fn from_stored(id: &str, stored: &str) -> Option<Self> {
+        let mut parts = stored.splitn(3, ' ');
+        let first_seen_ms = parts.next()?.parse().ok()?;
+        let last_seen_ms = parts.next()?.parse().ok()?;
+        let r: Reported = serde_json::from_str(parts.next()?).ok()?;
+        Some(Self {
+            id: id.to_owned(),
+            concurrency: r.concurrency,
+            running: r.running,
+            stopping: r.stopping,
+            version: r.version,
+            first_seen_ms,
+            last_seen_ms,
+        })
+    }
+
+    /// The host it runs on (from its id).
+    pub fn host(&self) -> &str {
+        self.id.rsplitn(3, ':').nth(2).unwrap_or(&self.id)
+    }
+
+    /// Its process id (from its id).
+    pub fn pid(&self) -> Option<u32> {
+        self.id.rsplit(':').nth(1)?.parse().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +338,16 @@ mod tests {
     fn states_parse() {
         assert_eq!("failed".parse::<JobState>().unwrap(), JobState::Failed);
         assert!("done".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn a_stored_worker_report_reads_back() {
+        let stored =
+            r#"1700000000000 1700000005000 {"concurrency":8,"running":3,"stopping":false,"version":"0.1.0"}"#;
+        let w = WorkerInfo::from_stored("build-01:4242:0badc0de", stored).unwrap();
+        assert_eq!((w.concurrency, w.running, w.stopping), (8, 3, false));
+        assert_eq!((w.first_seen_ms, w.last_seen_ms), (1_700_000_000_000, 1_700_000_005_000));
+        assert_eq!((w.host(), w.pid()), ("build-01", Some(4242)));
+        assert_eq!(WorkerInfo::from_stored("x", "garbage"), None);
     }
 }

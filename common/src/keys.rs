@@ -31,6 +31,8 @@ pub struct QueueKeys {
     parked: String,
     handoff: String,
     limiter: String,
+    workers: String,
+    worker_info: String,
 }
 
 impl QueueKeys {
@@ -44,6 +46,8 @@ impl QueueKeys {
             parked: format!("{}:parked", all[8]),
             handoff: format!("{}:handoff", all[8]),
             limiter: format!("{}:limiter", all[0]),
+            workers: format!("{}:workers", all[0]),
+            worker_info: format!("{}:workers:info", all[0]),
             name: name.to_owned(),
             prefix: prefix.to_owned(),
             job_prefix: format!("{base}j:"),
@@ -148,6 +152,20 @@ impl QueueKeys {
     /// Scripts derive it from [`Self::meta`].
     pub fn limiter(&self) -> &str {
         &self.limiter
+    }
+
+    /// Sorted set of the queue's live workers: member the worker id, scored
+    /// by when its registration lapses (ms). Workers register and refresh
+    /// with each reaper pass and leave when they stop (see `scripts/reap.lua`).
+    /// Scripts derive it from [`Self::meta`].
+    pub fn workers(&self) -> &str {
+        &self.workers
+    }
+
+    /// Hash of worker id to `<first seen ms> <last seen ms> <info JSON>`
+    /// (Redis time), beside [`Self::workers`].
+    pub fn worker_info(&self) -> &str {
+        &self.worker_info
     }
 
     /// A key of this queue with a custom suffix, in the same hash slot

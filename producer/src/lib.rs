@@ -34,7 +34,7 @@ mod queue;
 pub use events::EventFollower;
 pub use quern_common::{
     Attempt, Backoff, Error, Event, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig,
-    Result, SelfHealingConnection,
+    Result, SelfHealingConnection, WorkerInfo,
 };
 pub use queue::{Added, NewJob, Queue, QueueBuilder, known_queues};
 

@@ -8,7 +8,7 @@ use quern_common::names;
 use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
 use quern_common::{
     Error, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig, Result, ScriptCode,
-    SelfHealingConnection,
+    SelfHealingConnection, WorkerInfo,
 };
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -277,6 +277,23 @@ impl Queue {
             failed: n(failed),
             paused: paused == 1,
         })
+    }
+
+    /// The queue's live workers, oldest first: those whose last report is
+    /// recent enough (a killed worker drops off within three reaper passes).
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let mut conn = self.conn();
+        let now = quern_common::connection::redis_time_ms(&mut conn).await?;
+        let ids: Vec<String> = conn.zrangebyscore(self.keys().workers(), now, "+inf").await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<Option<String>> =
+            redis::cmd("HMGET").arg(self.keys().worker_info()).arg(&ids).query_async(&mut conn).await?;
+        let mut workers: Vec<WorkerInfo> =
+            ids.iter().zip(stored).filter_map(|(id, s)| WorkerInfo::from_stored(id, s.as_deref()?)).collect();
+        workers.sort_by(|a, b| (a.first_seen_ms, &a.id).cmp(&(b.first_seen_ms, &b.id)));
+        Ok(workers)
     }
 
     /// Ids of jobs in `state`, in the order they will run (waiting, delayed),

@@ -42,8 +42,7 @@ pub(crate) fn state_key(keys: &QueueKeys, schedule: &str) -> String {
 
 /// Redis server time in milliseconds.
 pub(crate) async fn redis_time_ms(conn: &mut SelfHealingConnection) -> Result<i64> {
-    let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
-    Ok(secs * 1000 + micros / 1000)
+    Ok(quern_common::connection::redis_time_ms(conn).await? as i64)
 }
 
 /// What an upsert did.

@@ -76,10 +76,14 @@ fn flag_lost(shared: &Shared, lost: Vec<String>) {
     }
 }
 
-/// Run the reaper every `reap_interval` (with a random start, so workers do
-/// not all reap at the same instant). Runs until aborted.
+/// Run the reaper at once (which lists the worker as live), then every
+/// `reap_interval` (with a random start, so workers do not all reap at the
+/// same instant). Runs until aborted.
 pub(crate) fn spawn_reaper(shared: Arc<Shared>) -> JoinHandle<()> {
     tokio::spawn(async move {
+        if let Err(e) = reap(&shared).await {
+            warn!(worker = %shared.id, error = %e, "reaper failed; retrying at the next tick");
+        }
         let every = shared.settings.reap_interval;
         let offset = every.mul_f64(rand::rng().random_range(0.0..1.0));
         tokio::time::sleep(offset).await;
@@ -101,6 +105,8 @@ pub(crate) async fn reap(shared: &Shared) -> quern_common::Result<()> {
     loop {
         let mut call: ScriptCall = shared.call(ScriptName::Reap);
         call.arg(shared.settings.max_stalls).arg(REAP_BATCH).arg(max_age);
+        // Each pass also lists this worker as live.
+        call.arg(&shared.id).arg(shared.report(false)).arg(shared.registration_ttl().as_millis() as u64);
         let reply: Value = call.run(&mut conn).await?;
         let parts = scripts::array(reply)?;
         let [recovered, dead, trimmed] = <[Value; 3]>::try_from(parts)

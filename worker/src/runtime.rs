@@ -75,6 +75,24 @@ impl Shared {
         held.iter().map(|(id, h)| (id.clone(), h.token.clone())).collect()
     }
 
+    /// What this worker reports in the queue's list of live workers.
+    pub(crate) fn report(&self, stopping: bool) -> String {
+        let running = self.held.lock().expect("held lock").len();
+        serde_json::json!({
+            "concurrency": self.settings.concurrency,
+            "running": running,
+            "stopping": stopping,
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string()
+    }
+
+    /// How long one registration as a live worker holds: three reaper
+    /// passes, and the time a pass may take.
+    pub(crate) fn registration_ttl(&self) -> Duration {
+        self.settings.reap_interval * 3 + self.config.response_timeout
+    }
+
     pub(crate) fn lease_flag(&self, id: &str) -> Option<Arc<AtomicBool>> {
         self.held.lock().expect("held lock").get(id).map(|h| h.lease_lost.clone())
     }
@@ -200,6 +218,14 @@ async fn round_trip(shared: Arc<Shared>, want: usize, outbox: Outbox) -> RoundTr
         results.next().expect("one result per call").and_then(scripts::parse_fetch).map(Some)
     };
     RoundTrip { wanted: want, fetched, unsent: Outbox::default() }
+}
+
+/// How a stopping worker is listed among the queue's live workers.
+enum Listed {
+    /// Still, as stopping, until its grace period ends.
+    Stopping,
+    /// No more: it is done.
+    Leaving,
 }
 
 /// When the next delayed job falls due, from a fetch reply that came back short.
@@ -361,7 +387,7 @@ impl Worker {
             // would hand a job to it that waits out the grace period.
             if stopping && maybe_parked && reserved == 0 {
                 maybe_parked = false;
-                self.unpark().await;
+                self.unpark(Listed::Stopping).await;
             }
             if in_flight.len() < MAX_IN_FLIGHT && retry_at.is_none_or(|t| Instant::now() >= t) {
                 retry_at = None;
@@ -465,7 +491,7 @@ impl Worker {
         }
         renewer.abort();
         reaper.abort();
-        self.unpark().await;
+        self.unpark(Listed::Leaving).await;
         info!(worker = %shared.id, "worker stopped");
         Ok(())
     }
@@ -498,10 +524,20 @@ impl Worker {
     }
 
     /// Stop taking hand-offs; when no other worker is parked, the jobs still
-    /// waiting on the hand-off list go back to waiting.
-    async fn unpark(&self) {
-        let mut call = self.shared.call(ScriptName::Unpark);
-        call.arg(waker::parking(&self.shared));
+    /// waiting on the hand-off list go back to waiting. The worker stays
+    /// listed as live while it stops, or leaves the list.
+    async fn unpark(&self, listed: Listed) {
+        let shared = &self.shared;
+        let mut call = shared.call(ScriptName::Unpark);
+        call.arg(waker::parking(shared)).arg(&shared.id);
+        match listed {
+            // Its reaper no longer refreshes the listing: cover the grace period.
+            Listed::Stopping => {
+                let hold = shared.settings.shutdown_grace + shared.registration_ttl();
+                call.arg(hold.as_millis() as u64).arg(shared.report(true))
+            }
+            Listed::Leaving => call.arg(0),
+        };
         match call.run::<i64, _>(&mut self.shared.conn.clone()).await {
             Ok(0) => {}
             Ok(n) => {
