@@ -74,13 +74,8 @@ pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
         quern_common::names::validate_queue_name(name)?;
     }
     // One connection for every queue, however many there are.
-    let mut conn = config.connect().await?;
-    let known = known_queues(&mut conn, &config.prefix).await?;
-    let names = match &args.queue {
-        Some(name) if known.contains(name) => vec![name.clone()],
-        Some(name) => return Err(quern_common::Error::UnknownQueue(name.clone()).into()),
-        None => known,
-    };
+    let conn = config.connect().await?;
+    let names = queue_names(config, &conn, args.queue.as_ref()).await?;
     let all = counts_of(config, &conn, names).await?;
     if args.json {
         let object: Map<String, Value> = all.iter().map(|(n, c)| (n.clone(), counts_json(c))).collect();
@@ -102,6 +97,84 @@ pub(crate) async fn stats(config: &RedisConfig, args: StatsArgs) -> CliResult {
             c.failed.to_string(),
             if c.paused { "yes".into() } else { "no".into() },
         ]);
+    }
+    out!("{}", t.render());
+    Ok(())
+}
+
+/// `queue` if it is known (else an unknown-queue error), or every queue
+/// under the prefix.
+async fn queue_names(
+    config: &RedisConfig,
+    conn: &SelfHealingConnection,
+    queue: Option<&String>,
+) -> CliResult<Vec<String>> {
+    let known = known_queues(&mut conn.clone(), &config.prefix).await?;
+    match queue {
+        Some(name) if known.contains(name) => Ok(vec![name.clone()]),
+        Some(name) => Err(quern_common::Error::UnknownQueue(name.clone()).into()),
+        None => Ok(known),
+    }
+}
+
+/// Options of `quern workers`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkersArgs {
+    /// Only this queue (default: every queue under the prefix).
+    pub(crate) queue: Option<String>,
+    /// Print JSON: an object keyed by queue name, each a list of workers
+    /// (id, concurrency, running, stopping, version, first_seen_ms, last_seen_ms).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `quern workers`.
+pub(crate) async fn workers(config: &RedisConfig, args: WorkersArgs) -> CliResult {
+    if let Some(name) = &args.queue {
+        quern_common::names::validate_queue_name(name)?;
+    }
+    let conn = config.connect().await?;
+    let mut all = Vec::new();
+    for name in queue_names(config, &conn, args.queue.as_ref()).await? {
+        let workers = Queue::builder(config, &name).with_connection(conn.clone())?.workers().await?;
+        all.push((name, workers));
+    }
+    if args.json {
+        let object: Map<String, Value> = all.iter().map(|(n, w)| (n.clone(), json!(w))).collect();
+        outln!("{}", Value::Object(object));
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "QUEUE",
+        "WORKER",
+        "HOST",
+        "PID",
+        "SLOTS",
+        "RUNNING",
+        "STATE",
+        "SINCE",
+        "LAST SEEN",
+        "VERSION",
+    ]);
+    for (queue, workers) in &all {
+        for w in workers {
+            t.row(vec![
+                queue.clone(),
+                w.id.clone(),
+                w.host().to_owned(),
+                w.pid().map_or_else(|| "-".into(), |p| p.to_string()),
+                w.concurrency.to_string(),
+                w.running.to_string(),
+                if w.stopping { "stopping".into() } else { "running".into() },
+                format_unix_ms(w.first_seen_ms),
+                format_unix_ms(w.last_seen_ms),
+                w.version.clone(),
+            ]);
+        }
+    }
+    if all.iter().all(|(_, w)| w.is_empty()) {
+        outln!("no live workers");
+        return Ok(());
     }
     out!("{}", t.render());
     Ok(())

@@ -90,6 +90,9 @@ enum Command {
     Enqueue(enqueue::EnqueueArgs),
     /// Job counts per state (waiting, delayed, active, completed, failed) per queue.
     Stats(inspect::StatsArgs),
+    /// The live workers of each queue: host, pid, slots, running jobs,
+    /// stopping or not, first and last seen, version.
+    Workers(inspect::WorkersArgs),
     /// Show one job with its full attempt history.
     Job(inspect::JobArgs),
     /// List the jobs of a queue in one state.
@@ -138,6 +141,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Schedules(args) => schedules::run_schedules(&config, args).await,
         Command::Enqueue(args) => enqueue::run(&config, args).await,
         Command::Stats(args) => inspect::stats(&config, args).await,
+        Command::Workers(args) => inspect::workers(&config, args).await,
         Command::Job(args) => inspect::job(&config, args).await,
         Command::Jobs(args) => inspect::jobs(&config, args).await,
         Command::Events(args) => events::run(&config, args).await,

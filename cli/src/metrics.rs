@@ -16,7 +16,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use quern_common::{QueueCounts, RedisConfig, SelfHealingConnection};
-use quern_producer::known_queues;
+use quern_producer::{Queue, known_queues};
 use quern_scheduler::{Flag, RunOutcome, ScheduleStatus, Schedules};
 use tokio::sync::Mutex;
 
@@ -97,14 +97,20 @@ async fn scrape(State(exporter): State<Arc<Exporter>>) -> impl IntoResponse {
 /// What one scrape read from Redis.
 struct Snapshot {
     queues: Vec<(String, QueueCounts)>,
+    /// Live workers per queue, in the order of `queues`.
+    workers: Vec<usize>,
     schedules: Vec<ScheduleStatus>,
 }
 
 async fn read(config: &RedisConfig, conn: &SelfHealingConnection) -> CliResult<Snapshot> {
     let names = known_queues(&mut conn.clone(), &config.prefix).await?;
     let queues = crate::inspect::counts_of(config, conn, names).await?;
+    let mut workers = Vec::with_capacity(queues.len());
+    for (name, _) in &queues {
+        workers.push(Queue::builder(config, name).with_connection(conn.clone())?.workers().await?.len());
+    }
     let schedules = Schedules::with_connection(conn.clone(), &config.prefix)?.status().await?;
-    Ok(Snapshot { queues, schedules })
+    Ok(Snapshot { queues, workers, schedules })
 }
 
 /// The outcomes a schedule's last run may have, as `outcome` label values.
@@ -148,6 +154,11 @@ fn render(snapshot: Option<&Snapshot>, took: Duration) -> String {
     out.family("quern_queue_paused", "gauge", "Whether the queue is paused (1) or not (0).");
     for (queue, c) in &s.queues {
         out.sample("quern_queue_paused", &[("queue", queue)], u8::from(c.paused));
+    }
+
+    out.family("quern_queue_workers", "gauge", "Live workers of the queue (stopping ones included).");
+    for ((queue, _), n) in s.queues.iter().zip(&s.workers) {
+        out.sample("quern_queue_workers", &[("queue", queue)], n);
     }
 
     type Field = fn(&ScheduleStatus) -> Option<f64>;
@@ -267,13 +278,15 @@ mod tests {
     #[test]
     fn queues_give_one_sample_per_state() {
         let counts = QueueCounts { waiting: 3, delayed: 1, active: 2, completed: 7, failed: 1, paused: true };
-        let snapshot = Snapshot { queues: vec![("ops".into(), counts)], schedules: Vec::new() };
+        let snapshot =
+            Snapshot { queues: vec![("ops".into(), counts)], workers: vec![2], schedules: Vec::new() };
         let text = render(Some(&snapshot), Duration::ZERO);
         for line in [
             "quern_up 1",
             "quern_queue_jobs{queue=\"ops\",state=\"waiting\"} 3",
             "quern_queue_jobs{queue=\"ops\",state=\"failed\"} 1",
             "quern_queue_paused{queue=\"ops\"} 1",
+            "quern_queue_workers{queue=\"ops\"} 2",
             "# TYPE quern_schedule_runs_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");

@@ -1,5 +1,5 @@
-//! `quern enqueue`, `stats`, `job`, `jobs`, `dlq`, `promote`, `remove`, `pause`, `resume` and `limit`
-//! against a real Redis.
+//! `quern enqueue`, `stats`, `workers`, `job`, `jobs`, `dlq`, `promote`, `remove`, `pause`, `resume`
+//! and `limit` against a real Redis.
 
 mod support;
 
@@ -171,6 +171,35 @@ fn promote_and_remove_by_id_report_each_and_exit_with_the_first_failure() {
     run(&cfg, &["remove", "nowhere", "1"]).fails_with(3);
     let stats = json(&run(&cfg, &["stats", "q", "--json"]).ok());
     assert_eq!(stats["q"]["waiting"], 2);
+}
+
+#[test]
+fn workers_lists_the_live_workers_of_each_queue() {
+    let cfg = config();
+    run(&cfg, &["enqueue", "other", "n"]).ok();
+    assert_eq!(run(&cfg, &["workers"]).ok().trim(), "no live workers");
+    let _worker = support::WorkerProcess::start(&cfg, "q", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let all = json(&run(&cfg, &["workers", "--json"]).ok());
+        if all["q"].as_array().is_some_and(|w| w.len() == 1) {
+            break all;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker was never listed: {all}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(listed["other"], serde_json::json!([]));
+    let w = &listed["q"][0];
+    assert_eq!(
+        (w["concurrency"].as_u64(), w["running"].as_u64(), w["stopping"].as_bool()),
+        (Some(4), Some(0), Some(false))
+    );
+    let table = run(&cfg, &["workers", "q"]).ok();
+    assert!(
+        table.starts_with("QUEUE") && table.contains(w["id"].as_str().unwrap()) && table.contains("running"),
+        "{table}"
+    );
+    run(&cfg, &["workers", "nowhere"]).fails_with(3);
 }
 
 #[test]

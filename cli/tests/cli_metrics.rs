@@ -104,6 +104,8 @@ enabled = false
     assert_eq!(at(r#"quern_queue_paused{queue="ops"}"#), 0.0);
     assert_eq!(at(r#"quern_queue_jobs{queue="ops",state="failed"}"#), 1.0);
     assert!(at(r#"quern_queue_jobs{queue="ops",state="completed"}"#) >= 1.0);
+    assert_eq!(at(r#"quern_queue_workers{queue="ops"}"#), 1.0, "the stock worker");
+    assert_eq!(at(r#"quern_queue_workers{queue="idle"}"#), 0.0);
 
     let beat = r#"schedule="beat",queue="ops""#;
     let off = r#"schedule="off",queue="ops""#;
