@@ -198,7 +198,7 @@ pub(crate) async fn counts_of(
 pub(crate) fn job_json(job: &JobInfo) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
-        for field in ["payload", "result"] {
+        for field in ["payload", "result", "progress"] {
             if let Some(Value::String(text)) = map.get(field)
                 && let Ok(parsed) = serde_json::from_str::<Value>(text)
             {
@@ -236,6 +236,9 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
         line("stalls", job.stalls.to_string());
     }
     line("payload", job.payload.clone());
+    if let Some(p) = &job.progress {
+        line("progress", p.clone());
+    }
     if let Some(r) = &job.result {
         line("result", r.clone());
     }

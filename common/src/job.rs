@@ -130,6 +130,9 @@ pub struct JobInfo {
     pub last_error: Option<String>,
     /// The handler's result, as JSON text (completed jobs).
     pub result: Option<String>,
+    /// How far the running attempt has come, or the last attempt of a job
+    /// no longer running, as its handler recorded it (JSON text).
+    pub progress: Option<String>,
     /// Every attempt, oldest first (the latest 25 failures and interruptions,
     /// then the running or successful attempt).
     pub history: Vec<Attempt>,
@@ -190,9 +193,17 @@ impl JobInfo {
             worker,
             last_error: h.remove("e"),
             result: h.remove("r"),
+            progress: progress_of(state, h.get("tk").map(String::as_str), h.get("pg").map(String::as_str)),
             history,
         }))
     }
+}
+
+/// The recorded progress (`<token> <JSON>`), unless it belongs to an
+/// earlier attempt than the one running.
+fn progress_of(state: JobState, token: Option<&str>, stored: Option<&str>) -> Option<String> {
+    let (by, progress) = stored?.split_once(' ')?;
+    (state != JobState::Active || token == Some(by)).then(|| progress.to_owned())
 }
 
 /// How many jobs a queue holds in each state.

@@ -117,11 +117,13 @@ pub enum ScriptName {
     Limit,
     /// Make delayed jobs waiting now.
     Promote,
+    /// Record a running job's progress.
+    Progress,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 15] = [
+    pub const ALL: [ScriptName; 16] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -137,6 +139,7 @@ impl ScriptName {
         ScriptName::Unpark,
         ScriptName::Limit,
         ScriptName::Promote,
+        ScriptName::Progress,
     ];
 
     /// The script's file name without `.lua`.
@@ -157,6 +160,7 @@ impl ScriptName {
             ScriptName::Unpark => "unpark",
             ScriptName::Limit => "limit",
             ScriptName::Promote => "promote",
+            ScriptName::Progress => "progress",
         }
     }
 
@@ -197,6 +201,7 @@ impl ScriptName {
             ScriptName::Unpark => lua!("unpark.lua"),
             ScriptName::Limit => lua!("limit.lua"),
             ScriptName::Promote => lua!("promote.lua"),
+            ScriptName::Progress => lua!("progress.lua"),
         }
     }
 

@@ -219,6 +219,14 @@ impl Mover {
         self.renew_recording(lease, worker, jobs).await
     }
 
+    /// Record progress `json` of job `id` as the holder of lease `token`.
+    pub async fn progress(&self, id: &str, token: &str, json: &str) -> ScriptCode {
+        let mut call = self.call(ScriptName::Progress);
+        call.arg(id).arg(token).arg(json);
+        let code: i64 = call.run(&mut self.conn.clone()).await.expect("progress");
+        ScriptCode::from_code(code).expect("known code")
+    }
+
     /// Unpark `member`; how many unclaimed hand-offs went back to waiting.
     pub async fn unpark(&self, member: &str) -> i64 {
         let mut call = self.call(ScriptName::Unpark);

@@ -7,18 +7,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use quern_common::ScriptCode;
+use quern_common::scripts::ScriptName;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::runtime::Shared;
+
 /// What a handler knows about the job it runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JobContext {
     inner: Arc<ContextInner>,
 }
 
-#[derive(Debug)]
 struct ContextInner {
-    queue: String,
+    shared: Arc<Shared>,
     id: String,
     name: String,
     token: String,
@@ -27,9 +30,23 @@ struct ContextInner {
     lease_lost: Arc<AtomicBool>,
 }
 
+impl fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobContext")
+            .field("queue", &self.queue())
+            .field("id", &self.inner.id)
+            .field("name", &self.inner.name)
+            .field("attempt", &self.inner.attempt)
+            .finish()
+    }
+}
+
+/// The longest progress value a handler may record (as JSON text).
+pub const MAX_PROGRESS_BYTES: usize = 4096;
+
 impl JobContext {
     pub(crate) fn new(
-        queue: &str,
+        shared: Arc<Shared>,
         id: &str,
         name: &str,
         token: &str,
@@ -39,7 +56,7 @@ impl JobContext {
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
-                queue: queue.to_owned(),
+                shared,
                 id: id.to_owned(),
                 name: name.to_owned(),
                 token: token.to_owned(),
@@ -50,9 +67,33 @@ impl JobContext {
         }
     }
 
+    /// Record how far this attempt has come: any JSON value (a percentage,
+    /// `{"done": 120, "of": 400}`, a stage name), up to 4 KiB. It shows in
+    /// `quern job`, in [`quern_common::JobInfo::progress`] and as a `progress`
+    /// event. Only the lease holder records: once the lease is lost this
+    /// fails with [`quern_common::Error::LeaseLost`] and records nothing.
+    pub async fn progress<T: Serialize + ?Sized>(&self, value: &T) -> quern_common::Result<()> {
+        let json = serde_json::to_string(value)
+            .map_err(|e| quern_common::Error::InvalidPayload(format!("progress is not JSON: {e}")))?;
+        if json.len() > MAX_PROGRESS_BYTES {
+            return Err(quern_common::Error::InvalidPayload(format!(
+                "progress of {} bytes; at most {MAX_PROGRESS_BYTES}",
+                json.len()
+            )));
+        }
+        let shared = &self.inner.shared;
+        let mut call = shared.call(ScriptName::Progress);
+        call.arg(&self.inner.id).arg(&self.inner.token).arg(json);
+        let code: i64 = call.run(&mut shared.conn.clone()).await?;
+        match ScriptCode::from_code(code)?.to_error(shared.keys.name(), &self.inner.id) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// The queue the job came from.
     pub fn queue(&self) -> &str {
-        &self.inner.queue
+        self.inner.shared.keys.name()
     }
 
     /// The job's id.

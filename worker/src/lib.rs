@@ -14,10 +14,14 @@
 //!   block when the next delayed job falls due;
 //! - renews every lease it holds in one call, every third of the lease;
 //! - runs the reaper that returns expired leases of crashed workers to `waiting`
-//!   (any worker may run it; it is atomic and idempotent);
+//!   (any worker may run it; it is atomic and idempotent), and with each pass
+//!   lists the worker among the queue's live workers (slots, running jobs);
+//! - on a rate-limited queue, takes no more than the current window allows and
+//!   fetches again when it closes;
 //! - turns handler errors, panics and timeouts into failed attempts; retryable
 //!   ones are retried after the job's backoff, the last one and permanent ones
 //!   land in the dead-letter list;
+//! - lets handlers record their progress ([`JobContext::progress`]);
 //! - on SIGTERM/SIGINT (or [`ShutdownHandle::shutdown`]) stops fetching, lets
 //!   running jobs finish within a grace period, and hands the rest back to
 //!   `waiting` without using up an attempt.
@@ -57,7 +61,7 @@ pub mod stock;
 mod waker;
 
 pub use builder::{Retention, WorkerBuilder};
-pub use handler::{JobContext, JobError};
+pub use handler::{JobContext, JobError, MAX_PROGRESS_BYTES};
 pub use quern_common::{Backoff, Error, JobOptions, RedisConfig, Result};
 pub use runtime::Worker;
 pub use shutdown::ShutdownHandle;

@@ -580,7 +580,7 @@ impl Worker {
             .expect("held lock")
             .insert(job.id.clone(), Held { token: job.token.clone(), lease_lost: lease_lost.clone() });
         let ctx = JobContext::new(
-            shared.keys.name(),
+            shared.clone(),
             &job.id,
             &job.name,
             &job.token,
