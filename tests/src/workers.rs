@@ -1,10 +1,12 @@
 //! Running a worker in the background of a test, and waiting on jobs.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quern_common::{JobInfo, JobState};
 use quern_producer::Queue;
-use quern_worker::{ShutdownHandle, Worker, WorkerBuilder};
+use quern_worker::{JobContext, JobError, ShutdownHandle, Worker, WorkerBuilder};
 use tokio::task::JoinHandle;
 
 /// A worker running on its own task until [`RunningWorker::stop`].
@@ -68,4 +70,16 @@ pub async fn wait_for_state(queue: &Queue, id: &str, state: JobState, limit: Dur
         Ok(job) => job,
         Err(_) => panic!("timed out after {limit:?} waiting for {what}; last seen: {last:#?}"),
     }
+}
+
+/// `builder` with a handler for job `name` that succeeds at once, whatever
+/// the payload, counting its runs in `done`.
+pub fn counting(builder: WorkerBuilder, name: &str, done: Arc<AtomicUsize>) -> WorkerBuilder {
+    builder.handler(name, move |_ctx: JobContext, _payload: serde_json::Value| {
+        let done = done.clone();
+        async move {
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<(), JobError>(())
+        }
+    })
 }

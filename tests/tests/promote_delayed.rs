@@ -9,8 +9,8 @@ use quern_common::{Error, JobState};
 use quern_producer::{JobOptions, NewJob, Queue};
 use quern_tests::config;
 use quern_tests::moves::Mover;
-use quern_tests::workers::RunningWorker;
-use quern_worker::{JobContext, JobError, Worker};
+use quern_tests::workers::{RunningWorker, counting};
+use quern_worker::Worker;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -68,19 +68,9 @@ async fn an_idle_worker_runs_a_promoted_job_at_once() {
     let cfg = config();
     let q = Queue::connect(&cfg, "q").await.unwrap();
     let done = Arc::new(AtomicUsize::new(0));
-    let counter = done.clone();
     // A long idle block: the worker must be woken, not find it on its own.
-    let w = RunningWorker::start(Worker::builder(&cfg, "q").idle_block(Duration::from_secs(30)).handler(
-        "n",
-        move |_ctx: JobContext, _n: u64| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), JobError>(())
-            }
-        },
-    ))
-    .await;
+    let builder = Worker::builder(&cfg, "q").idle_block(Duration::from_secs(30));
+    let w = RunningWorker::start(counting(builder, "n", done.clone())).await;
     let id = q.add_with("n", &1, JobOptions::new().delay(HOUR)).await.unwrap().id;
     tokio::time::sleep(Duration::from_millis(200)).await;
     q.promote(&id).await.unwrap();

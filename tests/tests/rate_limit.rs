@@ -10,8 +10,8 @@ use quern_common::{JobState, RateLimit, RedisConfig};
 use quern_producer::Queue;
 use quern_tests::config;
 use quern_tests::moves::Mover;
-use quern_tests::workers::RunningWorker;
-use quern_worker::{JobContext, JobError, Worker, WorkerBuilder};
+use quern_tests::workers::{RunningWorker, counting};
+use quern_worker::{Worker, WorkerBuilder};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -23,16 +23,8 @@ fn limit(max: u32, per: Duration) -> Option<RateLimit> {
 /// is long: a worker that waited for it, not for the window to close, would
 /// make the tests below time out.
 fn counter(cfg: &RedisConfig, queue: &str, slots: usize, done: Arc<AtomicUsize>) -> WorkerBuilder {
-    Worker::builder(cfg, queue).concurrency(slots).idle_block(Duration::from_secs(30)).handler(
-        "count",
-        move |_ctx: JobContext, _n: u64| {
-            let done = done.clone();
-            async move {
-                done.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), JobError>(())
-            }
-        },
-    )
+    let builder = Worker::builder(cfg, queue).concurrency(slots).idle_block(Duration::from_secs(30));
+    counting(builder, "count", done)
 }
 
 async fn add(q: &Queue, n: u64) -> Vec<String> {

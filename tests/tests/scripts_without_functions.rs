@@ -10,9 +10,9 @@ use std::time::Duration;
 use quern_common::JobState;
 use quern_common::scripts;
 use quern_producer::Queue;
-use quern_tests::workers::{RunningWorker, wait_for_state};
+use quern_tests::workers::{RunningWorker, counting, wait_for_state};
 use quern_tests::{TestRedis, command_calls, config_for, raw_connection};
-use quern_worker::{JobContext, JobError, Worker};
+use quern_worker::Worker;
 
 #[tokio::test]
 async fn jobs_run_through_evalsha_when_fcall_is_refused() {
@@ -34,18 +34,8 @@ async fn jobs_run_through_evalsha_when_fcall_is_refused() {
     assert!(!scripts::calls_functions(), "the process now calls EVALSHA");
 
     let done = Arc::new(AtomicUsize::new(0));
-    let counter = done.clone();
-    let worker = RunningWorker::start(Worker::builder(&cfg, "q").concurrency(4).handler(
-        "job",
-        move |_ctx: JobContext, _n: u64| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                Ok::<(), JobError>(())
-            }
-        },
-    ))
-    .await;
+    let worker =
+        RunningWorker::start(counting(Worker::builder(&cfg, "q").concurrency(4), "job", done.clone())).await;
     let mut ids = vec![first];
     for n in 2..=20u64 {
         ids.push(q.add("job", &n).await.unwrap().id);
