@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use quern_common::{QueueCounts, RedisConfig, SelfHealingConnection};
+use quern_common::{QueueCounts, RateLimit, RedisConfig, SelfHealingConnection};
 use quern_producer::{Queue, known_queues};
 use quern_scheduler::{Flag, RunOutcome, ScheduleStatus, Schedules};
 use tokio::sync::Mutex;
@@ -97,20 +97,30 @@ async fn scrape(State(exporter): State<Arc<Exporter>>) -> impl IntoResponse {
 /// What one scrape read from Redis.
 struct Snapshot {
     queues: Vec<(String, QueueCounts)>,
-    /// Live workers per queue, in the order of `queues`.
-    workers: Vec<usize>,
+    /// What else each queue has, in the order of `queues`.
+    extras: Vec<QueueExtras>,
     schedules: Vec<ScheduleStatus>,
+}
+
+/// A queue's live workers and rate limit.
+struct QueueExtras {
+    workers: usize,
+    rate_limit: Option<RateLimit>,
 }
 
 async fn read(config: &RedisConfig, conn: &SelfHealingConnection) -> CliResult<Snapshot> {
     let names = known_queues(&mut conn.clone(), &config.prefix).await?;
     let queues = crate::inspect::counts_of(config, conn, names).await?;
-    let mut workers = Vec::with_capacity(queues.len());
+    let mut extras = Vec::with_capacity(queues.len());
     for (name, _) in &queues {
-        workers.push(Queue::builder(config, name).with_connection(conn.clone())?.workers().await?.len());
+        let queue = Queue::builder(config, name).with_connection(conn.clone())?;
+        extras.push(QueueExtras {
+            workers: queue.workers().await?.len(),
+            rate_limit: queue.rate_limit().await?,
+        });
     }
     let schedules = Schedules::with_connection(conn.clone(), &config.prefix)?.status().await?;
-    Ok(Snapshot { queues, workers, schedules })
+    Ok(Snapshot { queues, extras, schedules })
 }
 
 /// The outcomes a schedule's last run may have, as `outcome` label values.
@@ -157,8 +167,30 @@ fn render(snapshot: Option<&Snapshot>, took: Duration) -> String {
     }
 
     out.family("quern_queue_workers", "gauge", "Live workers of the queue (stopping ones included).");
-    for ((queue, _), n) in s.queues.iter().zip(&s.workers) {
-        out.sample("quern_queue_workers", &[("queue", queue)], n);
+    for ((queue, _), x) in s.queues.iter().zip(&s.extras) {
+        out.sample("quern_queue_workers", &[("queue", queue)], x.workers);
+    }
+    // A family's samples follow its # TYPE line, all together.
+    type Limit = fn(&RateLimit) -> f64;
+    let limits: [(&str, &str, Limit); 2] = [
+        (
+            "quern_queue_rate_limit_jobs",
+            "Jobs that may start per window of the queue's rate limit (limited queues only).",
+            |l| f64::from(l.max()),
+        ),
+        (
+            "quern_queue_rate_limit_window_seconds",
+            "The window of the queue's rate limit (limited queues only).",
+            |l| l.per().as_secs_f64(),
+        ),
+    ];
+    for (name, help, value) in limits {
+        out.family(name, "gauge", help);
+        for ((queue, _), x) in s.queues.iter().zip(&s.extras) {
+            if let Some(limit) = &x.rate_limit {
+                out.sample(name, &[("queue", queue)], value(limit));
+            }
+        }
     }
 
     type Field = fn(&ScheduleStatus) -> Option<f64>;
@@ -278,8 +310,11 @@ mod tests {
     #[test]
     fn queues_give_one_sample_per_state() {
         let counts = QueueCounts { waiting: 3, delayed: 1, active: 2, completed: 7, failed: 1, paused: true };
-        let snapshot =
-            Snapshot { queues: vec![("ops".into(), counts)], workers: vec![2], schedules: Vec::new() };
+        let snapshot = Snapshot {
+            queues: vec![("ops".into(), counts)],
+            extras: vec![QueueExtras { workers: 2, rate_limit: None }],
+            schedules: Vec::new(),
+        };
         let text = render(Some(&snapshot), Duration::ZERO);
         for line in [
             "quern_up 1",

@@ -13,16 +13,18 @@ use quern_tests::{TestRedis, config, config_for};
 use support::{WorkerProcess, json, quern, run};
 
 /// The samples of an exposition text, `name{labels}` to value. Panics on a
-/// line that is neither a comment nor a sample, or on a sample whose family
-/// was not introduced by `# HELP` and `# TYPE` lines.
+/// line that is neither a comment nor a sample, or on a sample that does not
+/// follow the `# TYPE` line of its family with the rest of that family (the
+/// text format wants each family's samples together).
 fn samples(text: &str) -> BTreeMap<String, f64> {
-    let mut introduced = Vec::new();
+    let mut typed = Vec::new();
     let mut out = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
             assert!(["gauge", "counter"].contains(&kind), "{line}");
-            introduced.push(name.to_owned());
+            assert!(!typed.iter().any(|n| n == name), "{name} typed twice");
+            typed.push(name.to_owned());
             continue;
         }
         if line.starts_with("# HELP ") {
@@ -30,7 +32,7 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         }
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line:?}"));
         let name = series.split('{').next().unwrap();
-        assert!(introduced.iter().any(|n| n == name), "{name} has no # TYPE before it");
+        assert_eq!(typed.last().map(String::as_str), Some(name), "{name} is not under its own # TYPE");
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line:?}"));
         assert!(out.insert(series.to_owned(), value).is_none(), "{series} twice");
     }
@@ -66,6 +68,7 @@ enabled = false
     run(&cfg, &["enqueue", "idle", "b"]).ok();
     run(&cfg, &["enqueue", "idle", "c", "--delay", "1h"]).ok();
     run(&cfg, &["pause", "idle"]).ok();
+    run(&cfg, &["limit", "idle", "10/1m"]).ok();
     run(&cfg, &["enqueue", "ops", "command", "--payload", r#"{"argv":["false"]}"#, "--attempts", "1"]).ok();
 
     let _worker = WorkerProcess::start(&cfg, "ops", &[]);
@@ -106,6 +109,9 @@ enabled = false
     assert!(at(r#"quern_queue_jobs{queue="ops",state="completed"}"#) >= 1.0);
     assert_eq!(at(r#"quern_queue_workers{queue="ops"}"#), 1.0, "the stock worker");
     assert_eq!(at(r#"quern_queue_workers{queue="idle"}"#), 0.0);
+    assert_eq!(at(r#"quern_queue_rate_limit_jobs{queue="idle"}"#), 10.0);
+    assert_eq!(at(r#"quern_queue_rate_limit_window_seconds{queue="idle"}"#), 60.0);
+    assert!(!m.contains_key(r#"quern_queue_rate_limit_jobs{queue="ops"}"#), "no limit, no sample");
 
     let beat = r#"schedule="beat",queue="ops""#;
     let off = r#"schedule="off",queue="ops""#;
