@@ -510,6 +510,8 @@ async fn summary(
         "schedules list".to_owned(),
         format!("dlq {QUEUE} list"),
         format!("dlq {QUEUE} retry {POISON_ID}"),
+        format!("events {QUEUE} --last 15"),
+        "metrics --once".to_owned(),
     ] {
         outln!("  {exe} {url} {prefix} {cmd}");
     }
