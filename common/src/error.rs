@@ -114,6 +114,16 @@ pub enum Error {
         /// The state it is in.
         state: crate::JobState,
     },
+    /// The job has finished already (completed, or in the dead-letter list).
+    #[error("job {id:?} of queue {queue:?} has finished already (it is {state})")]
+    Finished {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// The state it is in.
+        state: crate::JobState,
+    },
     /// No producer or worker ever used this queue.
     #[error("unknown queue {0:?}: no producer or worker has used it under this prefix")]
     UnknownQueue(String),

@@ -16,7 +16,7 @@ pub struct Event {
     /// When it happened (Redis time, ms since the Unix epoch).
     pub at_ms: u64,
     /// What happened: `added`, `active`, `completed`, `retrying`, `failed`
-    /// (dead-lettered), `progress`, `stalled`, `released`, `removed`, `promoted`, `paused`, `resumed`,
+    /// (dead-lettered), `cancelled`, `progress`, `stalled`, `released`, `removed`, `promoted`, `paused`, `resumed`,
     /// `limit`, `dead_letter_retry` or `dead_letter_purge`.
     pub kind: String,
     /// The details, in the order written: `id` or `ids` (comma-separated),

@@ -67,8 +67,9 @@ pub struct Attempt {
     #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
     /// What happened: `completed`, `running`, `error`, `permanent`, `timeout`,
-    /// `panic`, `stalled` (lease expired), `released` (worker shut down) or
-    /// `retried` (moved back from the dead-letter list).
+    /// `panic`, `stalled` (lease expired), `released` (worker shut down),
+    /// `cancelled` (by an operator) or `retried` (moved back from the
+    /// dead-letter list).
     #[serde(rename = "out")]
     pub outcome: String,
     /// When the attempt started (Unix ms, Redis clock).

@@ -119,11 +119,13 @@ pub enum ScriptName {
     Promote,
     /// Record a running job's progress.
     Progress,
+    /// Stop a job for good: revoke its lease, dead-letter it.
+    Cancel,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 16] = [
+    pub const ALL: [ScriptName; 17] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -140,6 +142,7 @@ impl ScriptName {
         ScriptName::Limit,
         ScriptName::Promote,
         ScriptName::Progress,
+        ScriptName::Cancel,
     ];
 
     /// The script's file name without `.lua`.
@@ -161,6 +164,7 @@ impl ScriptName {
             ScriptName::Limit => "limit",
             ScriptName::Promote => "promote",
             ScriptName::Progress => "progress",
+            ScriptName::Cancel => "cancel",
         }
     }
 
@@ -202,6 +206,7 @@ impl ScriptName {
             ScriptName::Limit => lua!("limit.lua"),
             ScriptName::Promote => lua!("promote.lua"),
             ScriptName::Progress => lua!("progress.lua"),
+            ScriptName::Cancel => lua!("cancel.lua"),
         }
     }
 

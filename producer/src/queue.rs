@@ -379,6 +379,28 @@ impl Queue {
         call.run(&mut self.conn()).await
     }
 
+    /// Stop job `id` for good, with `reason` as its error: a waiting or
+    /// delayed job never runs; a running one loses its lease (its worker
+    /// learns at its next renewal, a third of the lease at most, and its
+    /// result is refused; the stock `command` kind kills its process group).
+    /// The job lands in the dead-letter list, where `retry_dead_letter` can
+    /// run it again.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<()> {
+        let mut call = self.call(ScriptName::Cancel);
+        call.arg(id).arg(reason);
+        let code: i64 = call.run(&mut self.conn()).await?;
+        let (queue, id) = (self.name().to_owned(), id.to_owned());
+        match ScriptCode::from_code(code)? {
+            ScriptCode::Ok => Ok(()),
+            ScriptCode::NotFound => Err(Error::JobNotFound { queue, id }),
+            ScriptCode::WrongState => match self.job(&id).await? {
+                Some(job) => Err(Error::Finished { queue, id, state: job.state }),
+                None => Err(Error::JobNotFound { queue, id }),
+            },
+            other => Err(Error::Protocol(format!("cancel returned {other:?}"))),
+        }
+    }
+
     /// Pause the queue: workers stop taking jobs from it; active jobs finish.
     pub async fn pause(&self) -> Result<()> {
         self.set_paused(true).await

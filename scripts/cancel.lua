@@ -1,0 +1,34 @@
+-- cancel: an operator stops a job for good. ARGV[3] = id, ARGV[4] = reason.
+-- A waiting or delayed job leaves its list; a running one loses its lease
+-- (the token is revoked, so its worker's renewal reports it lost and its
+-- result is refused, see renew.lua and complete.lua). Either way it lands in
+-- the dead-letter list with the reason as its error and a 'cancelled' attempt
+-- in its history; `dlq retry` runs it again. Returns OK, NOT_FOUND or
+-- WRONG_STATE (completed, or dead-lettered already).
+local now = now_ms()
+local id, reason = ARGV[3], ARGV[4]
+local jk = JOB_PREFIX .. id
+local v = redis.call('HMGET', jk, 's', 'tk', 'st', 'at', 'w')
+local s = v[1]
+if not s then
+  return NOT_FOUND
+end
+if s == 'completed' or s == 'failed' then
+  return WRONG_STATE
+end
+if s == 'active' then
+  redis.call('ZREM', K_ACTIVE, id)
+  push_history(jk, { n = tonumber(v[4]), out = 'cancelled', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = v[2], err = reason })
+elseif s == 'delayed' then
+  redis.call('ZREM', K_DELAYED, id)
+  push_history(jk, { out = 'cancelled', fin = now, err = reason })
+else
+  if redis.call('LREM', K_WAIT, 1, id) == 0 then
+    redis.call('ZREM', K_PRIO, id)
+  end
+  push_history(jk, { out = 'cancelled', fin = now, err = reason })
+end
+redis.call('HSET', jk, 's', 'failed', 'tk', '', 'fin', now, 'e', reason)
+redis.call('ZADD', K_DLQ, now, id)
+emit('ev', 'cancelled', 'id', id, 'error', reason)
+return OK
