@@ -5,8 +5,8 @@
 //! - `1`: operational failure (Redis unreachable, a command failed);
 //! - `2`: usage or bad input (unknown flag, malformed duration, invalid JSON,
 //!   a name or option out of range);
-//! - `3`: not found (unknown queue, no such job, job not in the dead-letter
-//!   list, job not delayed).
+//! - `3`: not found (unknown queue, no such job, or a job not in a state the
+//!   command applies to: not dead-lettered, not delayed, finished already).
 
 use std::fmt;
 
@@ -43,7 +43,11 @@ impl CliError {
             CliError::NotFound(_) => EXIT_NOT_FOUND,
             CliError::Quern(e) if e.is_invalid_input() => EXIT_USAGE,
             CliError::Quern(
-                E::JobNotFound { .. } | E::UnknownQueue(_) | E::NotDeadLettered { .. } | E::NotDelayed { .. },
+                E::JobNotFound { .. }
+                | E::UnknownQueue(_)
+                | E::NotDeadLettered { .. }
+                | E::NotDelayed { .. }
+                | E::Finished { .. },
             ) => EXIT_NOT_FOUND,
             CliError::Quern(_) => EXIT_FAILURE,
             CliError::Reported(code) => *code,

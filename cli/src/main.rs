@@ -50,7 +50,8 @@ use crate::error::CliError;
 ///
 /// Exit codes: 0 success; 1 operational failure (e.g. Redis unreachable);
 /// 2 usage or bad input (unknown flag, malformed duration, invalid JSON);
-/// 3 not found (unknown queue, no such job).
+/// 3 not found (unknown queue, no such job, a job not in a state the command
+/// applies to).
 #[derive(Debug, Parser)]
 #[command(name = "quern", version, about, long_about)]
 struct Cli {
@@ -104,6 +105,10 @@ enum Command {
     Dlq(dlq::DlqArgs),
     /// Make delayed jobs (a delay, or a retry's backoff) waiting now: by id, or --all.
     Promote(repair::PromoteArgs),
+    /// Stop jobs for good: waiting or delayed ones never run, running ones lose
+    /// their lease (their worker learns within a third of the lease; the stock
+    /// `command` kind kills the program); all land in the dead-letter list.
+    Cancel(repair::CancelArgs),
     /// Delete jobs that are not running (waiting, delayed, completed or dead-lettered).
     Remove(repair::RemoveArgs),
     /// Pause a queue: workers take no new jobs from it (running jobs finish).
@@ -147,6 +152,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Events(args) => events::run(&config, args).await,
         Command::Dlq(args) => dlq::run(&config, args).await,
         Command::Promote(args) => repair::promote(&config, args).await,
+        Command::Cancel(args) => repair::cancel(&config, args).await,
         Command::Remove(args) => repair::remove(&config, args).await,
         Command::Pause(args) => control::set_paused(&config, args, true).await,
         Command::Resume(args) => control::set_paused(&config, args, false).await,

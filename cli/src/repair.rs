@@ -1,4 +1,5 @@
-//! `quern promote` and `quern remove`: run delayed jobs now, delete jobs.
+//! `quern promote`, `quern cancel` and `quern remove`: run delayed jobs now,
+//! stop jobs for good, delete jobs.
 
 use quern_common::RedisConfig;
 use quern_producer::Queue;
@@ -27,6 +28,30 @@ pub(crate) struct RemoveArgs {
     /// dead-lettered).
     #[arg(required = true)]
     pub(crate) ids: Vec<String>,
+}
+
+/// Options of `quern cancel`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CancelArgs {
+    /// The queue.
+    pub(crate) queue: String,
+    /// Ids of jobs that have not finished (waiting, delayed or running).
+    #[arg(required = true)]
+    pub(crate) ids: Vec<String>,
+    /// Recorded as the jobs' error.
+    #[arg(long, default_value = "cancelled by an operator")]
+    pub(crate) reason: String,
+}
+
+/// `quern cancel`: stop jobs for good (they land in the dead-letter list).
+pub(crate) async fn cancel(config: &RedisConfig, args: CancelArgs) -> CliResult {
+    let queue = open(config, &args.queue).await?;
+    let reason = args.reason.as_str();
+    each(&args.ids, |id| {
+        let queue = queue.clone();
+        async move { queue.cancel(&id, reason).await.map(|()| format!("cancelled {id}: in the dead-letter list")) }
+    })
+    .await
 }
 
 /// `quern promote`: make delayed jobs waiting now.

@@ -268,7 +268,7 @@ fn every_subcommand_has_help() {
     let cfg = config();
     for cmd in [
         "enqueue", "stats", "job", "jobs", "dlq", "pause", "resume", "limit", "metrics", "events", "promote",
-        "remove",
+        "remove", "workers", "cancel",
     ] {
         let out = run(&cfg, &[cmd, "--help"]).ok();
         assert!(out.contains("Usage: quern"), "{cmd}: {out}");

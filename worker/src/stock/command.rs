@@ -9,7 +9,9 @@
 //!   fails permanently: retrying cannot fix it.
 //! - The program runs in a process group of its own. On timeout, the payload's
 //!   `timeout` or the job's, the whole group gets SIGTERM, then SIGKILL after
-//!   `kill_grace`, so children it started die with it.
+//!   `kill_grace`, so children it started die with it. The same happens when
+//!   the attempt's lease is lost (the job was cancelled, or taken over after a
+//!   stall).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use super::tail;
-use crate::JobError;
+use crate::{JobContext, JobError};
 
 /// Bytes of stdout and stderr kept in a failed attempt's error message.
 pub const OUTPUT_TAIL_BYTES: usize = 2048;
@@ -98,8 +100,11 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Run the command. Errors are failed attempts (see the module docs).
-pub async fn run(job: &CommandJob) -> Result<CommandOutput, JobError> {
+/// Run the command. Errors are failed attempts (see the module docs). The
+/// process group is killed on timeout, and when the attempt's lease is lost
+/// (`quern cancel`, or another worker took the job over after a stall): the
+/// attempt's result would be refused anyway.
+pub async fn run(job: &CommandJob, ctx: &JobContext) -> Result<CommandOutput, JobError> {
     let Some((program, args)) = job.argv.split_first() else {
         return Err(JobError::permanent("argv is empty: give at least the program to run"));
     };
@@ -121,28 +126,33 @@ pub async fn run(job: &CommandJob) -> Result<CommandOutput, JobError> {
     let stdout = tokio::spawn(read_tail(child.stdout.take()));
     let stderr = tokio::spawn(read_tail(child.stderr.take()));
 
-    let status = match job.timeout {
-        None => child.wait().await,
-        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-            Ok(status) => status,
-            Err(_) => {
-                if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGTERM);
-                    // Give the group the grace period (less if the leader exits),
-                    // then SIGKILL whatever is left: members may ignore SIGTERM
-                    // or outlive the leader.
-                    let _ = tokio::time::timeout(grace, child.wait()).await;
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                    let _ = child.wait().await;
-                }
-                guard.disarm();
-                let (out, err) = collect(stdout, stderr).await;
-                return Err(JobError::retryable(format!(
-                    "timed out after {limit:?}: killed the process group{}",
-                    describe_output(&out, &err)
-                )));
+    let limit = job.timeout;
+    let stop = tokio::select! {
+        status = child.wait() => Ok(status),
+        _ = tokio::time::sleep(limit.unwrap_or(Duration::from_secs(86_400))), if limit.is_some() => {
+            Err(format!("timed out after {:?}", limit.unwrap_or_default()))
+        }
+        _ = lease_lost(ctx) => Err("lease lost (the job was cancelled, or taken over after a stall)".to_owned()),
+    };
+    let status = match stop {
+        Ok(status) => status,
+        Err(why) => {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGTERM);
+                // Give the group the grace period (less if the leader exits),
+                // then SIGKILL whatever is left: members may ignore SIGTERM
+                // or outlive the leader.
+                let _ = tokio::time::timeout(grace, child.wait()).await;
+                let _ = killpg(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
             }
-        },
+            guard.disarm();
+            let (out, err) = collect(stdout, stderr).await;
+            return Err(JobError::retryable(format!(
+                "{why}: killed the process group{}",
+                describe_output(&out, &err)
+            )));
+        }
     }
     .map_err(|e| JobError::retryable(format!("waiting for {program:?} failed: {e}")))?;
     guard.disarm();
@@ -222,4 +232,12 @@ fn describe_output(stdout: &str, stderr: &str) -> String {
         }
     }
     text
+}
+
+/// Resolves once the attempt's lease is lost (checked every 200 ms; the
+/// worker learns of it at its next renewal).
+async fn lease_lost(ctx: &JobContext) {
+    while !ctx.is_lease_lost() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -20,10 +20,9 @@ pub fn register(builder: WorkerBuilder) -> Result<WorkerBuilder> {
     let client =
         http::client().map_err(|e| Error::InvalidOptions(format!("cannot set up the HTTP client: {e}")))?;
     Ok(builder
-        .handler(
-            "command",
-            |_ctx: JobContext, job: command::CommandJob| async move { command::run(&job).await },
-        )
+        .handler("command", |ctx: JobContext, job: command::CommandJob| async move {
+            command::run(&job, &ctx).await
+        })
         .handler("http", move |_ctx: JobContext, job: http::HttpJob| {
             let client = client.clone();
             async move { http::run(&client, &job).await }
