@@ -18,6 +18,10 @@ if s == 'completed' or s == 'failed' then
 end
 if s == 'active' then
   redis.call('ZREM', K_ACTIVE, id)
+  -- Handed over by an add and not claimed yet: no worker is to take it.
+  if not v[5] then
+    drop_handoff_records({ [id .. '\n' .. v[2] .. '\n'] = true })
+  end
   push_history(jk, { n = tonumber(v[4]), out = 'cancelled', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = v[2], err = reason })
 elseif s == 'delayed' then
   redis.call('ZREM', K_DELAYED, id)

@@ -142,6 +142,21 @@ local function announce_released(ids)
   end
 end
 
+-- @block drop_handoff_records
+-- Take the records of these jobs off the hand-off list: `heads` is a set of
+-- 'id\ntoken\n' record heads (see add.lua). Scans the list, which holds at
+-- most a few records (one hand-off is pending at a time).
+local function drop_handoff_records(heads)
+  if next(heads) then
+    for _, record in ipairs(redis.call('LRANGE', K_HANDOFF, 0, -1)) do
+      local head = string.match(record, '^[^\n]*\n[^\n]*\n')
+      if head and heads[head] then
+        redis.call('LREM', K_HANDOFF, 1, record)
+      end
+    end
+  end
+end
+
 -- @block push_history
 local function push_history(jk, entry)
   local raw = redis.call('HGET', jk, 'h')

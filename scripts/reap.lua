@@ -43,14 +43,7 @@ for _, id in ipairs(expired) do
     end
   end
 end
-if next(unclaimed) then
-  for _, record in ipairs(redis.call('LRANGE', K_HANDOFF, 0, -1)) do
-    local head = string.match(record, '^[^\n]*\n[^\n]*\n')
-    if head and unclaimed[head] then
-      redis.call('LREM', K_HANDOFF, 1, record)
-    end
-  end
-end
+drop_handoff_records(unclaimed)
 -- Parkings of workers that stopped without unparking (killed, say).
 redis.call('ZREMRANGEBYSCORE', K_PARKED, '-inf', '(' .. now)
 -- The live workers: this one, and none of those whose registration lapsed.

@@ -81,3 +81,19 @@ async fn a_running_job_loses_its_lease_and_its_result_is_refused() {
         Err(Error::Finished { state: JobState::Completed, .. })
     ));
 }
+
+#[tokio::test]
+async fn a_job_handed_to_a_parked_worker_and_not_yet_taken_leaves_the_hand_off_list() {
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let m = Mover::new(&cfg, "q").await;
+    m.park("w1", Duration::from_millis(500), Duration::from_secs(60)).await;
+    let id = q.add("n", &1).await.unwrap().id;
+    assert_eq!(m.handoffs().await.len(), 1, "handed over");
+    q.cancel(&id, "not needed").await.unwrap();
+    assert!(m.handoffs().await.is_empty(), "no worker is to take it");
+    assert_eq!(q.job(&id).await.unwrap().unwrap().state, JobState::Failed);
+    // And the next add is handed over again.
+    q.add("n", &2).await.unwrap();
+    assert_eq!(m.handoffs().await.len(), 1);
+}
