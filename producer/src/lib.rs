@@ -25,6 +25,27 @@
 //! println!("enqueued {} (new: {})", job.id, job.created);
 //! # Ok(()) }
 //! ```
+//!
+//! The same handle operates the queue: rate limits, promoting and cancelling
+//! jobs, its live workers, and its events as they happen.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use quern_producer::{EventFollower, Queue, RateLimit, RedisConfig};
+//!
+//! # async fn run(queue: Queue, id: &str) -> quern_producer::Result<()> {
+//! queue.set_rate_limit(Some(RateLimit::new(100, Duration::from_secs(60))?)).await?;
+//! queue.promote(id).await?;
+//! queue.cancel(id, "customer deleted").await?;
+//! println!("{} live workers", queue.workers().await?.len());
+//! let mut events = EventFollower::connect(&RedisConfig::from_env(), &queue, None).await?;
+//! for e in events.next().await? {
+//!     if e.kind == "failed" {
+//!         eprintln!("dead-lettered: {:?} ({:?})", e.job_ids(), e.field("error"));
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 mod batcher;
