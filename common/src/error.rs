@@ -124,6 +124,18 @@ pub enum Error {
         /// The state it is in.
         state: crate::JobState,
     },
+    /// The queue has running jobs or live workers, and deleting it was not forced.
+    #[error(
+        "queue {queue:?} is in use: {running} running job(s), {workers} live worker(s); stop them first, or force it"
+    )]
+    QueueInUse {
+        /// The queue.
+        queue: String,
+        /// Jobs running.
+        running: u64,
+        /// Workers listed as live.
+        workers: u64,
+    },
     /// No producer or worker ever used this queue.
     #[error("unknown queue {0:?}: no producer or worker has used it under this prefix")]
     UnknownQueue(String),

@@ -121,11 +121,13 @@ pub enum ScriptName {
     Progress,
     /// Stop a job for good: revoke its lease, dead-letter it.
     Cancel,
+    /// Delete a queue with its jobs and keys, in bounded calls.
+    Obliterate,
 }
 
 impl ScriptName {
     /// Every script.
-    pub const ALL: [ScriptName; 17] = [
+    pub const ALL: [ScriptName; 18] = [
         ScriptName::Add,
         ScriptName::Fetch,
         ScriptName::Complete,
@@ -143,6 +145,7 @@ impl ScriptName {
         ScriptName::Promote,
         ScriptName::Progress,
         ScriptName::Cancel,
+        ScriptName::Obliterate,
     ];
 
     /// The script's file name without `.lua`.
@@ -165,6 +168,7 @@ impl ScriptName {
             ScriptName::Promote => "promote",
             ScriptName::Progress => "progress",
             ScriptName::Cancel => "cancel",
+            ScriptName::Obliterate => "obliterate",
         }
     }
 
@@ -207,6 +211,7 @@ impl ScriptName {
             ScriptName::Promote => lua!("promote.lua"),
             ScriptName::Progress => lua!("progress.lua"),
             ScriptName::Cancel => lua!("cancel.lua"),
+            ScriptName::Obliterate => lua!("obliterate.lua"),
         }
     }
 

@@ -22,6 +22,8 @@ const BULK_CHUNK: usize = 1000;
 const DEAD_LETTER_BATCH: usize = 500;
 /// Delayed jobs one promote call moves at most (bounded work per script).
 const PROMOTE_BATCH: usize = 500;
+/// Jobs one obliterate call deletes at most (bounded work per script).
+const OBLITERATE_BATCH: usize = 1000;
 
 /// A handle on one queue. Clone it freely: clones share one connection.
 #[derive(Clone)]
@@ -399,6 +401,34 @@ impl Queue {
             },
             other => Err(Error::Protocol(format!("cancel returned {other:?}"))),
         }
+    }
+
+    /// Delete the queue: every job (in any state), its events, its settings
+    /// (pause, rate limit) and its keys, in calls of a bounded size, then its
+    /// name from the list of known queues. Refused with
+    /// [`Error::QueueInUse`] while jobs run or workers are live, unless
+    /// `force` (their results are then refused). Producers still adding to it
+    /// create it afresh. Returns how many jobs were deleted.
+    pub async fn obliterate(&self, force: bool) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let mut call = self.call(ScriptName::Obliterate);
+            call.arg(OBLITERATE_BATCH).arg(if force { "1" } else { "0" });
+            let (status, deleted): (String, u64) = call.run(&mut self.conn()).await?;
+            total += deleted;
+            match status.as_str() {
+                "more" => continue,
+                "done" => break,
+                "busy" => {
+                    let running = self.counts().await?.active;
+                    let workers = self.workers().await?.len() as u64;
+                    return Err(Error::QueueInUse { queue: self.name().to_owned(), running, workers });
+                }
+                other => return Err(Error::Protocol(format!("obliterate returned {other:?}"))),
+            }
+        }
+        let _: i64 = self.conn().srem(QueueKeys::registry(self.inner.keys.prefix()), self.name()).await?;
+        Ok(total)
     }
 
     /// Pause the queue: workers stop taking jobs from it; active jobs finish.

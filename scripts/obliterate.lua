@@ -1,0 +1,58 @@
+-- obliterate: delete the queue, its jobs and its keys, in bounded calls.
+-- ARGV[3] = jobs to delete at most in this call, ARGV[4] = '1' to go ahead
+-- even with running jobs or live workers.
+-- Returns {status, jobs deleted by this call}: status 'busy' (nothing done:
+-- jobs are running or workers are live, and not forced), 'more' (call again)
+-- or 'done' (every key of the queue is gone).
+local now = now_ms()
+local limit = tonumber(ARGV[3])
+if ARGV[4] ~= '1' then
+  local running = redis.call('ZCARD', K_ACTIVE)
+  if redis.call('ZSCORE', K_ACTIVE, ACTIVE_PIN) then
+    running = running - 1
+  end
+  if running > 0 or redis.call('ZCOUNT', K_WORKERS, now, '+inf') > 0 then
+    return { 'busy', 0 }
+  end
+end
+
+local deleted = 0
+local function delete_jobs(ids)
+  local keys = {}
+  for _, id in ipairs(ids) do
+    if id ~= ACTIVE_PIN then
+      keys[#keys + 1] = JOB_PREFIX .. id
+    end
+  end
+  for i = 1, #keys, CHUNK do
+    redis.call('DEL', unpack(keys, i, math.min(i + CHUNK - 1, #keys)))
+  end
+  deleted = deleted + #keys
+end
+-- Every job is on one of these (a handed-over one is also active).
+for _, list in ipairs({ K_WAIT, K_COMPLETED }) do
+  while deleted < limit do
+    local ids = redis.call('LRANGE', list, 0, limit - deleted - 1)
+    if #ids == 0 then
+      break
+    end
+    delete_jobs(ids)
+    redis.call('LTRIM', list, #ids, -1)
+  end
+end
+for _, set in ipairs({ K_PRIO, K_DELAYED, K_ACTIVE, K_DLQ }) do
+  while deleted < limit do
+    local ids = redis.call('ZRANGE', set, 0, limit - deleted - 1)
+    if #ids == 0 or (#ids == 1 and ids[1] == ACTIVE_PIN) then
+      break
+    end
+    delete_jobs(ids)
+    call_chunked('ZREM', set, ids)
+  end
+end
+if deleted >= limit then
+  return { 'more', deleted }
+end
+redis.call('DEL', K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE,
+  K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO)
+return { 'done', deleted }
