@@ -1,9 +1,9 @@
-//! `quern pause`, `quern resume` and `quern limit`.
+//! `quern pause`, `quern resume`, `quern limit` and `quern delete-queue`.
 
 use quern_common::{RateLimit, RedisConfig};
 use quern_producer::Queue;
 
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 
 /// Options of `quern pause` and `quern resume`.
 #[derive(Debug, clap::Args)]
@@ -61,5 +61,36 @@ pub(crate) async fn limit(config: &RedisConfig, args: LimitArgs) -> CliResult {
             None => outln!("queue {}: no rate limit", args.queue),
         }
     }
+    Ok(())
+}
+
+/// Options of `quern delete-queue`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeleteQueueArgs {
+    /// The queue.
+    pub(crate) queue: String,
+    /// Confirm: every job of the queue, in every state, is deleted for good.
+    #[arg(long)]
+    pub(crate) yes: bool,
+    /// Delete it even while jobs run or workers are live (their results are
+    /// then refused; workers and producers still running recreate the queue).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// `quern delete-queue`: delete a queue with all its jobs.
+pub(crate) async fn delete_queue(config: &RedisConfig, args: DeleteQueueArgs) -> CliResult {
+    quern_common::names::validate_queue_name(&args.queue)?;
+    let queue = Queue::open_existing(config, &args.queue).await?;
+    if !args.yes {
+        let c = queue.counts().await?;
+        let jobs = c.waiting + c.delayed + c.active + c.completed + c.failed;
+        return Err(CliError::Usage(format!(
+            "deleting queue {} deletes its {jobs} job(s) for good; add --yes to go ahead",
+            args.queue
+        )));
+    }
+    let deleted = queue.obliterate(args.force).await?;
+    outln!("deleted queue {} and its {deleted} job(s)", args.queue);
     Ok(())
 }

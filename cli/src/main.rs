@@ -118,6 +118,9 @@ enum Command {
     /// Show, set or remove a queue's rate limit: at most N jobs start per
     /// window, across all its workers (e.g. `quern limit ops 100/1m`).
     Limit(control::LimitArgs),
+    /// Delete a queue with all its jobs, events and settings (asks for --yes;
+    /// refused while jobs run or workers are live, unless --force).
+    DeleteQueue(control::DeleteQueueArgs),
     /// Serve Prometheus metrics of every queue and schedule under the prefix
     /// (job counts per state, paused, schedule runs, missed ticks, overdue
     /// ticks, the last run's outcome) at GET /metrics, or print them once.
@@ -157,6 +160,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Pause(args) => control::set_paused(&config, args, true).await,
         Command::Resume(args) => control::set_paused(&config, args, false).await,
         Command::Limit(args) => control::limit(&config, args).await,
+        Command::DeleteQueue(args) => control::delete_queue(&config, args).await,
         Command::Metrics(args) => metrics::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await.map_err(CliError::from),
     }

@@ -203,6 +203,23 @@ fn workers_lists_the_live_workers_of_each_queue() {
 }
 
 #[test]
+fn delete_queue_asks_for_yes_then_deletes_the_queue_and_its_jobs() {
+    let cfg = config();
+    run(&cfg, &["enqueue", "old", "n"]).ok();
+    run(&cfg, &["enqueue", "old", "n", "--delay", "1h"]).ok();
+    run(&cfg, &["enqueue", "keep", "n"]).ok();
+    let err = run(&cfg, &["delete-queue", "old"]).fails_with(2);
+    assert!(err.contains("its 2 job(s)") && err.contains("--yes"), "{err}");
+    assert_eq!(
+        run(&cfg, &["delete-queue", "old", "--yes"]).ok().trim(),
+        "deleted queue old and its 2 job(s)"
+    );
+    let stats = json(&run(&cfg, &["stats", "--json"]).ok());
+    assert_eq!(stats.as_object().unwrap().keys().collect::<Vec<_>>(), ["keep"]);
+    run(&cfg, &["delete-queue", "old", "--yes"]).fails_with(3);
+}
+
+#[test]
 fn limit_shows_sets_and_removes_a_rate_limit() {
     let cfg = config();
     run(&cfg, &["enqueue", "q", "n"]).ok();
@@ -267,8 +284,21 @@ fn unreachable_redis_is_a_clear_exit_1() {
 fn every_subcommand_has_help() {
     let cfg = config();
     for cmd in [
-        "enqueue", "stats", "job", "jobs", "dlq", "pause", "resume", "limit", "metrics", "events", "promote",
-        "remove", "workers", "cancel",
+        "enqueue",
+        "stats",
+        "job",
+        "jobs",
+        "dlq",
+        "pause",
+        "resume",
+        "limit",
+        "metrics",
+        "events",
+        "promote",
+        "remove",
+        "workers",
+        "cancel",
+        "delete-queue",
     ] {
         let out = run(&cfg, &[cmd, "--help"]).ok();
         assert!(out.contains("Usage: quern"), "{cmd}: {out}");
