@@ -286,8 +286,7 @@ impl Mover {
 
     /// Redis' clock in ms.
     pub async fn now_ms(&self) -> u64 {
-        let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut self.conn.clone()).await.expect("TIME");
-        s * 1000 + us / 1000
+        quern_common::connection::redis_time_ms(&mut self.conn.clone()).await.expect("TIME")
     }
 
     /// The `ev` field of every entry of the events stream, oldest first.
