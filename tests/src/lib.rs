@@ -77,12 +77,17 @@ pub fn config_for(url: &str) -> RedisConfig {
         .response_timeout(Duration::from_secs(2))
 }
 
-/// A plain multiplexed connection for inspecting keys directly.
+/// A plain multiplexed connection for inspecting keys directly. Its
+/// timeouts are generous: redis-rs' defaults (about a second) are short
+/// enough for a loaded 2-core machine to miss while a test kills processes.
 pub async fn raw_connection(config: &RedisConfig) -> redis::aio::MultiplexedConnection {
+    let patient = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(10)));
     config
         .client()
         .expect("client")
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&patient)
         .await
         .expect("connect to the test Redis")
 }
