@@ -45,7 +45,7 @@ local function parks(short)
   end
 end
 
-local out = { 0, -1, '' }
+local out = { 0, -1, '', '' }
 local state = redis.call('HMGET', K_META, 'paused', 'rl')
 if state[1] then
   parks(false)
@@ -88,13 +88,17 @@ if take > 0 then
   end
 end
 
-if #ids > 0 then
+-- Ids taken off the waiting list (dropped ones too: the batch is full or
+-- short by what was taken, so a worker never parks while jobs wait).
+local got = #ids
+if got > 0 then
   -- One token per fetch call: a job gets one lease per call, so the token is
   -- still unique to each lease of each job (that is all fencing needs).
   local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))
   local deadline = tostring(now + tonumber(ARGV[4]))
   out[3] = token
-  local leased, nl, no = {}, 0, 3
+  local leased, nl, no = {}, 0, 4
+  local dropped = nil
   for _, id in ipairs(ids) do
     local jk = JOB_PREFIX .. id
     local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at', 'dn', 'd2')
@@ -116,7 +120,21 @@ if #ids > 0 then
       out[no + 5] = rest
       out[no + 6] = v[3] or ''
       no = no + 6
+    else
+      -- Listed as waiting, but no job behind the id (a hand-edited or
+      -- corrupt queue): it leaves the list here, and says so.
+      dropped = dropped or {}
+      dropped[#dropped + 1] = id
     end
+  end
+  if dropped then
+    out[4] = table.concat(dropped, ',')
+    emit('ev', 'dropped', 'ids', out[4])
+    local kept = {}
+    for i = 2, nl, 2 do
+      kept[#kept + 1] = leased[i]
+    end
+    ids = kept
   end
   if #leased > 0 then
     leased[#leased + 1] = 'inf'
@@ -132,15 +150,17 @@ if #ids > 0 then
       started = started + n
     end
   end
-  emit('ev', 'active', 'ids', table.concat(ids, ','), 'worker', ARGV[5])
+  if #ids > 0 then
+    emit('ev', 'active', 'ids', table.concat(ids, ','), 'worker', ARGV[5])
+  end
   -- A full batch may have left jobs behind: pass the wake-up on to another worker.
-  if #ids == k and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then
+  if got == k and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then
     wake()
   end
 end
-parks(#ids < k)
+parks(got < k)
 -- A short batch means the worker will wait: tell it when the next delayed job is due.
-if #ids < k then
+if got < k then
   local nxt = redis.call('ZRANGE', K_DELAYED, 0, 0, 'WITHSCORES')
   if #nxt > 0 then
     out[2] = math.max(0, tonumber(nxt[2]) - now)

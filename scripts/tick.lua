@@ -6,9 +6,9 @@
 -- restart, or after the tick's job was trimmed.
 -- ARGV[3] action: 'enqueue' or 'miss' (record ticks dropped by the misfire policy)
 -- ARGV[4] tick (ms since the epoch, UTC)
--- ARGV[5] job id, ARGV[6] job name, ARGV[7] data (JSON), ARGV[8] stored options,
--- ARGV[9] priority, ARGV[10] delay ms, ARGV[11] overlap policy ('allow' or 'skip'),
--- ARGV[12] number of ticks missed (action 'miss').
+-- 'enqueue': ARGV[5] job id, ARGV[6] job name, ARGV[7] data (JSON), ARGV[8]
+-- stored options, ARGV[9] priority, ARGV[10] delay ms, ARGV[11] overlap
+-- policy ('allow' or 'skip'). 'miss': ARGV[5] number of ticks missed.
 -- Returns {status, now ms, detail}; status is one of
 --   added, overlap (previous tick's job still pending: skipped), exists,
 --   missed, stale (tick <= watermark), early (tick not yet due by Redis time).
@@ -25,8 +25,8 @@ end
 
 if action == 'miss' then
   redis.call('HSET', K_STATE, 'wm', ARGV[4], 'last_missed', ARGV[4])
-  redis.call('HINCRBY', K_STATE, 'missed', tonumber(ARGV[12]))
-  return { 'missed', now_text, ARGV[12] }
+  redis.call('HINCRBY', K_STATE, 'missed', tonumber(ARGV[5]))
+  return { 'missed', now_text, ARGV[5] }
 end
 
 local id, name, data, opts = ARGV[5], ARGV[6], ARGV[7], ARGV[8]

@@ -70,7 +70,7 @@ fn print_event(e: &Event, json: bool) {
         object.insert("event_id".into(), e.id.clone().into());
         object.insert("at".into(), format_unix_ms(e.at_ms).into());
         object.insert("at_ms".into(), e.at_ms.into());
-        object.insert("event".into(), e.kind.clone().into());
+        object.insert("event".into(), e.kind.as_str().into());
         for (k, v) in &e.fields {
             object.insert(k.clone(), v.clone().into());
         }

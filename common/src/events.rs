@@ -5,7 +5,50 @@
 use redis::Value;
 use serde::Serialize;
 
+use crate::open_enum::open_enum;
 use crate::{Error, Result};
+
+open_enum! {
+    /// What an entry of the events stream tells (its `ev` field).
+    pub enum EventKind {
+        /// Jobs were added (`id`, or `count`, `first` and `last`).
+        Added = "added",
+        /// Jobs were leased to a worker (`ids`, `worker`).
+        Active = "active",
+        /// Jobs completed (`ids`).
+        Completed = "completed",
+        /// An attempt failed and the job will run again (`id`, `error`, `delay` ms).
+        Retrying = "retrying",
+        /// A job failed for good: dead-lettered (`id`, `error`).
+        Failed = "failed",
+        /// An operator cancelled a job (`id`, `error` = the reason).
+        Cancelled = "cancelled",
+        /// A handler recorded progress (`id`, `progress`).
+        Progress = "progress",
+        /// Leases expired (`recovered` ids back to waiting, `failed` ids dead-lettered).
+        Stalled = "stalled",
+        /// Jobs went back to waiting unrun (`ids`): a worker stopped, or a
+        /// hand-off was not taken.
+        Released = "released",
+        /// A job was removed (`id`).
+        Removed = "removed",
+        /// Delayed jobs were made waiting now (`ids`).
+        Promoted = "promoted",
+        /// The queue was paused.
+        Paused = "paused",
+        /// The queue was resumed.
+        Resumed = "resumed",
+        /// The rate limit was set or removed (`rate`: `<max> <window ms>`, or empty).
+        Limit = "limit",
+        /// Dead-lettered jobs were moved back to waiting (`ids`).
+        DeadLetterRetry = "dead_letter_retry",
+        /// Dead-lettered jobs were deleted (`ids`).
+        DeadLetterPurge = "dead_letter_purge",
+        /// Ids listed as waiting had no job behind them (a corrupt or
+        /// hand-edited queue); a fetch dropped them from the list (`ids`).
+        Dropped = "dropped",
+    }
+}
 
 /// One entry of a queue's events stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -15,10 +58,8 @@ pub struct Event {
     pub id: String,
     /// When it happened (Redis time, ms since the Unix epoch).
     pub at_ms: u64,
-    /// What happened: `added`, `active`, `completed`, `retrying`, `failed`
-    /// (dead-lettered), `cancelled`, `progress`, `stalled`, `released`, `removed`, `promoted`, `paused`, `resumed`,
-    /// `limit`, `dead_letter_retry` or `dead_letter_purge`.
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// The details, in the order written: `id` or `ids` (comma-separated),
     /// and per kind `worker`, `error`, `delay`, `count`, `recovered`, ...
     pub fields: Vec<(String, String)>,
@@ -83,7 +124,7 @@ fn parse_entry(entry: Value) -> Result<Event> {
     };
     let mut pairs = flat.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone()));
     let kind = match pairs.next() {
-        Some((k, v)) if k == "ev" => v,
+        Some((k, v)) if k == "ev" => EventKind::parse(&v),
         _ => return Err(Error::Protocol(format!("events stream entry {id} has no 'ev' field first"))),
     };
     Ok(Event { id, at_ms, kind, fields: pairs.collect() })
@@ -120,7 +161,7 @@ mod tests {
             entry("1700000000125-1", &["ev", "stalled", "recovered", "3,4", "failed", ""]),
         ]);
         let events = parse_entries(reply).unwrap();
-        assert_eq!(events[0].kind, "added");
+        assert_eq!(events[0].kind, EventKind::Added);
         assert_eq!(events[0].at_ms, 1_700_000_000_123);
         assert_eq!(events[0].job_ids(), ["7"]);
         assert_eq!(events[1].id, "1700000000125-1");
@@ -135,7 +176,7 @@ mod tests {
         let resp3 = Value::Map(vec![(bulk("q:events"), entries)]);
         for reply in [resp2, resp3] {
             let events = parse_read(reply).unwrap();
-            assert_eq!((events[0].kind.as_str(), events[0].at_ms), ("paused", 5));
+            assert_eq!((&events[0].kind, events[0].at_ms), (&EventKind::Paused, 5));
         }
         assert!(parse_read(Value::Nil).unwrap().is_empty());
     }

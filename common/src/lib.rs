@@ -1,7 +1,8 @@
 //! Shared pieces of quern used by the producer, the worker, the scheduler and
 //! the CLI: the Redis key layout, the job model and its options, the backoff
-//! schedule, the error type, the connection settings and the registry of Lua
-//! scripts that perform every state move atomically.
+//! schedule, the error type, the connection settings, the Lua scripts that
+//! perform every state move atomically ([`scripts`]) and the typed request
+//! and reply of each move ([`moves`]).
 //!
 //! Most users never depend on this crate directly: `quern-producer` and
 //! `quern-worker` re-export what their APIs expose.
@@ -14,16 +15,23 @@ pub mod error;
 pub mod events;
 pub mod job;
 pub mod keys;
+pub mod moves;
 pub mod names;
+mod new_job;
+mod open_enum;
 pub mod options;
+pub mod outcome;
 pub mod rate_limit;
 pub mod scripts;
 
 pub use backoff::Backoff;
 pub use connection::{RedisConfig, SelfHealingConnection};
 pub use error::{Error, Result, ScriptCode};
-pub use events::Event;
+pub use events::{Event, EventKind};
 pub use job::{Attempt, JobInfo, JobState, QueueCounts, WorkerInfo};
 pub use keys::QueueKeys;
+pub use moves::QueueScripts;
+pub use new_job::{Added, NewJob};
 pub use options::JobOptions;
+pub use outcome::{AttemptOutcome, FailureKind};
 pub use rate_limit::RateLimit;

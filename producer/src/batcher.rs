@@ -20,10 +20,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use quern_common::{Error, Result};
+use quern_common::moves::Add;
+use quern_common::{Added, Error, NewJob, QueueScripts, Result, SelfHealingConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
-
-use crate::queue::{Added, NewJob, QueueCore};
 
 /// Most jobs sent in one call (bounds the work of one script call).
 const MAX_JOBS: usize = 1000;
@@ -41,9 +40,10 @@ pub(crate) struct AddBatcher {
     lane: Arc<Lane>,
 }
 
-/// The one call in flight, and whether adds arrive one at a time.
+/// Where adds go, the one call in flight, and whether adds arrive one at a time.
 struct Lane {
-    core: Arc<QueueCore>,
+    conn: SelfHealingConnection,
+    scripts: QueueScripts,
     /// Held while a call is in flight.
     sending: Mutex<()>,
     /// The last call carried a single job.
@@ -52,9 +52,9 @@ struct Lane {
 
 impl AddBatcher {
     /// Start the sender task on the current Tokio runtime.
-    pub(crate) fn start(core: Arc<QueueCore>) -> Self {
+    pub(crate) fn start(conn: SelfHealingConnection, scripts: QueueScripts) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let lane = Arc::new(Lane { core, sending: Mutex::new(()), solo: AtomicBool::new(true) });
+        let lane = Arc::new(Lane { conn, scripts, sending: Mutex::new(()), solo: AtomicBool::new(true) });
         tokio::spawn(send_loop(lane.clone(), rx));
         Self { tx, lane }
     }
@@ -64,7 +64,7 @@ impl AddBatcher {
         if self.lane.solo.load(Ordering::Relaxed)
             && let Ok(_in_flight) = self.lane.sending.try_lock()
         {
-            let mut added = self.lane.core.add_validated(std::slice::from_ref(&job)).await?;
+            let mut added = self.lane.send(std::slice::from_ref(&job)).await?;
             return added.pop().ok_or_else(|| Error::Protocol("add returned no outcome".into()));
         }
         let (reply, outcome) = oneshot::channel();
@@ -75,6 +75,13 @@ impl AddBatcher {
 
 fn stopped() -> Error {
     Error::Protocol("the queue's sender task has stopped (its Tokio runtime shut down?)".into())
+}
+
+impl Lane {
+    /// Add validated jobs in one script call.
+    async fn send(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
+        self.scripts.run(&mut self.conn.clone(), &Add { jobs }).await
+    }
 }
 
 async fn send_loop(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Pending>) {
@@ -94,7 +101,7 @@ async fn send_loop(lane: Arc<Lane>, mut rx: mpsc::UnboundedReceiver<Pending>) {
         }
         lane.solo.store(batch.len() == 1, Ordering::Relaxed);
         let (jobs, replies): (Vec<NewJob>, Vec<_>) = batch.drain(..).map(|p| (p.job, p.reply)).unzip();
-        match lane.core.add_validated(&jobs).await {
+        match lane.send(&jobs).await {
             Ok(added) if added.len() == replies.len() => {
                 for (reply, added) in replies.into_iter().zip(added) {
                     let _ = reply.send(Ok(added));

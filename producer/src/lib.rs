@@ -54,10 +54,10 @@ mod queue;
 
 pub use events::EventFollower;
 pub use quern_common::{
-    Attempt, Backoff, Error, Event, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig,
-    Result, SelfHealingConnection, WorkerInfo,
+    Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobInfo, JobOptions, JobState, NewJob,
+    QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, WorkerInfo,
 };
-pub use queue::{Added, NewJob, Queue, QueueBuilder, known_queues};
+pub use queue::{Queue, QueueBuilder, known_queues};
 
 /// Largest serialized payload accepted unless configured otherwise: 512 KiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 512 * 1024;

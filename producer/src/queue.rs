@@ -4,11 +4,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use quern_common::keys::{ACTIVE_PIN, QueueKeys};
+use quern_common::moves::{
+    Add, Cancel, Counts, DEFAULT_EVENTS_MAX_LEN, DeadLetter, DeadLetterAction, Limit, Move, Obliterate,
+    ObliterateStatus, Pause, Promote, Remove,
+};
 use quern_common::names;
-use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN, ScriptCall, ScriptName};
+use quern_common::scripts::{self, ScriptCall};
 use quern_common::{
-    Error, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig, Result, ScriptCode,
-    SelfHealingConnection, WorkerInfo,
+    Added, Error, JobInfo, JobOptions, JobState, NewJob, QueueCounts, QueueScripts, RateLimit, RedisConfig,
+    Result, ScriptCode, SelfHealingConnection, WorkerInfo,
 };
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -28,69 +32,20 @@ const OBLITERATE_BATCH: usize = 1000;
 /// A handle on one queue. Clone it freely: clones share one connection.
 #[derive(Clone)]
 pub struct Queue {
-    inner: Arc<QueueCore>,
+    inner: Arc<QueueInner>,
     /// Started on the first add (it needs the caller's Tokio runtime).
     batcher: Arc<OnceLock<AddBatcher>>,
 }
 
-/// What the sender task of [`AddBatcher`] shares with the handles.
-pub(crate) struct QueueCore {
+struct QueueInner {
     conn: SelfHealingConnection,
-    keys: QueueKeys,
+    scripts: QueueScripts,
     max_payload_bytes: usize,
-    events_max_len: u64,
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("name", &self.name())
-            .field("prefix", &self.inner.keys.prefix())
-            .finish()
-    }
-}
-
-/// The outcome of adding one job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Added {
-    /// The job's id (generated, or the explicit one).
-    pub id: String,
-    /// False when a job with this explicit id existed already (nothing was added).
-    pub created: bool,
-}
-
-/// A job to add in bulk.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    name: String,
-    payload: String,
-    options: JobOptions,
-}
-
-impl NewJob {
-    /// A job named `name` with a payload serialized to JSON.
-    pub fn new<T: Serialize + ?Sized>(name: impl Into<String>, payload: &T) -> Result<Self> {
-        let payload = serde_json::to_string(payload).map_err(|e| Error::InvalidPayload(e.to_string()))?;
-        Ok(Self { name: name.into(), payload, options: JobOptions::default() })
-    }
-
-    /// A job whose payload is already JSON text; it is checked to be valid JSON.
-    pub fn from_json(name: impl Into<String>, json: impl Into<String>) -> Result<Self> {
-        let payload = json.into();
-        serde_json::from_str::<serde::de::IgnoredAny>(&payload)
-            .map_err(|e| Error::InvalidPayload(format!("not valid JSON: {e}")))?;
-        Ok(Self { name: name.into(), payload, options: JobOptions::default() })
-    }
-
-    /// Size of the serialized payload in bytes.
-    pub fn payload_len(&self) -> usize {
-        self.payload.len()
-    }
-
-    /// Set the job's options.
-    pub fn options(mut self, options: JobOptions) -> Self {
-        self.options = options;
-        self
+        f.debug_struct("Queue").field("name", &self.name()).field("prefix", &self.keys().prefix()).finish()
     }
 }
 
@@ -133,11 +88,10 @@ impl QueueBuilder {
         let keys = QueueKeys::new(&self.config.prefix, &self.name)?;
         Ok(Queue {
             batcher: Arc::new(OnceLock::new()),
-            inner: Arc::new(QueueCore {
+            inner: Arc::new(QueueInner {
                 conn,
-                keys,
+                scripts: QueueScripts::new(keys, self.events_max_len),
                 max_payload_bytes: self.max_payload_bytes,
-                events_max_len: self.events_max_len,
             }),
         })
     }
@@ -171,12 +125,12 @@ impl Queue {
 
     /// The queue's name.
     pub fn name(&self) -> &str {
-        self.inner.keys.name()
+        self.inner.scripts.queue()
     }
 
     /// The queue's keys.
     pub fn keys(&self) -> &QueueKeys {
-        &self.inner.keys
+        self.inner.scripts.keys()
     }
 
     /// A clone of the underlying connection (cheap; shares the socket).
@@ -188,13 +142,14 @@ impl Queue {
         self.inner.conn.clone()
     }
 
-    fn call(&self, name: ScriptName) -> ScriptCall {
-        ScriptCall::new(name, &self.inner.keys, self.inner.events_max_len)
+    /// Run state move `m` on this queue.
+    async fn run<M: Move>(&self, m: &M) -> Result<M::Reply> {
+        self.inner.scripts.run(&mut self.conn(), m).await
     }
 
     async fn register(&self) -> Result<()> {
         let mut conn = self.conn();
-        let _: i64 = conn.sadd(QueueKeys::registry(self.inner.keys.prefix()), self.name()).await?;
+        let _: i64 = conn.sadd(QueueKeys::registry(self.keys().prefix()), self.name()).await?;
         Ok(())
     }
 
@@ -228,11 +183,12 @@ impl Queue {
         for job in jobs {
             self.validate(job)?;
         }
-        let calls: Vec<ScriptCall> = jobs.chunks(BULK_CHUNK).map(|c| self.inner.add_call(c)).collect();
+        let adds: Vec<Add<'_>> = jobs.chunks(BULK_CHUNK).map(|jobs| Add { jobs }).collect();
+        let calls: Vec<ScriptCall> = adds.iter().map(|add| self.inner.scripts.call(add)).collect();
         let mut out = Vec::with_capacity(jobs.len());
         let results = scripts::run_pipelined(&mut self.conn(), &calls).await?;
-        for (result, chunk) in results.into_iter().zip(jobs.chunks(BULK_CHUNK)) {
-            out.extend(parse_added(result?, chunk.len())?);
+        for (result, add) in results.into_iter().zip(&adds) {
+            out.extend(add.parse(result?)?);
         }
         Ok(out)
     }
@@ -241,15 +197,15 @@ impl Queue {
     /// batcher, which combines concurrent adds into one script call.
     async fn add_one(&self, job: NewJob) -> Result<Added> {
         self.validate(&job)?;
-        self.batcher.get_or_init(|| AddBatcher::start(self.inner.clone())).add(job).await
+        self.batcher.get_or_init(|| AddBatcher::start(self.conn(), self.inner.scripts.clone())).add(job).await
     }
 
     fn validate(&self, job: &NewJob) -> Result<()> {
-        names::validate_job_name(&job.name)?;
-        job.options.validate()?;
-        if job.payload.len() > self.inner.max_payload_bytes {
+        names::validate_job_name(job.name())?;
+        job.job_options().validate()?;
+        if job.payload_len() > self.inner.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
-                size: job.payload.len(),
+                size: job.payload_len(),
                 limit: self.inner.max_payload_bytes,
             });
         }
@@ -260,25 +216,13 @@ impl Queue {
     /// or trimmed after completing).
     pub async fn job(&self, id: &str) -> Result<Option<JobInfo>> {
         let mut conn = self.conn();
-        let fields: HashMap<String, String> = conn.hgetall(self.inner.keys.job(id)).await?;
+        let fields: HashMap<String, String> = conn.hgetall(self.keys().job(id)).await?;
         JobInfo::from_hash(self.name(), id, fields)
     }
 
     /// Job counts per state, read atomically.
     pub async fn counts(&self) -> Result<QueueCounts> {
-        let v: Vec<i64> = self.call(ScriptName::Counts).run(&mut self.conn()).await?;
-        let [waiting, delayed, active, completed, failed, paused] = v[..] else {
-            return Err(Error::Protocol(format!("counts returned {v:?}")));
-        };
-        let n = |x: i64| x.max(0) as u64;
-        Ok(QueueCounts {
-            waiting: n(waiting),
-            delayed: n(delayed),
-            active: n(active),
-            completed: n(completed),
-            failed: n(failed),
-            paused: paused == 1,
-        })
+        self.run(&Counts).await
     }
 
     /// The queue's live workers, oldest first: those whose last report is
@@ -304,7 +248,7 @@ impl Queue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let k = &self.inner.keys;
+        let k = self.keys();
         let (start, stop) = (offset as isize, (offset + limit - 1) as isize);
         let mut conn = self.conn();
         Ok(match state {
@@ -336,10 +280,7 @@ impl Queue {
 
     /// Remove a job that is not active.
     pub async fn remove(&self, id: &str) -> Result<()> {
-        let mut call = self.call(ScriptName::Remove);
-        call.arg(id);
-        let code: i64 = call.run(&mut self.conn()).await?;
-        match ScriptCode::from_code(code)?.to_error(self.name(), id) {
+        match self.run(&Remove { id }).await?.to_error(self.name(), id) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -373,12 +314,7 @@ impl Queue {
 
     /// Promote these ids, or with none the earliest due; bounded per call.
     async fn promote_batch(&self, ids: &[&str]) -> Result<Vec<String>> {
-        let mut call = self.call(ScriptName::Promote);
-        call.arg(PROMOTE_BATCH);
-        for id in ids {
-            call.arg(id);
-        }
-        call.run(&mut self.conn()).await
+        self.run(&Promote { batch: PROMOTE_BATCH, ids }).await
     }
 
     /// Stop job `id` for good, with `reason` as its error: a waiting or
@@ -388,11 +324,9 @@ impl Queue {
     /// The job lands in the dead-letter list, where `retry_dead_letter` can
     /// run it again.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<()> {
-        let mut call = self.call(ScriptName::Cancel);
-        call.arg(id).arg(reason);
-        let code: i64 = call.run(&mut self.conn()).await?;
+        let code = self.run(&Cancel { id, reason }).await?;
         let (queue, id) = (self.name().to_owned(), id.to_owned());
-        match ScriptCode::from_code(code)? {
+        match code {
             ScriptCode::Ok => Ok(()),
             ScriptCode::NotFound => Err(Error::JobNotFound { queue, id }),
             ScriptCode::WrongState => match self.job(&id).await? {
@@ -412,22 +346,20 @@ impl Queue {
     pub async fn obliterate(&self, force: bool) -> Result<u64> {
         let mut total = 0;
         loop {
-            let mut call = self.call(ScriptName::Obliterate);
-            call.arg(OBLITERATE_BATCH).arg(if force { "1" } else { "0" });
-            let (status, deleted): (String, u64) = call.run(&mut self.conn()).await?;
-            total += deleted;
-            match status.as_str() {
-                "more" => continue,
-                "done" => break,
-                "busy" => {
+            let reply = self.run(&Obliterate { batch: OBLITERATE_BATCH, force }).await?;
+            total += reply.deleted;
+            match reply.status {
+                ObliterateStatus::More => continue,
+                ObliterateStatus::Done => break,
+                ObliterateStatus::Busy => {
                     let running = self.counts().await?.active;
                     let workers = self.workers().await?.len() as u64;
                     return Err(Error::QueueInUse { queue: self.name().to_owned(), running, workers });
                 }
-                other => return Err(Error::Protocol(format!("obliterate returned {other:?}"))),
+                other => return Err(Error::Protocol(format!("obliterate answered {other}"))),
             }
         }
-        let _: i64 = self.conn().srem(QueueKeys::registry(self.inner.keys.prefix()), self.name()).await?;
+        let _: i64 = self.conn().srem(QueueKeys::registry(self.keys().prefix()), self.name()).await?;
         Ok(total)
     }
 
@@ -442,10 +374,7 @@ impl Queue {
     }
 
     async fn set_paused(&self, paused: bool) -> Result<()> {
-        let mut call = self.call(ScriptName::Pause);
-        call.arg(if paused { "1" } else { "0" });
-        let _: i64 = call.run(&mut self.conn()).await?;
-        Ok(())
+        self.run(&Pause { paused }).await
     }
 
     /// Limit how many jobs of this queue start per window, across all its
@@ -453,10 +382,7 @@ impl Queue {
     /// fetch and starts a fresh window. A limited queue hands no job straight
     /// to a parked worker: every start goes through a fetch, where it counts.
     pub async fn set_rate_limit(&self, limit: Option<RateLimit>) -> Result<()> {
-        let mut call = self.call(ScriptName::Limit);
-        call.arg(limit.map(|l| l.to_field()).unwrap_or_default());
-        let _: i64 = call.run(&mut self.conn()).await?;
-        Ok(())
+        self.run(&Limit { limit }).await
     }
 
     /// The queue's rate limit, if it has one.
@@ -484,24 +410,24 @@ impl Queue {
 
     /// Move one dead-lettered job back to waiting with a fresh attempt budget.
     pub async fn retry_dead_letter(&self, id: &str) -> Result<()> {
-        let done = self.dead_letter_action("retry", &[id]).await?;
+        let done = self.dead_letter_action(DeadLetterAction::Retry, &[id]).await?;
         if done.is_empty() { Err(self.not_dead_lettered(id).await) } else { Ok(()) }
     }
 
     /// Move every dead-lettered job back to waiting. Returns how many moved.
     pub async fn retry_all_dead_letters(&self) -> Result<u64> {
-        self.drain_dead_letters("retry").await
+        self.drain_dead_letters(DeadLetterAction::Retry).await
     }
 
     /// Delete one dead-lettered job.
     pub async fn purge_dead_letter(&self, id: &str) -> Result<()> {
-        let done = self.dead_letter_action("purge", &[id]).await?;
+        let done = self.dead_letter_action(DeadLetterAction::Purge, &[id]).await?;
         if done.is_empty() { Err(self.not_dead_lettered(id).await) } else { Ok(()) }
     }
 
     /// Delete every dead-lettered job. Returns how many were deleted.
     pub async fn purge_dead_letters(&self) -> Result<u64> {
-        self.drain_dead_letters("purge").await
+        self.drain_dead_letters(DeadLetterAction::Purge).await
     }
 
     async fn not_dead_lettered(&self, id: &str) -> Error {
@@ -513,7 +439,7 @@ impl Queue {
         }
     }
 
-    async fn drain_dead_letters(&self, action: &str) -> Result<u64> {
+    async fn drain_dead_letters(&self, action: DeadLetterAction) -> Result<u64> {
         let mut total = 0;
         loop {
             let done = self.dead_letter_action(action, &[]).await?;
@@ -524,13 +450,8 @@ impl Queue {
         }
     }
 
-    async fn dead_letter_action(&self, action: &str, ids: &[&str]) -> Result<Vec<String>> {
-        let mut call = self.call(ScriptName::DeadLetter);
-        call.arg(action).arg(DEAD_LETTER_BATCH);
-        for id in ids {
-            call.arg(*id);
-        }
-        call.run(&mut self.conn()).await
+    async fn dead_letter_action(&self, action: DeadLetterAction, ids: &[&str]) -> Result<Vec<String>> {
+        self.run(&DeadLetter { action, batch: DEAD_LETTER_BATCH, ids }).await
     }
 }
 
@@ -539,56 +460,4 @@ pub async fn known_queues(conn: &mut SelfHealingConnection, prefix: &str) -> Res
     let mut names: Vec<String> = conn.smembers(QueueKeys::registry(prefix)).await?;
     names.sort();
     Ok(names)
-}
-
-impl QueueCore {
-    fn add_call(&self, jobs: &[NewJob]) -> ScriptCall {
-        let mut call = ScriptCall::new(ScriptName::Add, &self.keys, self.events_max_len);
-        call.arg(jobs.len());
-        // Most adds are plain: a generated id and default options. They go in
-        // the script's short form (3 arguments per job instead of 7).
-        let stored: Vec<String> = jobs.iter().map(|j| j.options.encode_stored()).collect();
-        let plain = jobs.iter().zip(&stored).all(|(j, s)| {
-            let o = &j.options;
-            o.job_id.is_none() && s.is_empty() && o.priority == 0 && o.delay.is_zero()
-        });
-        call.arg(if plain { "plain" } else { "full" });
-        for (job, stored) in jobs.iter().zip(&stored) {
-            let (head, tail) = scripts::split_payload(&job.payload);
-            if plain {
-                call.arg(&job.name).arg(head).arg(tail);
-            } else {
-                let o = &job.options;
-                call.arg(o.job_id.as_deref().unwrap_or(""))
-                    .arg(&job.name)
-                    .arg(head)
-                    .arg(tail)
-                    .arg(stored)
-                    .arg(o.priority)
-                    .arg(o.delay.as_millis() as u64);
-            }
-        }
-        call
-    }
-
-    /// Add validated jobs in one script call.
-    pub(crate) async fn add_validated(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
-        parse_added(self.add_call(jobs).run(&mut self.conn.clone()).await?, jobs.len())
-    }
-}
-
-/// The reply of `add.lua`: the first generated id of a plain batch (the
-/// others follow it), or an id and a created flag per job.
-fn parse_added(v: redis::Value, jobs: usize) -> Result<Vec<Added>> {
-    if let redis::Value::Int(first) = v {
-        return Ok((0..jobs as i64).map(|i| Added { id: (first + i).to_string(), created: true }).collect());
-    }
-    let items = scripts::array(v)?;
-    items
-        .chunks(2)
-        .map(|pair| match pair {
-            [id, created] => Ok(Added { id: scripts::string(id)?, created: scripts::int(created)? == 1 }),
-            _ => Err(Error::Protocol("add returned an odd list".into())),
-        })
-        .collect()
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use quern_common::SelfHealingConnection;
+use quern_common::moves::{DEFAULT_EVENTS_MAX_LEN, Move, Tick, TickAction, TickStatus};
 use quern_common::scripts::{self, ScriptCall, ScriptName};
-use quern_common::{QueueKeys, RedisConfig};
+use quern_common::{QueueKeys, QueueScripts, RedisConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{SystemClock, WallClock};
@@ -210,7 +211,8 @@ struct Entry {
     schedule: Schedule,
     stored: StoredSchedule,
     spec: CronSpec,
-    keys: QueueKeys,
+    /// The target queue's moves.
+    scripts: QueueScripts,
     state_key: String,
     /// Last tick known handled (ms); `None` until read from the watermark.
     cursor: Option<i64>,
@@ -239,7 +241,7 @@ impl Scheduler {
             id: None,
             reload_interval: Duration::from_secs(1),
             events: None,
-            events_max_len: scripts::DEFAULT_EVENTS_MAX_LEN,
+            events_max_len: DEFAULT_EVENTS_MAX_LEN,
         }
     }
 
@@ -448,7 +450,7 @@ impl Scheduler {
                     schedule,
                     stored: def,
                     spec,
-                    keys,
+                    scripts: QueueScripts::new(keys, self.settings.events_max_len),
                     cursor: None,
                     next_due: None,
                 },
@@ -478,66 +480,65 @@ impl Scheduler {
     }
 
     async fn execute(&mut self, entries: &mut HashMap<String, Entry>, plan: &[Planned]) -> Result<()> {
-        let max_len = self.settings.events_max_len;
         for chunk in plan.chunks(BATCH) {
             if self.settings.leader_election && !self.lease.is_held() {
                 // Not sure the lease is still ours: stop at once.
                 self.lose_leadership(entries);
                 return Ok(());
             }
-            let calls: Vec<ScriptCall> = chunk
+            let job_ids: Vec<String> = chunk
                 .iter()
-                .map(|p| {
+                .map(|p| tick_job_id(&p.name, DateTime::from_timestamp_millis(p.tick_ms).unwrap_or_default()))
+                .collect();
+            let ticks: Vec<(Tick<'_>, &QueueScripts)> = chunk
+                .iter()
+                .zip(&job_ids)
+                .map(|(p, job_id)| {
                     let e = &entries[&p.name];
-                    let tick = DateTime::from_timestamp_millis(p.tick_ms).unwrap_or_default();
-                    let mut call = ScriptCall::with_extra_keys(
-                        ScriptName::Tick,
-                        &e.keys,
-                        std::slice::from_ref(&e.state_key),
-                        max_len,
-                    );
-                    call.arg(if p.missed.is_some() { "miss" } else { "enqueue" })
-                        .arg(p.tick_ms)
-                        .arg(tick_job_id(&p.name, tick))
-                        .arg(&e.schedule.job_name)
-                        .arg(&e.schedule.payload)
-                        .arg(&e.stored.opts)
-                        .arg(e.stored.prio)
-                        .arg(e.stored.delay_ms)
-                        .arg(if e.schedule.overlap == OverlapPolicy::Skip { "skip" } else { "allow" })
-                        .arg(p.missed.unwrap_or(0));
-                    call
+                    let action = match p.missed {
+                        Some(ticks) => TickAction::Miss { ticks },
+                        None => TickAction::Enqueue {
+                            job_id,
+                            name: &e.schedule.job_name,
+                            payload: &e.schedule.payload,
+                            options: &e.stored.opts,
+                            priority: e.stored.prio,
+                            delay_ms: e.stored.delay_ms,
+                            skip_overlap: e.schedule.overlap == OverlapPolicy::Skip,
+                        },
+                    };
+                    (Tick { state_key: &e.state_key, tick_ms: p.tick_ms, action }, &e.scripts)
                 })
                 .collect();
+            let calls: Vec<ScriptCall> = ticks.iter().map(|(tick, on)| on.call(tick)).collect();
             let results = scripts::run_pipelined(&mut self.conn.clone(), &calls).await?;
-            for (p, result) in chunk.iter().zip(results) {
+            let replies: Vec<_> = ticks
+                .iter()
+                .zip(results)
+                .map(|((tick, _), result)| result.and_then(|r| tick.parse(r)))
+                .collect();
+            drop(ticks);
+            for (p, reply) in chunk.iter().zip(replies) {
                 let e = entries.get_mut(&p.name).expect("planned from entries");
-                let reply = match result.and_then(scripts::array) {
+                let reply = match reply {
                     Ok(r) => r,
                     Err(err) => {
                         tracing::warn!(schedule = %p.name, error = %err, "tick call failed; will retry");
                         continue;
                     }
                 };
-                let text: Vec<String> =
-                    reply.iter().map(scripts::string).collect::<quern_common::Result<_>>()?;
-                let [status, now, detail] = text.as_slice() else {
-                    return Err(Error::Queue(quern_common::Error::Protocol(format!(
-                        "tick returned {text:?}"
-                    ))));
-                };
-                let now: i64 = now.parse().unwrap_or(p.tick_ms);
-                let outcome = match status.as_str() {
-                    "added" => TickOutcome::Enqueued,
-                    "overlap" => TickOutcome::SkippedOverlap,
-                    "exists" => TickOutcome::AlreadyExists,
-                    "missed" => TickOutcome::Missed { ticks: p.missed.unwrap_or(0) },
-                    "stale" => {
-                        let wm: i64 = detail.parse().unwrap_or(p.tick_ms);
+                let now = reply.now_ms;
+                let outcome = match reply.status {
+                    TickStatus::Added => TickOutcome::Enqueued,
+                    TickStatus::Overlap => TickOutcome::SkippedOverlap,
+                    TickStatus::Exists => TickOutcome::AlreadyExists,
+                    TickStatus::Missed => TickOutcome::Missed { ticks: p.missed.unwrap_or(0) },
+                    TickStatus::Stale => {
+                        let wm: i64 = reply.detail.parse().unwrap_or(p.tick_ms);
                         e.cursor = Some(e.cursor.unwrap_or(i64::MIN).max(wm));
                         TickOutcome::AlreadyHandled
                     }
-                    "early" => continue,
+                    TickStatus::Early => continue,
                     other => {
                         return Err(Error::Queue(quern_common::Error::Protocol(format!(
                             "tick returned status {other:?}"

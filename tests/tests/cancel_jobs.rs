@@ -2,6 +2,7 @@
 //! its lease and its result is refused; all land in the dead-letter list with
 //! the reason, and can be retried from there.
 
+use quern_common::FailureKind;
 use std::time::Duration;
 
 use quern_common::{Error, JobOptions, JobState, ScriptCode};
@@ -60,7 +61,10 @@ async fn a_running_job_loses_its_lease_and_its_result_is_refused() {
         "the renewal reports it lost"
     );
     assert_eq!(m.complete(-1, &[(&id, &leased.token, "late")]).await, [ScriptCode::LeaseLost]);
-    assert_eq!(m.fail(&id, &leased.token, "late failure", "error", 0).await, ScriptCode::LeaseLost);
+    assert_eq!(
+        m.fail(&id, &leased.token, "late failure", FailureKind::Error, 0).await,
+        ScriptCode::LeaseLost
+    );
     let job = q.job(&id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Failed);
     assert_eq!((job.last_error.as_deref(), job.result), (Some("runaway export"), None));

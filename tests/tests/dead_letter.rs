@@ -2,6 +2,7 @@
 //! attempt or on a permanent error, keep their history, run again when
 //! retried from it, and are gone when purged.
 
+use quern_common::FailureKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -179,7 +180,7 @@ async fn dead_letters_stay_until_acted_on_and_a_large_list_drains_in_batches() {
             break;
         }
         for j in f.jobs {
-            m.fail(&j.id, &j.token, "x", "permanent", -1).await;
+            m.fail(&j.id, &j.token, "x", FailureKind::Permanent, -1).await;
         }
     }
     assert_eq!(q.counts().await.unwrap().failed, 1200);
@@ -188,7 +189,7 @@ async fn dead_letters_stay_until_acted_on_and_a_large_list_drains_in_batches() {
     let leased = m.fetch(1000, Duration::from_secs(30), "w").await.jobs;
     let more = m.fetch(1000, Duration::from_secs(30), "w").await.jobs;
     for j in leased.iter().chain(&more) {
-        m.fail(&j.id, &j.token, "x", "permanent", -1).await;
+        m.fail(&j.id, &j.token, "x", FailureKind::Permanent, -1).await;
     }
     assert_eq!(q.purge_dead_letters().await.unwrap(), 1200);
     let c = q.counts().await.unwrap();

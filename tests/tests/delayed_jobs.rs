@@ -42,11 +42,11 @@ async fn a_delayed_job_is_not_fetched_before_it_is_due_then_is_promoted() {
 
     let early = m.fetch(5, LEASE, "w").await;
     assert!(early.jobs.is_empty());
-    assert!(early.next_delayed_ms > 0 && early.next_delayed_ms <= 300, "{}", early.next_delayed_ms);
+    assert!(early.next_delayed_ms.is_some_and(|ms| ms > 0 && ms <= 300), "{:?}", early.next_delayed_ms);
     let c = q.counts().await.unwrap();
     assert_eq!((c.delayed, c.waiting), (1, 0));
 
-    tokio::time::sleep(Duration::from_millis(early.next_delayed_ms as u64 + 5)).await;
+    tokio::time::sleep(Duration::from_millis(early.next_delayed_ms.unwrap() + 5)).await;
     let late = m.fetch(5, LEASE, "w").await;
     assert_eq!(late.ids(), [id.as_str()]);
     let started: u64 = m.field(&id, "st").await.unwrap().parse().unwrap();

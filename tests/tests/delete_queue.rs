@@ -1,6 +1,7 @@
 //! Deleting a queue: every job in every state and every key of the queue go,
 //! in calls of bounded size; a queue in use is refused unless forced.
 
+use quern_common::FailureKind;
 use std::time::Duration;
 
 use quern_common::{Error, JobOptions, JobState, RateLimit};
@@ -44,7 +45,7 @@ async fn every_job_in_every_state_and_every_key_goes_and_other_queues_stay() {
     q.add_bulk(&bulk).await.unwrap();
     let done = m.fetch(2, LEASE, "w").await.jobs;
     m.complete(-1, &[(&done[0].id, &done[0].token, "ok")]).await;
-    m.fail(&done[1].id, &done[1].token, "boom", "error", -1).await;
+    m.fail(&done[1].id, &done[1].token, "boom", FailureKind::Error, -1).await;
     q.add_with("n", &1, JobOptions::new().priority(4)).await.unwrap();
     q.add_with("n", &2, JobOptions::new().delay(Duration::from_secs(3600))).await.unwrap();
     q.set_rate_limit(Some(RateLimit::new(5, Duration::from_secs(60)).unwrap())).await.unwrap();

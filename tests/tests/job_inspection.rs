@@ -2,6 +2,7 @@
 //! state, attempts, timestamps, last error, result and the attempt history,
 //! at every stage of a job's life. Also listing jobs by state.
 
+use quern_common::FailureKind;
 use std::time::Duration;
 
 use quern_common::{Backoff, JobOptions, JobState};
@@ -138,7 +139,7 @@ async fn history_keeps_the_latest_25_entries() {
     let id = q.add_with("job", &(), JobOptions::new().attempts(100)).await.unwrap().id;
     for _ in 0..30 {
         let j = m.fetch(1, LEASE, "w").await.jobs.remove(0);
-        m.fail(&id, &j.token, &format!("failure {}", j.attempt), "error", 0).await;
+        m.fail(&id, &j.token, &format!("failure {}", j.attempt), FailureKind::Error, 0).await;
     }
     let job = q.job(&id).await.unwrap().unwrap();
     assert_eq!(job.attempts_made, 30);
@@ -187,7 +188,7 @@ async fn jobs_are_listed_by_state_in_run_order_or_newest_first() {
     assert_eq!(q.job_ids(JobState::Completed, 1, 1).await.unwrap(), [plain[1].as_str()]);
     let f = m.fetch(2, LEASE, "w").await;
     for j in &f.jobs {
-        m.fail(&j.id, &j.token, "x", "error", -1).await;
+        m.fail(&j.id, &j.token, "x", FailureKind::Error, -1).await;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Progress a handler records: visible on the job and as events while it
 //! runs, kept after it finishes, and only ever from the lease holder.
 
+use quern_common::FailureKind;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +70,7 @@ async fn only_the_lease_holder_records_and_a_new_attempt_starts_without() {
     assert_eq!(q.job(&id).await.unwrap().unwrap().progress.as_deref(), Some("50"));
 
     // The attempt fails; until the next one starts, the job shows how far it came.
-    m.fail(&id, &first.token, "boom", "error", 0).await;
+    m.fail(&id, &first.token, "boom", FailureKind::Error, 0).await;
     assert_eq!(q.job(&id).await.unwrap().unwrap().progress.as_deref(), Some("50"));
     // The next attempt has not recorded anything yet; the old one cannot.
     let second = m.fetch(1, LEASE, "w2").await.jobs.remove(0);

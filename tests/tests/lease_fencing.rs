@@ -4,6 +4,7 @@
 //! handler when its lease is gone (`JobContext::is_lease_lost`); a lease can be as
 //! short as about one second (or less) and still hold a long job.
 
+use quern_common::FailureKind;
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ async fn stale_tokens_get_lease_lost_and_change_nothing() {
     assert_eq!(m.renew(Duration::from_secs(60), &[(&id, &first.token)]).await, vec![id.clone()]);
     assert_eq!(m.zset(m.keys().active()).await, lease_before, "a stale renew must not extend the lease");
     assert_eq!(m.complete(-1, &[(&id, &first.token, "\"old\"")]).await, vec![ScriptCode::LeaseLost]);
-    assert_eq!(m.fail(&id, &first.token, "old failure", "error", 0).await, ScriptCode::LeaseLost);
+    assert_eq!(m.fail(&id, &first.token, "old failure", FailureKind::Error, 0).await, ScriptCode::LeaseLost);
     assert_eq!(m.release(&[(&id, &first.token)]).await, 0);
     let job = q.job(&id).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Active);

@@ -1,6 +1,7 @@
 //! Lower priority numbers run first; jobs of one priority run in the order
 //! they were added, whichever way they became waiting.
 
+use quern_common::FailureKind;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -157,7 +158,7 @@ async fn a_retried_job_keeps_its_priority() {
     let job = m.fetch(1, LEASE, "w").await.jobs.remove(0);
     q.add_with("job", &"p7", JobOptions::new().priority(7)).await.unwrap();
     q.add_with("job", &"p6", JobOptions::new().priority(6)).await.unwrap();
-    m.fail(&id, &job.token, "x", "error", 0).await;
+    m.fail(&id, &job.token, "x", FailureKind::Error, 0).await;
     assert_eq!(drain_one_by_one(&m).await, ["p6", "retried", "p7"]);
     assert_eq!(q.job(&id).await.unwrap().unwrap().priority, 6);
 }

@@ -1,6 +1,7 @@
 //! Promoting delayed jobs: one by id or all of them, waiting now, behind the
 //! jobs already waiting at their priority, and idle workers woken for them.
 
+use quern_common::FailureKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -42,7 +43,7 @@ async fn a_retry_waiting_out_its_backoff_runs_now_with_its_attempts_kept() {
     let m = Mover::new(&cfg, "q").await;
     let id = q.add("n", &1).await.unwrap().id;
     let leased = m.fetch(1, HOUR, "w").await.jobs.remove(0);
-    m.fail(&id, &leased.token, "downstream 503", "error", HOUR.as_millis() as i64).await;
+    m.fail(&id, &leased.token, "downstream 503", FailureKind::Error, HOUR.as_millis() as i64).await;
     assert_eq!(q.job(&id).await.unwrap().unwrap().state, JobState::Delayed);
 
     q.promote(&id).await.unwrap();

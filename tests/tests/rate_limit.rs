@@ -54,16 +54,19 @@ async fn a_limited_fetch_takes_what_the_window_has_left_and_says_when_it_closes(
 
     let first = m.fetch(10, LEASE, "w1").await;
     assert_eq!(first.jobs.len(), 3, "the window allows 3");
-    assert!((1..=800).contains(&first.next_delayed_ms), "fetch again when the window closes: {first:?}");
+    assert!(
+        first.next_delayed_ms.is_some_and(|ms| (1..=800).contains(&ms)),
+        "fetch again when the window closes: {first:?}"
+    );
     let used = m.fetch(10, LEASE, "w2").await;
     assert!(used.jobs.is_empty(), "a used-up window, for every worker");
-    assert!((1..=800).contains(&used.next_delayed_ms), "{used:?}");
+    assert!(used.next_delayed_ms.is_some_and(|ms| (1..=800).contains(&ms)), "{used:?}");
 
-    tokio::time::sleep(Duration::from_millis(used.next_delayed_ms as u64 + 20)).await;
+    tokio::time::sleep(Duration::from_millis(used.next_delayed_ms.unwrap() + 20)).await;
     assert_eq!(m.fetch(2, LEASE, "w1").await.jobs.len(), 2, "a new window; the batch is the smaller");
     let rest_of_window = m.fetch(10, LEASE, "w1").await;
     assert_eq!(rest_of_window.jobs.len(), 1);
-    assert!(rest_of_window.next_delayed_ms > 0);
+    assert!(rest_of_window.next_delayed_ms.is_some_and(|ms| ms > 0));
 
     // Setting a limit opens a fresh window; removing it lifts the limit at once.
     q.set_rate_limit(limit(2, Duration::from_secs(3600))).await.unwrap();
@@ -72,7 +75,7 @@ async fn a_limited_fetch_takes_what_the_window_has_left_and_says_when_it_closes(
     assert_eq!(q.rate_limit().await.unwrap(), None);
     let unlimited = m.fetch(10, LEASE, "w1").await;
     assert_eq!(unlimited.jobs.len(), 2, "the last two");
-    assert_eq!(unlimited.next_delayed_ms, -1);
+    assert_eq!(unlimited.next_delayed_ms, None);
 }
 
 #[tokio::test]

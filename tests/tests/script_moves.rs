@@ -1,6 +1,7 @@
 //! Every state move of the Lua scripts and every result code they return,
 //! driven one call at a time and checked by reading the queue's keys.
 
+use quern_common::FailureKind;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -75,7 +76,7 @@ async fn add_makes_jobs_waiting_and_fetch_leases_each_with_a_fresh_token() {
     assert!(m.wait_list().await.is_empty());
     let empty = m.fetch(5, LEASE, "w1").await;
     assert!(empty.jobs.is_empty());
-    assert_eq!(empty.next_delayed_ms, -1, "no delayed job to wait for");
+    assert_eq!(empty.next_delayed_ms, None, "no delayed job to wait for");
     let counts = q.counts().await.unwrap();
     assert_eq!((counts.waiting, counts.active), (0, 3));
 }
@@ -118,14 +119,14 @@ async fn a_stale_token_after_the_job_was_leased_again_is_lease_lost() {
     let (_cfg, q, m) = setup("q").await;
     let id = q.add("job", &()).await.unwrap().id;
     let old = m.fetch(1, LEASE, "w1").await.jobs.remove(0);
-    assert_eq!(m.fail(&id, &old.token, "boom", "error", 0).await, ScriptCode::Ok);
+    assert_eq!(m.fail(&id, &old.token, "boom", FailureKind::Error, 0).await, ScriptCode::Ok);
     let new = m.fetch(1, LEASE, "w2").await.jobs.remove(0);
     assert_eq!(new.id, id);
     assert_ne!(new.token, old.token);
     assert_eq!(new.attempt, 2);
 
     assert_eq!(m.complete(-1, &[(&id, &old.token, "")]).await, [ScriptCode::LeaseLost]);
-    assert_eq!(m.fail(&id, &old.token, "late", "error", -1).await, ScriptCode::LeaseLost);
+    assert_eq!(m.fail(&id, &old.token, "late", FailureKind::Error, -1).await, ScriptCode::LeaseLost);
     assert_eq!(m.renew(LEASE, &[(&id, &old.token)]).await, [id.as_str()]);
     assert_eq!(m.release(&[(&id, &old.token)]).await, 0);
     let h = m.hash(&id).await;
@@ -140,7 +141,7 @@ async fn fail_with_a_delay_schedules_the_retry_in_delayed_and_records_the_attemp
     let id = q.add("job", &()).await.unwrap().id;
     let job = m.fetch(1, LEASE, "w1").await.jobs.remove(0);
     let started: u64 = m.field(&id, "st").await.unwrap().parse().unwrap();
-    assert_eq!(m.fail(&id, &job.token, "smtp 451", "error", 60_000).await, ScriptCode::Ok);
+    assert_eq!(m.fail(&id, &job.token, "smtp 451", FailureKind::Error, 60_000).await, ScriptCode::Ok);
     assert!(error_of(ScriptCode::Ok, &id).is_none());
     let now = m.now_ms().await;
 
@@ -161,13 +162,17 @@ async fn fail_with_a_delay_schedules_the_retry_in_delayed_and_records_the_attemp
     assert!(a.finished_at_ms.unwrap() >= started);
 
     // Already settled: the same failure again is a duplicate, not a second attempt.
-    assert_eq!(m.fail(&id, &job.token, "smtp 451", "error", 60_000).await, ScriptCode::Duplicate);
+    assert_eq!(m.fail(&id, &job.token, "smtp 451", FailureKind::Error, 60_000).await, ScriptCode::Duplicate);
     assert_eq!(history(m.field(&id, "h").await).len(), 1);
     assert_eq!(m.complete(-1, &[(&id, &job.token, "")]).await, [ScriptCode::Duplicate]);
 
     let early = m.fetch(1, LEASE, "w1").await;
     assert!(early.jobs.is_empty(), "not fetched before it is due");
-    assert!(early.next_delayed_ms > 58_000 && early.next_delayed_ms <= 60_000, "{}", early.next_delayed_ms);
+    assert!(
+        early.next_delayed_ms.is_some_and(|ms| ms > 58_000 && ms <= 60_000),
+        "{:?}",
+        early.next_delayed_ms
+    );
     let c = q.counts().await.unwrap();
     assert_eq!((c.delayed, c.active, c.waiting), (1, 0, 0));
 }
@@ -181,7 +186,7 @@ async fn fail_with_no_delay_requeues_at_the_back_of_its_priority() {
     let p2 = q.add_with("job", &"p2", JobOptions::new().priority(4)).await.unwrap().id;
     let f = m.fetch(1, LEASE, "w").await;
     assert_eq!(f.ids(), [a.as_str()]);
-    assert_eq!(m.fail(&a, &f.jobs[0].token, "x", "error", 0).await, ScriptCode::Ok);
+    assert_eq!(m.fail(&a, &f.jobs[0].token, "x", FailureKind::Error, 0).await, ScriptCode::Ok);
     assert_eq!(m.field(&a, "s").await.as_deref(), Some("waiting"));
     assert_eq!(m.wait_list().await, [b.clone(), a.clone()]);
 
@@ -189,7 +194,7 @@ async fn fail_with_no_delay_requeues_at_the_back_of_its_priority() {
     assert_eq!(f.ids(), [b.clone(), a.clone()]);
     let f = m.fetch(1, LEASE, "w").await;
     assert_eq!(f.ids(), [p1.as_str()]);
-    assert_eq!(m.fail(&p1, &f.jobs[0].token, "x", "error", 0).await, ScriptCode::Ok);
+    assert_eq!(m.fail(&p1, &f.jobs[0].token, "x", FailureKind::Error, 0).await, ScriptCode::Ok);
     assert_eq!(m.zset_ids(m.keys().prioritized()).await, [p2.clone(), p1.clone()]);
 }
 
@@ -198,7 +203,7 @@ async fn fail_on_the_last_attempt_dead_letters_the_job() {
     let (_cfg, q, m) = setup("q").await;
     let id = q.add("job", &()).await.unwrap().id;
     let job = m.fetch(1, LEASE, "w").await.jobs.remove(0);
-    let code = m.fail(&id, &job.token, "gave up", "error", -1).await;
+    let code = m.fail(&id, &job.token, "gave up", FailureKind::Error, -1).await;
     assert_eq!(code, ScriptCode::Dead);
     assert!(error_of(code, &id).is_none(), "dead-lettering is a normal outcome");
     let h = m.hash(&id).await;
@@ -207,7 +212,7 @@ async fn fail_on_the_last_attempt_dead_letters_the_job() {
     assert!(h.contains_key("fin"));
     assert_eq!(m.zset_ids(m.keys().dead_letter()).await, [id.as_str()]);
     assert!(m.zset(m.keys().active()).await.is_empty());
-    assert_eq!(m.fail(&id, &job.token, "gave up", "error", -1).await, ScriptCode::Duplicate);
+    assert_eq!(m.fail(&id, &job.token, "gave up", FailureKind::Error, -1).await, ScriptCode::Duplicate);
     assert_eq!(m.zset(m.keys().dead_letter()).await.len(), 1);
 
     let c = q.counts().await.unwrap();
@@ -225,7 +230,7 @@ async fn fail_and_complete_of_a_removed_job_are_not_found() {
     let id = q.add("job", &()).await.unwrap().id;
     let job = m.fetch(1, LEASE, "w").await.jobs.remove(0);
     let _: () = m.conn().del(m.keys().job(&id)).await.unwrap();
-    assert_eq!(m.fail(&id, &job.token, "x", "error", 10).await, ScriptCode::NotFound);
+    assert_eq!(m.fail(&id, &job.token, "x", FailureKind::Error, 10).await, ScriptCode::NotFound);
     assert_eq!(m.complete(-1, &[(&id, &job.token, "")]).await, [ScriptCode::NotFound]);
     assert!(matches!(error_of(ScriptCode::NotFound, &id), Some(Error::JobNotFound { .. })));
 }
@@ -246,7 +251,7 @@ async fn remove_deletes_jobs_in_every_state_but_active() {
     // Put `waiting` back, finish `done`, dead-letter `dead`.
     assert_eq!(m.release(&[(&waiting, &f.jobs[0].token)]).await, 1);
     assert_eq!(m.complete(-1, &[(&done, &f.jobs[1].token, "")]).await, [ScriptCode::Ok]);
-    assert_eq!(m.fail(&dead, &f.jobs[2].token, "x", "permanent", -1).await, ScriptCode::Dead);
+    assert_eq!(m.fail(&dead, &f.jobs[2].token, "x", FailureKind::Permanent, -1).await, ScriptCode::Dead);
 
     let err = q.remove(&active).await.unwrap_err();
     assert!(matches!(&err, Error::JobActive { id, .. } if *id == active), "{err}");
@@ -276,7 +281,7 @@ async fn dead_letter_retry_gives_a_fresh_attempt_budget_and_keeps_the_history() 
     let opts = JobOptions::new().priority(2).attempts(1);
     let id = q.add_with("job", &(), opts).await.unwrap().id;
     let job = m.fetch(1, LEASE, "w").await.jobs.remove(0);
-    assert_eq!(m.fail(&id, &job.token, "bad", "permanent", -1).await, ScriptCode::Dead);
+    assert_eq!(m.fail(&id, &job.token, "bad", FailureKind::Permanent, -1).await, ScriptCode::Dead);
 
     q.retry_dead_letter(&id).await.unwrap();
     let h = m.hash(&id).await;
@@ -313,7 +318,7 @@ async fn dead_letter_purge_deletes_and_bulk_actions_drain_the_list() {
         ids.push(q.add("job", &i).await.unwrap().id);
     }
     for job in m.fetch(7, LEASE, "w").await.jobs {
-        assert_eq!(m.fail(&job.id, &job.token, "x", "error", -1).await, ScriptCode::Dead);
+        assert_eq!(m.fail(&job.id, &job.token, "x", FailureKind::Error, -1).await, ScriptCode::Dead);
     }
     assert_eq!(q.counts().await.unwrap().failed, 7);
 
@@ -332,7 +337,7 @@ async fn dead_letter_purge_deletes_and_bulk_actions_drain_the_list() {
     let c = q.counts().await.unwrap();
     assert_eq!((c.failed, c.waiting), (0, 6));
     for job in m.fetch(6, LEASE, "w").await.jobs {
-        assert_eq!(m.fail(&job.id, &job.token, "x", "error", -1).await, ScriptCode::Dead);
+        assert_eq!(m.fail(&job.id, &job.token, "x", FailureKind::Error, -1).await, ScriptCode::Dead);
     }
     assert_eq!(q.purge_dead_letters().await.unwrap(), 6);
     assert_eq!(q.counts().await.unwrap().failed, 0);
@@ -384,7 +389,7 @@ async fn counts_report_every_state_at_once() {
     q.add_with("job", &(), JobOptions::new().delay(Duration::from_secs(90))).await.unwrap();
     let f = m.fetch(3, LEASE, "w").await;
     assert_eq!(m.complete(-1, &[(&f.jobs[0].id, &f.jobs[0].token, "")]).await, [ScriptCode::Ok]);
-    assert_eq!(m.fail(&f.jobs[1].id, &f.jobs[1].token, "x", "error", -1).await, ScriptCode::Dead);
+    assert_eq!(m.fail(&f.jobs[1].id, &f.jobs[1].token, "x", FailureKind::Error, -1).await, ScriptCode::Dead);
     let c = q.counts().await.unwrap();
     assert_eq!(
         (c.waiting, c.delayed, c.active, c.completed, c.failed, c.paused),
@@ -513,7 +518,7 @@ async fn every_move_writes_an_event_and_the_stream_stays_bounded() {
     let m = Mover::new(&cfg, "q").await;
     let id = q.add("job", &()).await.unwrap().id;
     let j = m.fetch(1, LEASE, "w").await.jobs.remove(0);
-    m.fail(&id, &j.token, "x", "error", 0).await;
+    m.fail(&id, &j.token, "x", FailureKind::Error, 0).await;
     let j = m.fetch(1, LEASE, "w").await.jobs.remove(0);
     m.complete(-1, &[(&id, &j.token, "")]).await;
     let events = m.events().await;

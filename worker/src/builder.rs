@@ -1,56 +1,26 @@
 //! Configuring a worker.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use quern_common::keys::QueueKeys;
-use quern_common::scripts::{self, DEFAULT_EVENTS_MAX_LEN};
+use quern_common::scripts;
 use quern_common::{Error, RedisConfig, Result};
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::handler::{ErasedHandler, JobContext, JobError, TypedHandler};
-use crate::runtime::{Settings, Worker};
-
-/// How long completed jobs are kept. The newest `max_count` are kept, and
-/// those older than `max_age` are trimmed by the reaper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Keep at most this many completed jobs (`None`: no count limit; `Some(0)`:
-    /// delete a job as soon as it completes).
-    pub max_count: Option<u64>,
-    /// Trim completed jobs older than this (`None`: no age limit).
-    pub max_age: Option<Duration>,
-}
-
-impl Default for Retention {
-    /// The newest 100,000 completed jobs, for at most 24 hours.
-    fn default() -> Self {
-        Self { max_count: Some(100_000), max_age: Some(Duration::from_secs(24 * 3600)) }
-    }
-}
-
-impl Retention {
-    /// Keep every completed job (memory grows with every job: for tests and benchmarks).
-    pub fn keep_all() -> Self {
-        Self { max_count: None, max_age: None }
-    }
-
-    /// Delete jobs as soon as they complete.
-    pub fn delete_at_once() -> Self {
-        Self { max_count: Some(0), max_age: None }
-    }
-}
+use crate::handler::{Handlers, JobContext, JobError, TypedHandler};
+use crate::settings::{Retention, Settings};
+use crate::worker::Worker;
 
 /// Builds a [`Worker`]; see [`Worker::builder`].
 pub struct WorkerBuilder {
     config: RedisConfig,
     queue: String,
     settings: Settings,
-    handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    handlers: Handlers,
 }
 
 impl WorkerBuilder {
@@ -58,17 +28,8 @@ impl WorkerBuilder {
         Self {
             config: config.clone(),
             queue: queue.to_owned(),
-            settings: Settings {
-                concurrency: 10,
-                lease: Duration::from_secs(30),
-                max_stalls: 3,
-                reap_interval: Duration::from_secs(5),
-                shutdown_grace: Duration::from_secs(30),
-                idle_block: Duration::from_secs(5),
-                retention: Retention::default(),
-                events_max_len: DEFAULT_EVENTS_MAX_LEN,
-            },
-            handlers: HashMap::new(),
+            settings: Settings::default(),
+            handlers: Handlers::default(),
         }
     }
 
@@ -144,22 +105,9 @@ impl WorkerBuilder {
 
     /// Check the settings, connect, load the scripts and register the queue.
     pub async fn build(self) -> Result<Worker> {
-        let s = &self.settings;
-        let bad = |m: String| Err(Error::InvalidOptions(m));
-        if s.concurrency == 0 || s.concurrency > 10_000 {
-            return bad(format!("concurrency must be 1 to 10000, got {}", s.concurrency));
-        }
-        if s.lease < Duration::from_millis(200) {
-            return bad(format!("lease must be at least 200 ms, got {:?}", s.lease));
-        }
-        if s.reap_interval < Duration::from_millis(50) {
-            return bad(format!("reap interval must be at least 50 ms, got {:?}", s.reap_interval));
-        }
-        if s.idle_block < Duration::from_millis(10) {
-            return bad(format!("idle block must be at least 10 ms, got {:?}", s.idle_block));
-        }
+        self.settings.check().map_err(Error::InvalidOptions)?;
         if self.handlers.is_empty() {
-            return bad("a worker needs at least one handler".into());
+            return Err(Error::InvalidOptions("a worker needs at least one handler".into()));
         }
         let keys = QueueKeys::new(&self.config.prefix, &self.queue)?;
         let mut conn = self.config.connect().await?;

@@ -1,5 +1,6 @@
 //! Handlers: typed functions per job name, and the context and error they use.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -7,12 +8,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use quern_common::ScriptCode;
-use quern_common::scripts::ScriptName;
+use quern_common::moves::{LeasedJob, Progress};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::runtime::Shared;
+use crate::client::QueueClient;
 
 /// What a handler knows about the job it runs.
 #[derive(Clone)]
@@ -21,7 +21,8 @@ pub struct JobContext {
 }
 
 struct ContextInner {
-    shared: Arc<Shared>,
+    /// To record progress as the lease holder.
+    client: QueueClient,
     id: String,
     name: String,
     token: String,
@@ -46,21 +47,18 @@ pub const MAX_PROGRESS_BYTES: usize = 4096;
 
 impl JobContext {
     pub(crate) fn new(
-        shared: Arc<Shared>,
-        id: &str,
-        name: &str,
-        token: &str,
-        attempt: u32,
+        client: QueueClient,
+        job: &LeasedJob,
         max_attempts: u32,
         lease_lost: Arc<AtomicBool>,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
-                shared,
-                id: id.to_owned(),
-                name: name.to_owned(),
-                token: token.to_owned(),
-                attempt,
+                client,
+                id: job.id.clone(),
+                name: job.name.clone(),
+                token: job.token.clone(),
+                attempt: job.attempt,
                 max_attempts,
                 lease_lost,
             }),
@@ -81,11 +79,9 @@ impl JobContext {
                 json.len()
             )));
         }
-        let shared = &self.inner.shared;
-        let mut call = shared.call(ScriptName::Progress);
-        call.arg(&self.inner.id).arg(&self.inner.token).arg(json);
-        let code: i64 = call.run(&mut shared.conn.clone()).await?;
-        match ScriptCode::from_code(code)?.to_error(shared.keys.name(), &self.inner.id) {
+        let inner = &self.inner;
+        let code = inner.client.run(&Progress { id: &inner.id, token: &inner.token, json: &json }).await?;
+        match code.to_error(inner.client.queue(), &inner.id) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -93,7 +89,7 @@ impl JobContext {
 
     /// The queue the job came from.
     pub fn queue(&self) -> &str {
-        self.inner.shared.keys.name()
+        self.inner.client.queue()
     }
 
     /// The job's id.
@@ -191,6 +187,39 @@ impl fmt::Display for JobError {
 
 /// A handler's result serialized to JSON (`None` for `null`, which is not stored).
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<String>, JobError>> + Send>>;
+
+/// The handlers of a worker, by job name.
+#[derive(Clone, Default)]
+pub(crate) struct Handlers {
+    by_name: HashMap<String, Arc<dyn ErasedHandler>>,
+}
+
+impl Handlers {
+    pub(crate) fn insert(&mut self, name: String, handler: Arc<dyn ErasedHandler>) {
+        self.by_name.insert(name, handler);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Start the handler of `ctx`'s job name on `payload`; a job name
+    /// without a handler fails permanently, naming those there are.
+    pub(crate) fn start(&self, ctx: JobContext, payload: &str) -> Result<HandlerFuture, JobError> {
+        match self.by_name.get(ctx.name()) {
+            Some(handler) => handler.start(ctx, payload),
+            None => {
+                let mut known: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+                known.sort_unstable();
+                Err(JobError::permanent(format!(
+                    "no handler for job name {:?} on this worker (it handles: {})",
+                    ctx.name(),
+                    known.join(", ")
+                )))
+            }
+        }
+    }
+}
 
 /// A handler with its payload type erased.
 pub(crate) trait ErasedHandler: Send + Sync {

@@ -50,18 +50,25 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod attempt;
 mod builder;
+mod client;
+mod fetch_loop;
 mod handler;
 mod identity;
+mod leases;
 mod maintenance;
-mod runtime;
+mod outbox;
+mod settings;
 mod shutdown;
 #[cfg(feature = "stock")]
 pub mod stock;
 mod waker;
+mod worker;
 
-pub use builder::{Retention, WorkerBuilder};
+pub use builder::WorkerBuilder;
 pub use handler::{JobContext, JobError, MAX_PROGRESS_BYTES};
 pub use quern_common::{Backoff, Error, JobOptions, RedisConfig, Result};
-pub use runtime::Worker;
+pub use settings::Retention;
 pub use shutdown::ShutdownHandle;
+pub use worker::Worker;

@@ -1,129 +1,170 @@
-//! Periodic work beside the fetch loop: renewing leases and reaping stalled jobs.
+//! Background work beside the fetch loop, each a small part with `start`
+//! and `shutdown`: the renewer keeps the worker's leases alive (and claims
+//! handed-over jobs), the reaper recovers crashed workers' jobs and keeps
+//! this worker listed as live.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use quern_common::scripts::{self, ScriptCall, ScriptName};
+use quern_common::moves::{Reap, Registration, Renew};
 use rand::Rng;
-use redis::Value;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::runtime::Shared;
+use crate::client::QueueClient;
+use crate::leases::LeaseTable;
 
 /// Leases renewed per script call.
 const RENEW_CHUNK: usize = 1000;
 /// Expired leases handled per reaper call.
 const REAP_BATCH: usize = 1000;
 
-/// Renew every lease this worker holds, every third of the lease, one call per
-/// 1,000 leases. Runs until aborted (after the last job is settled).
-pub(crate) fn spawn_renewer(shared: Arc<Shared>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(shared.settings.lease / 3);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
+/// A running background part; stops when shut down or dropped.
+pub(crate) struct Running(JoinHandle<()>);
+
+impl Running {
+    /// Stop it now.
+    pub(crate) fn shutdown(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How this worker appears in the queue's list of live workers.
+#[derive(Clone)]
+pub(crate) struct Presence {
+    pub(crate) concurrency: usize,
+    pub(crate) leases: Arc<LeaseTable>,
+    /// How long one listing holds: three reaper passes, and the time a pass may take.
+    pub(crate) ttl: Duration,
+}
+
+impl Presence {
+    /// What the worker reports: slots, running jobs, whether it is stopping, version.
+    pub(crate) fn report(&self, stopping: bool) -> String {
+        serde_json::json!({
+            "concurrency": self.concurrency,
+            "running": self.leases.len(),
+            "stopping": stopping,
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string()
+    }
+}
+
+/// Renews every lease the worker holds, every third of the lease, one call
+/// per 1,000 leases; flags the lost ones.
+#[derive(Clone)]
+pub(crate) struct Renewer {
+    pub(crate) client: QueueClient,
+    pub(crate) leases: Arc<LeaseTable>,
+    pub(crate) lease: Duration,
+}
+
+impl Renewer {
+    pub(crate) fn start(&self) -> Running {
+        let this = self.clone();
+        Running(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.lease / 3);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
-            if let Err(e) = renew_all(&shared).await {
-                warn!(worker = %shared.id, error = %e, "renewing leases failed; retrying at the next tick");
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.renew(this.leases.snapshot(), None).await {
+                    warn!(worker = %this.client.worker(), error = %e, "renewing leases failed; retrying at the next tick");
+                }
+            }
+        }))
+    }
+
+    /// Claim a job taken from the hand-off list: record it as this worker's
+    /// and extend its short lease to the full lease, in the background. A
+    /// lost lease is flagged like a renewal's.
+    pub(crate) fn claim(&self, id: String, token: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.renew(vec![(id, token)], Some(this.client.worker())).await {
+                warn!(worker = %this.client.worker(), error = %e, "claiming a handed-over job failed; the renewer retries");
+            }
+        });
+    }
+
+    async fn renew(&self, held: Vec<(String, String)>, claimer: Option<&str>) -> quern_common::Result<()> {
+        for chunk in held.chunks(RENEW_CHUNK) {
+            let lost = self.client.run(&Renew { lease: self.lease, claimer, leases: chunk }).await?;
+            for id in self.leases.flag_lost(&lost) {
+                warn!(worker = %self.client.worker(), job = %id, "lease lost: the job was recovered or taken over; its result will be discarded");
             }
         }
-    })
-}
-
-async fn renew_all(shared: &Shared) -> quern_common::Result<()> {
-    renew(shared, shared.held_leases(), "").await
-}
-
-/// Claim a job taken from the hand-off list (see [`crate::waker`]): record
-/// it as this worker's and extend its short lease to the full lease, in the
-/// background. A lost lease is flagged like the renewer's.
-pub(crate) fn claim_handed_over(shared: Arc<Shared>, lease: (String, String)) {
-    tokio::spawn(async move {
-        if let Err(e) = renew(&shared, vec![lease], &shared.id).await {
-            warn!(worker = %shared.id, error = %e, "claiming a handed-over job failed; the renewer retries");
-        }
-    });
-}
-
-/// Renew the leases `(id, token)` to the full lease, flagging the lost ones;
-/// `claimer` (unless '') is recorded as the jobs' worker.
-async fn renew(shared: &Shared, held: Vec<(String, String)>, claimer: &str) -> quern_common::Result<()> {
-    if held.is_empty() {
-        return Ok(());
-    }
-    let mut conn = shared.conn.clone();
-    for chunk in held.chunks(RENEW_CHUNK) {
-        let mut call = shared.call(ScriptName::Renew);
-        call.arg(shared.settings.lease.as_millis() as u64).arg(claimer);
-        for (id, token) in chunk {
-            call.arg(id).arg(token);
-        }
-        let lost: Vec<String> = call.run(&mut conn).await?;
-        flag_lost(shared, lost);
-    }
-    Ok(())
-}
-
-/// Mark the leases of jobs `lost` as lost, so their handlers can tell.
-fn flag_lost(shared: &Shared, lost: Vec<String>) {
-    for id in lost {
-        let newly_lost = shared.lease_flag(&id).is_some_and(|flag| !flag.swap(true, Ordering::Relaxed));
-        if newly_lost {
-            warn!(worker = %shared.id, job = %id, "lease lost: the job was recovered or taken over; its result will be discarded");
-        }
+        Ok(())
     }
 }
 
-/// Run the reaper at once (which lists the worker as live), then every
-/// `reap_interval` (with a random start, so workers do not all reap at the
-/// same instant). Runs until aborted.
-pub(crate) fn spawn_reaper(shared: Arc<Shared>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        if let Err(e) = reap(&shared).await {
-            warn!(worker = %shared.id, error = %e, "reaper failed; retrying at the next tick");
-        }
-        let every = shared.settings.reap_interval;
-        let offset = every.mul_f64(rand::rng().random_range(0.0..1.0));
-        tokio::time::sleep(offset).await;
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = reap(&shared).await {
-                warn!(worker = %shared.id, error = %e, "reaper failed; retrying at the next tick");
+/// Recovers expired leases (any worker may: the reap script is atomic and
+/// idempotent) and trims old completed jobs; each pass also lists the
+/// worker as live.
+#[derive(Clone)]
+pub(crate) struct Reaper {
+    pub(crate) client: QueueClient,
+    pub(crate) presence: Presence,
+    pub(crate) every: Duration,
+    pub(crate) max_stalls: u32,
+    pub(crate) max_age: Option<Duration>,
+}
+
+impl Reaper {
+    /// Reap at once (which lists the worker as live), then every `every`,
+    /// from a random start so workers do not all reap at the same instant.
+    pub(crate) fn start(&self) -> Running {
+        let this = self.clone();
+        Running(tokio::spawn(async move {
+            this.pass_logged().await;
+            let offset = this.every.mul_f64(rand::rng().random_range(0.0..1.0));
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(this.every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                this.pass_logged().await;
             }
-        }
-    })
-}
+        }))
+    }
 
-/// One reaper pass (several calls while batches come back full).
-pub(crate) async fn reap(shared: &Shared) -> quern_common::Result<()> {
-    let mut conn = shared.conn.clone();
-    let max_age = shared.settings.retention.max_age.map_or(0, |d| d.as_millis().max(1) as u64);
-    loop {
-        let mut call: ScriptCall = shared.call(ScriptName::Reap);
-        call.arg(shared.settings.max_stalls).arg(REAP_BATCH).arg(max_age);
-        // Each pass also lists this worker as live.
-        call.arg(&shared.id).arg(shared.report(false)).arg(shared.registration_ttl().as_millis() as u64);
-        let reply: Value = call.run(&mut conn).await?;
-        let parts = scripts::array(reply)?;
-        let [recovered, dead, trimmed] = <[Value; 3]>::try_from(parts)
-            .map_err(|p| quern_common::Error::Protocol(format!("reap returned {p:?}")))?;
-        let recovered: Vec<String> =
-            scripts::array(recovered)?.iter().map(scripts::string).collect::<Result<_, _>>()?;
-        let dead: Vec<String> =
-            scripts::array(dead)?.iter().map(scripts::string).collect::<Result<_, _>>()?;
-        let trimmed = scripts::int(&trimmed)?;
-        if !recovered.is_empty() {
-            info!(worker = %shared.id, jobs = ?recovered, "recovered stalled jobs (lease expired) to waiting");
+    async fn pass_logged(&self) {
+        if let Err(e) = self.pass().await {
+            warn!(worker = %self.client.worker(), error = %e, "reaper failed; retrying at the next tick");
         }
-        if !dead.is_empty() {
-            error!(worker = %shared.id, jobs = ?dead, "stalled too often: moved to the dead-letter list");
-        }
-        if recovered.len() + dead.len() < REAP_BATCH && (trimmed as usize) < REAP_BATCH {
-            return Ok(());
+    }
+
+    /// One pass: calls while batches come back full.
+    pub(crate) async fn pass(&self) -> quern_common::Result<()> {
+        loop {
+            let report = self.presence.report(false);
+            let registration =
+                Registration { worker: self.client.worker(), report: &report, ttl: self.presence.ttl };
+            let reaped = self
+                .client
+                .run(&Reap {
+                    max_stalls: self.max_stalls,
+                    batch: REAP_BATCH,
+                    max_age: self.max_age,
+                    registration: Some(registration),
+                })
+                .await?;
+            if !reaped.recovered.is_empty() {
+                info!(worker = %self.client.worker(), jobs = ?reaped.recovered, "recovered stalled jobs (lease expired) to waiting");
+            }
+            if !reaped.dead.is_empty() {
+                error!(worker = %self.client.worker(), jobs = ?reaped.dead, "stalled too often: moved to the dead-letter list");
+            }
+            if !reaped.is_full(REAP_BATCH) {
+                return Ok(());
+            }
         }
     }
 }

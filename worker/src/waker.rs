@@ -28,12 +28,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use quern_common::Result;
-use quern_common::scripts::{self, LeasedJob};
+use quern_common::moves::LeasedJob;
+use quern_common::{RedisConfig, Result};
 use redis::aio::MultiplexedConnection;
 use tracing::{debug, warn};
-
-use crate::runtime::Shared;
 
 /// What one armed wait ended with.
 pub(crate) enum Woken {
@@ -54,11 +52,23 @@ struct WaitEnd {
     woken: Woken,
 }
 
+/// What a blocking wait needs: where to connect, the two lists, how long
+/// one wait blocks at most, and who waits (for the logs).
+pub(crate) struct WaitSpec {
+    pub(crate) config: RedisConfig,
+    /// The queue's hand-off list.
+    pub(crate) handoff: String,
+    /// The queue's wake-up list.
+    pub(crate) wake: String,
+    pub(crate) idle_block: Duration,
+    pub(crate) worker: String,
+}
+
 /// The blocking wait is a future the fetch loop polls itself (not a task of
 /// its own), so the reply wakes the fetch loop directly: one task switch less
 /// between a job's add and its handler.
 pub(crate) struct Waker {
-    shared: Arc<Shared>,
+    spec: Arc<WaitSpec>,
     conn: Option<MultiplexedConnection>,
     wait: Option<WaitFuture>,
     /// Slots promised to the armed wait until it ends (a hand-off fills one).
@@ -69,9 +79,9 @@ pub(crate) struct Waker {
 }
 
 impl Waker {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(spec: WaitSpec) -> Self {
         Self {
-            shared,
+            spec: Arc::new(spec),
             conn: None,
             wait: None,
             want: 0,
@@ -87,7 +97,7 @@ impl Waker {
         if self.wait.is_some() {
             return;
         }
-        let wait = blocking_wait(self.shared.clone(), self.conn.take(), self.retry, self.client_id.clone());
+        let wait = blocking_wait(self.spec.clone(), self.conn.take(), self.retry, self.client_id.clone());
         self.want = want;
         self.wait = Some(Box::pin(wait));
     }
@@ -128,19 +138,27 @@ impl Waker {
     }
 }
 
-/// The lease of a job handed over by an add, until the worker claims it.
-fn handoff_lease(shared: &Shared) -> Duration {
-    (shared.config.response_timeout * 2).max(Duration::from_millis(200)).min(shared.settings.lease)
+/// How a worker registers as parked when a fetch comes back short.
+#[derive(Debug, Clone)]
+pub(crate) struct ParkingSpec {
+    /// `<hand-off lease ms> <worker id>`: the lease of a job handed over by
+    /// an add, until the worker claims it, is twice the response timeout
+    /// (at least 200 ms, at most the worker's lease).
+    pub(crate) member: String,
+    /// How long a parking holds: past the end of the blocking wait that follows it.
+    pub(crate) ttl: Duration,
 }
 
-/// How this worker registers as parked: `<hand-off lease ms> <worker id>`.
-pub(crate) fn parking(shared: &Shared) -> String {
-    format!("{} {}", handoff_lease(shared).as_millis(), shared.id)
-}
-
-/// How long a parking holds: past the end of the blocking wait that follows it.
-pub(crate) fn parking_ttl(shared: &Shared) -> Duration {
-    shared.settings.idle_block + shared.config.response_timeout
+impl ParkingSpec {
+    pub(crate) fn new(
+        worker: &str,
+        lease: Duration,
+        idle_block: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        let handoff_lease = (response_timeout * 2).max(Duration::from_millis(200)).min(lease);
+        Self { member: format!("{} {worker}", handoff_lease.as_millis()), ttl: idle_block + response_timeout }
+    }
 }
 
 /// Ask Redis to end the blocking wait of client `id` now. Returns whether a blocked wait was found; a wait whose
@@ -151,46 +169,45 @@ pub(crate) async fn unblock(conn: &mut impl redis::aio::ConnectionLike, id: i64)
     n.unwrap_or(0) == 1
 }
 
-async fn connect(shared: &Shared, block: Duration, client_id: &AtomicI64) -> Result<MultiplexedConnection> {
-    let mut conn = shared.config.connect_dedicated(block).await?;
+async fn connect(spec: &WaitSpec, client_id: &AtomicI64) -> Result<MultiplexedConnection> {
+    let mut conn = spec.config.connect_dedicated(spec.idle_block).await?;
     let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
     client_id.store(id, Ordering::Relaxed);
     Ok(conn)
 }
 
 async fn blocking_wait(
-    shared: Arc<Shared>,
+    spec: Arc<WaitSpec>,
     conn: Option<MultiplexedConnection>,
     retry: Duration,
     client_id: Arc<AtomicI64>,
 ) -> WaitEnd {
-    let block = shared.settings.idle_block;
     let mut conn = match conn {
         Some(c) => c,
-        None => match connect(&shared, block, &client_id).await {
+        None => match connect(&spec, &client_id).await {
             Ok(c) => c,
             Err(e) => {
-                warn!(worker = %shared.id, error = %e, "cannot open the blocking connection; retrying");
+                warn!(worker = %spec.worker, error = %e, "cannot open the blocking connection; retrying");
                 tokio::time::sleep(retry).await;
                 return WaitEnd { conn: None, failed: true, woken: Woken::Nothing };
             }
         },
     };
     let reply: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-        .arg(shared.keys.handoff())
-        .arg(shared.keys.wake())
-        .arg(block.as_secs_f64())
+        .arg(&spec.handoff)
+        .arg(&spec.wake)
+        .arg(spec.idle_block.as_secs_f64())
         .query_async(&mut conn)
         .await;
     match reply {
-        Ok(Some((list, item))) if list == shared.keys.handoff() => match scripts::parse_handoff(&item) {
+        Ok(Some((list, item))) if list == spec.handoff => match LeasedJob::from_handoff(&item) {
             Ok(job) => {
-                debug!(worker = %shared.id, job = %job.id, "took a handed-over job");
+                debug!(worker = %spec.worker, job = %job.id, "took a handed-over job");
                 WaitEnd { conn: Some(conn), failed: false, woken: Woken::Job(job) }
             }
             Err(e) => {
                 // Not ours to run: its lease runs out and the reaper returns it.
-                warn!(worker = %shared.id, error = %e, "skipping an unreadable hand-off record");
+                warn!(worker = %spec.worker, error = %e, "skipping an unreadable hand-off record");
                 WaitEnd { conn: Some(conn), failed: false, woken: Woken::Marker }
             }
         },
@@ -200,7 +217,7 @@ async fn blocking_wait(
             // A dead or timed-out socket: drop it and reconnect next time. A job
             // handed over meanwhile is returned by the reaper once its short
             // lease ends.
-            warn!(worker = %shared.id, error = %e, "blocking wait failed; reconnecting");
+            warn!(worker = %spec.worker, error = %e, "blocking wait failed; reconnecting");
             client_id.store(-1, Ordering::Relaxed);
             tokio::time::sleep(retry).await;
             WaitEnd { conn: None, failed: true, woken: Woken::Nothing }
