@@ -1,4 +1,7 @@
 -- add: enqueue one or many jobs.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: added (id; or count, first, last).
+-- Rust side: common/src/moves/add.rs.
 -- ARGV[3] = number of jobs, ARGV[4] = form of the jobs that follow:
 --   'plain': every job gets a generated id and has no options, priority or
 --            delay (most adds); 3 arguments per job: name, payload head,
@@ -64,7 +67,7 @@ local function hand_off(id, name, head, tail, opts)
   end
   local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))
   local lease = tonumber(string.match(parked[1], '^%d+'))
-  redis.call('HSET', JOB_PREFIX .. id, 's', 'active', 'tk', token, 'st', now_text, 'at', '1')
+  redis.call('HSET', JOB_PREFIX .. id, F_STATE, 'active', F_TOKEN, token, F_STARTED, now_text, F_ATTEMPTS, '1')
   redis.call('ZADD', K_ACTIVE, tostring(now + lease), id, 'inf', ACTIVE_PIN)
   redis.call('RPUSH', K_HANDOFF, id .. '\n' .. token .. '\n1\n' .. name .. '\n' .. opts .. '\n' .. head .. tail)
   return true

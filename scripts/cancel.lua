@@ -1,4 +1,7 @@
 -- cancel: an operator stops a job for good. ARGV[3] = id, ARGV[4] = reason.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: cancelled (id, error).
+-- Rust side: common/src/moves/cancel.rs.
 -- A waiting or delayed job leaves its list; a running one loses its lease
 -- (the token is revoked, so its worker's renewal reports it lost and its
 -- result is refused, see renew.lua and complete.lua). Either way it lands in
@@ -8,7 +11,7 @@
 local now = now_ms()
 local id, reason = ARGV[3], ARGV[4]
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, 's', 'tk', 'st', 'at', 'w')
+local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_STARTED, F_ATTEMPTS, F_WORKER)
 local s = v[1]
 if not s then
   return NOT_FOUND
@@ -32,7 +35,7 @@ else
   end
   push_history(jk, { out = 'cancelled', fin = now, err = reason })
 end
-redis.call('HSET', jk, 's', 'failed', 'tk', '', 'fin', now, 'e', reason)
+redis.call('HSET', jk, F_STATE, 'failed', F_TOKEN, '', F_FINISHED, now, F_ERROR, reason)
 redis.call('ZADD', K_DLQ, now, id)
 emit('ev', 'cancelled', 'id', id, 'error', reason)
 return OK

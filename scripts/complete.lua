@@ -1,4 +1,7 @@
 -- complete: acknowledge a batch of finished jobs.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: completed (ids).
+-- Rust side: common/src/moves/complete.rs.
 -- ARGV[3] = completed jobs to keep (-1: all, 0: delete at once), then
 -- 3 arguments per job: id, token, result (JSON, '' = none).
 -- Returns one code per job: OK, DUPLICATE (already acknowledged with this
@@ -9,7 +12,7 @@ local out, done = {}, {}
 for b = 4, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = JOB_PREFIX .. id
-  local v = redis.call('HMGET', jk, 'tk', 's')
+  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE)
   if not v[2] then
     out[#out + 1] = NOT_FOUND
   elseif v[1] ~= token then
@@ -18,9 +21,9 @@ for b = 4, #ARGV, 3 do
     out[#out + 1] = DUPLICATE
   else
     if result ~= '' then
-      redis.call('HSET', jk, 's', 'completed', 'fin', now_text, 'r', result)
+      redis.call('HSET', jk, F_STATE, 'completed', F_FINISHED, now_text, F_RESULT, result)
     else
-      redis.call('HSET', jk, 's', 'completed', 'fin', now_text)
+      redis.call('HSET', jk, F_STATE, 'completed', F_FINISHED, now_text)
     end
     done[#done + 1] = id
     out[#out + 1] = OK

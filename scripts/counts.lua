@@ -1,4 +1,7 @@
 -- counts: one consistent snapshot of a queue.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: none.
+-- Rust side: common/src/moves/counts.rs.
 -- Returns {waiting, delayed, active, completed, failed, paused (0/1)}.
 -- The active set holds the pin (not a job) whenever it holds anything.
 local active = redis.call('ZCARD', K_ACTIVE)

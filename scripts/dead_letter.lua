@@ -1,4 +1,7 @@
 -- dead_letter: act on the dead-letter list (jobs in state failed).
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: dead_letter_retry or dead_letter_purge (ids).
+-- Rust side: common/src/moves/dead_letter.rs.
 -- ARGV[3] = 'retry' or 'purge', ARGV[4] = batch limit, ARGV[5..] = ids
 -- (none: the oldest ARGV[4] entries). Retry makes a job waiting again with a
 -- fresh attempt budget and keeps its history; purge deletes it.
@@ -19,9 +22,9 @@ for _, id in ipairs(ids) do
     local jk = JOB_PREFIX .. id
     if action == 'retry' then
       push_history(jk, { out = 'retried', fin = now, err = 'moved back from the dead-letter list' })
-      redis.call('HSET', jk, 's', 'waiting', 'at', 0, 'stl', 0)
-      redis.call('HDEL', jk, 'fin', 'tk')
-      to_waiting(id, redis.call('HGET', jk, 'p'), false)
+      redis.call('HSET', jk, F_STATE, 'waiting', F_ATTEMPTS, 0, F_STALLS, 0)
+      redis.call('HDEL', jk, F_FINISHED, F_TOKEN)
+      to_waiting(id, redis.call('HGET', jk, F_PRIORITY), false)
     else
       redis.call('DEL', jk)
     end

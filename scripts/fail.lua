@@ -1,4 +1,7 @@
 -- fail: record a failed attempt, then retry or dead-letter the job.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: retrying (id, error, delay) or failed (id, error).
+-- Rust side: common/src/moves/fail.rs.
 -- ARGV[3] = id, ARGV[4] = token, ARGV[5] = error message, ARGV[6] = outcome
 -- kind (error, permanent, timeout, panic, ...), ARGV[7] = retry delay ms, or -1
 -- to dead-letter (the worker decides from the job's attempts and backoff).
@@ -7,7 +10,7 @@ local now = now_ms()
 local id, token, message, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local delay = tonumber(ARGV[7])
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, 'tk', 's', 'st', 'at', 'w', 'p')
+local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY)
 if not v[2] then
   return NOT_FOUND
 end
@@ -20,19 +23,19 @@ end
 push_history(jk, { n = tonumber(v[4]), out = kind, st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token, err = message })
 redis.call('ZREM', K_ACTIVE, id)
 if delay < 0 then
-  redis.call('HSET', jk, 's', 'failed', 'fin', now, 'e', message)
+  redis.call('HSET', jk, F_STATE, 'failed', F_FINISHED, now, F_ERROR, message)
   redis.call('ZADD', K_DLQ, now, id)
   emit('ev', 'failed', 'id', id, 'error', message)
   return DEAD
 end
 if delay == 0 then
-  redis.call('HSET', jk, 's', 'waiting', 'e', message)
+  redis.call('HSET', jk, F_STATE, 'waiting', F_ERROR, message)
   to_waiting(id, v[6], false)
   if not is_paused() then
     wake()
   end
 else
-  redis.call('HSET', jk, 's', 'delayed', 'e', message)
+  redis.call('HSET', jk, F_STATE, 'delayed', F_ERROR, message)
   to_delayed(id, now + delay)
 end
 emit('ev', 'retrying', 'id', id, 'error', message, 'delay', delay)

@@ -1,4 +1,7 @@
 -- fetch: lease up to K jobs to one worker.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: active (ids, worker); dropped (ids listed as waiting with no job hash).
+-- Rust side: common/src/moves/fetch.rs.
 -- ARGV[3] = K, ARGV[4] = lease ms, ARGV[5] = worker id, ARGV[6] = promotion limit,
 -- optional ARGV[7] = parking member ('<hand-off lease ms> <worker id>'), ARGV[8] =
 -- how long a parking holds (ms): a worker whose batch comes back short waits for
@@ -22,8 +25,8 @@ if #due > 0 then
   local fifo = {}
   for _, id in ipairs(due) do
     local jk = JOB_PREFIX .. id
-    local p = redis.call('HGET', jk, 'p')
-    redis.call('HSET', jk, 's', 'waiting')
+    local p = redis.call('HGET', jk, F_PRIORITY)
+    redis.call('HSET', jk, F_STATE, 'waiting')
     if p then
       to_waiting(id, p, false)
     else
@@ -101,11 +104,11 @@ if got > 0 then
   local dropped = nil
   for _, id in ipairs(ids) do
     local jk = JOB_PREFIX .. id
-    local v = redis.call('HMGET', jk, 'n', 'd', 'o', 'at', 'dn', 'd2')
+    local v = redis.call('HMGET', jk, F_NAME, F_DATA, F_OPTIONS, F_ATTEMPTS, F_PIECES, F_DATA2)
     if v[1] then
       local attempt = (tonumber(v[4]) or 0) + 1
       local attempt_text = NEXT_ATTEMPT[v[4] or '0'] or tostring(attempt)
-      redis.call('HSET', jk, 's', 'active', 'tk', token, 'st', now_text, 'w', ARGV[5], 'at', attempt_text)
+      redis.call('HSET', jk, F_STATE, 'active', F_TOKEN, token, F_STARTED, now_text, F_WORKER, ARGV[5], F_ATTEMPTS, attempt_text)
       leased[nl + 1] = deadline
       leased[nl + 2] = id
       nl = nl + 2

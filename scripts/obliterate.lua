@@ -1,4 +1,7 @@
 -- obliterate: delete the queue, its jobs and its keys, in bounded calls.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: none (the events stream is deleted with the queue).
+-- Rust side: common/src/moves/obliterate.rs.
 -- ARGV[3] = jobs to delete at most in this call, ARGV[4] = '1' to go ahead
 -- even with running jobs or live workers.
 -- Returns {status, jobs deleted by this call}: status 'busy' (nothing done:

@@ -27,6 +27,28 @@ local function bind(keys, argv)
   JOB_PREFIX, MAX_EVENTS = argv[1], argv[2]
 end
 
+-- The fields of a job's hash (JOB_PREFIX .. id). Short names keep a job in
+-- Redis' compact hash encoding. Keep in sync with common/src/fields.rs (a
+-- test checks); scripts name fields only through these.
+local F_NAME = 'n' -- the job name (selects the handler)
+local F_CREATED = 't' -- when it was added (Redis ms)
+local F_DATA = 'd' -- the payload, or its first 64-byte piece
+local F_DATA2 = 'd2' -- the payload's second piece (d3 .. d9 follow)
+local F_PIECES = 'dn' -- how many pieces the payload is stored in (absent: one)
+local F_OPTIONS = 'o' -- stored options (JSON; absent: defaults)
+local F_PRIORITY = 'p' -- priority above 0 (absent: 0)
+local F_STATE = 's' -- waiting, delayed, active, completed or failed
+local F_TOKEN = 'tk' -- the current lease (fencing) token
+local F_STARTED = 'st' -- when the latest attempt started (Redis ms)
+local F_WORKER = 'w' -- the worker running or that ran the latest attempt
+local F_ATTEMPTS = 'at' -- attempts started in this round
+local F_FINISHED = 'fin' -- when it completed or failed for good (Redis ms)
+local F_ERROR = 'e' -- the last error message
+local F_RESULT = 'r' -- the handler's result (JSON)
+local F_STALLS = 'stl' -- times its lease expired
+local F_HISTORY = 'h' -- the attempt history (JSON array)
+local F_PROGRESS = 'pg' -- the latest progress: <token> <JSON>
+
 -- Kept at +inf in K_ACTIVE: a member over 64 bytes keeps the set in skiplist
 -- encoding, where adding and removing leases does not scan the whole set. Not a
 -- job (ids have no spaces). Keep in sync with ACTIVE_PIN in common/src/keys.rs.
@@ -122,7 +144,7 @@ end
 -- Put job `id` back at the head of waiting, unrun: its lease token is cleared
 -- and the attempt the lease counted is given back.
 local function back_to_waiting(id, jk, attempt, prio)
-  redis.call('HSET', jk, 's', 'waiting', 'tk', '', 'at', attempt - 1)
+  redis.call('HSET', jk, F_STATE, 'waiting', F_TOKEN, '', F_ATTEMPTS, attempt - 1)
   to_waiting(id, prio, true)
 end
 
@@ -159,7 +181,7 @@ end
 
 -- @block push_history
 local function push_history(jk, entry)
-  local raw = redis.call('HGET', jk, 'h')
+  local raw = redis.call('HGET', jk, F_HISTORY)
   local h = {}
   if raw then
     h = cjson.decode(raw)
@@ -168,7 +190,7 @@ local function push_history(jk, entry)
   while #h > HISTORY_LIMIT do
     table.remove(h, 1)
   end
-  redis.call('HSET', jk, 'h', cjson.encode(h))
+  redis.call('HSET', jk, F_HISTORY, cjson.encode(h))
 end
 
 -- @block PIECE MAX_PIECES PIECE_NAMES put_payload
@@ -178,7 +200,7 @@ end
 -- (hash-max-listpack-value), and that encoding halves a typical job's memory.
 -- Smaller and bigger payloads are stored whole in d.
 local PIECE, MAX_PIECES = 64, 9
-local PIECE_NAMES = { 'd', 'd2', 'd3', 'd4', 'd5', 'd6', 'd7', 'd8', 'd9' }
+local PIECE_NAMES = { F_DATA, F_DATA2, 'd3', 'd4', 'd5', 'd6', 'd7', 'd8', 'd9' }
 local function put_payload(fields, data)
   local len = #data
   local pieces = {}
@@ -200,17 +222,17 @@ local function put_payload(fields, data)
     end
   end
   if #pieces < 2 or #pieces > MAX_PIECES then
-    fields[#fields + 1] = 'd'
+    fields[#fields + 1] = F_DATA
     fields[#fields + 1] = data
     return
   end
-  fields[#fields + 1] = 'd'
+  fields[#fields + 1] = F_DATA
   fields[#fields + 1] = pieces[1]
   for i = 2, #pieces do
     fields[#fields + 1] = PIECE_NAMES[i]
     fields[#fields + 1] = pieces[i]
   end
-  fields[#fields + 1] = 'dn'
+  fields[#fields + 1] = F_PIECES
   fields[#fields + 1] = string.char(48 + #pieces)
 end
 
@@ -220,14 +242,14 @@ end
 local function write_plain_job(jk, name, first, second, opts, state, now_text)
   if not second then
     if opts == '' then
-      redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 's', state)
+      redis.call('HSET', jk, F_NAME, name, F_CREATED, now_text, F_DATA, first, F_STATE, state)
     else
-      redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'o', opts, 's', state)
+      redis.call('HSET', jk, F_NAME, name, F_CREATED, now_text, F_DATA, first, F_OPTIONS, opts, F_STATE, state)
     end
   elseif opts == '' then
-    redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'd2', second, 'dn', '2', 's', state)
+    redis.call('HSET', jk, F_NAME, name, F_CREATED, now_text, F_DATA, first, F_DATA2, second, F_PIECES, '2', F_STATE, state)
   else
-    redis.call('HSET', jk, 'n', name, 't', now_text, 'd', first, 'd2', second, 'dn', '2', 'o', opts, 's', state)
+    redis.call('HSET', jk, F_NAME, name, F_CREATED, now_text, F_DATA, first, F_DATA2, second, F_PIECES, '2', F_OPTIONS, opts, F_STATE, state)
   end
 end
 
@@ -257,17 +279,17 @@ local function write_job(jk, name, data, opts, prio, state, now_text)
       return
     end
   end
-  local fields = { 'n', name, 't', now_text }
+  local fields = { F_NAME, name, F_CREATED, now_text }
   put_payload(fields, data)
   if opts ~= '' then
-    fields[#fields + 1] = 'o'
+    fields[#fields + 1] = F_OPTIONS
     fields[#fields + 1] = opts
   end
   if prio > 0 then
-    fields[#fields + 1] = 'p'
+    fields[#fields + 1] = F_PRIORITY
     fields[#fields + 1] = tostring(prio)
   end
-  fields[#fields + 1] = 's'
+  fields[#fields + 1] = F_STATE
   fields[#fields + 1] = state
   redis.call('HSET', jk, unpack(fields))
 end

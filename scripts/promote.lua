@@ -1,4 +1,7 @@
 -- promote: make delayed jobs (waiting out a delay, or a retry's backoff)
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: promoted (ids).
+-- Rust side: common/src/moves/promote.rs.
 -- waiting now, at the back of their priority. ARGV[3] = at most how many,
 -- then the ids; with no ids, the earliest due ones. Returns the ids promoted
 -- (ids that are not delayed are skipped).
@@ -12,8 +15,8 @@ local done = {}
 for _, id in ipairs(ids) do
   if redis.call('ZREM', K_DELAYED, id) == 1 then
     local jk = JOB_PREFIX .. id
-    redis.call('HSET', jk, 's', 'waiting')
-    to_waiting(id, redis.call('HGET', jk, 'p'), false)
+    redis.call('HSET', jk, F_STATE, 'waiting')
+    to_waiting(id, redis.call('HGET', jk, F_PRIORITY), false)
     done[#done + 1] = id
   end
 end

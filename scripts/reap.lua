@@ -1,4 +1,7 @@
 -- reap: recover jobs whose lease expired, and trim old completed jobs.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: stalled (recovered, failed).
+-- Rust side: common/src/moves/reap.rs.
 -- ARGV[3] = stalls allowed before a job is dead-lettered, ARGV[4] = batch limit,
 -- ARGV[5] = max age of completed jobs in ms (0: no age limit); optional
 -- ARGV[6] = the calling worker's id, ARGV[7] = what it reports (JSON), ARGV[8] =
@@ -15,7 +18,7 @@ local unclaimed = {}
 for _, id in ipairs(expired) do
   local jk = JOB_PREFIX .. id
   redis.call('ZREM', K_ACTIVE, id)
-  local v = redis.call('HMGET', jk, 's', 'st', 'at', 'w', 'p', 'stl', 'tk')
+  local v = redis.call('HMGET', jk, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_STALLS, F_TOKEN)
   if v[1] == 'active' and not v[4] then
     -- Handed over by an add (add.lua) but never claimed: the job did not start,
     -- so no stall is counted; its record leaves the hand-off list below.
@@ -32,12 +35,12 @@ for _, id in ipairs(expired) do
       err = 'lease expired: the worker stopped renewing it (crashed, killed or partitioned)' })
     if stalls > max_stalls then
       local message = 'stalled ' .. stalls .. ' times (allowed: ' .. max_stalls .. ')'
-      redis.call('HSET', jk, 's', 'failed', 'fin', now, 'e', message, 'stl', stalls, 'tk', '')
+      redis.call('HSET', jk, F_STATE, 'failed', F_FINISHED, now, F_ERROR, message, F_STALLS, stalls, F_TOKEN, '')
       redis.call('ZADD', K_DLQ, now, id)
       dead[#dead + 1] = id
     else
       -- A stall does not use up an attempt: stalls have their own limit.
-      redis.call('HSET', jk, 's', 'waiting', 'stl', stalls, 'tk', '', 'at', attempt - 1)
+      redis.call('HSET', jk, F_STATE, 'waiting', F_STALLS, stalls, F_TOKEN, '', F_ATTEMPTS, attempt - 1)
       to_waiting(id, v[5], true)
       recovered[#recovered + 1] = id
     end
@@ -70,7 +73,7 @@ if max_age > 0 then
     if not id then
       break
     end
-    local fin = tonumber(redis.call('HGET', JOB_PREFIX .. id, 'fin'))
+    local fin = tonumber(redis.call('HGET', JOB_PREFIX .. id, F_FINISHED))
     if fin and now - fin < max_age then
       break
     end

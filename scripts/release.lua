@@ -1,4 +1,7 @@
 -- release: hand leased jobs back to waiting without using up an attempt
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: released (ids).
+-- Rust side: common/src/moves/release.rs.
 -- (graceful shutdown). ARGV[3..] = id, token per job.
 -- Returns the number of jobs released; jobs whose lease is lost are skipped.
 local now = now_ms()
@@ -6,7 +9,7 @@ local released = {}
 for b = #ARGV - 1, 3, -2 do
   local id, token = ARGV[b], ARGV[b + 1]
   local jk = JOB_PREFIX .. id
-  local v = redis.call('HMGET', jk, 'tk', 's', 'st', 'at', 'w', 'p')
+  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY)
   if v[1] == token and v[2] == 'active' then
     local attempt = tonumber(v[4]) or 1
     push_history(jk, { n = attempt, out = 'released', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token,

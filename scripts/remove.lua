@@ -1,9 +1,12 @@
 -- remove: delete one job that is not active. ARGV[3] = id.
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: removed (id).
+-- Rust side: common/src/moves/remove.rs.
 -- Returns OK, NOT_FOUND or JOB_ACTIVE. Removing a waiting or completed job
 -- scans its list (LREM), like removing from the middle of any queue.
 local id = ARGV[3]
 local jk = JOB_PREFIX .. id
-local s = redis.call('HGET', jk, 's')
+local s = redis.call('HGET', jk, F_STATE)
 if not s then
   return NOT_FOUND
 end

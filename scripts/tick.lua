@@ -1,4 +1,7 @@
 -- tick: enqueue one tick of a schedule, at most once ever.
+-- KEYS: the queue's nine standard keys (see prelude.lua), then KEYS[10] (below); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: added (id) when the tick's job is enqueued.
+-- Rust side: common/src/moves/tick.rs.
 -- Runs in the target queue's slot. KEYS[10] is the schedule's state hash in
 -- that queue (<prefix>:{queue}:sched:<name>); its field `wm` (the watermark)
 -- is the last tick handled, in ms. A tick at or below the watermark is refused,
@@ -35,7 +38,7 @@ local prio, delay = tonumber(ARGV[9]), tonumber(ARGV[10])
 if ARGV[11] == 'skip' then
   local prev = redis.call('HGET', K_STATE, 'id')
   if prev then
-    local s = redis.call('HGET', JOB_PREFIX .. prev, 's')
+    local s = redis.call('HGET', JOB_PREFIX .. prev, F_STATE)
     if s == 'waiting' or s == 'delayed' or s == 'active' then
       redis.call('HSET', K_STATE, 'wm', ARGV[4], 'last_overlap', ARGV[4])
       redis.call('HINCRBY', K_STATE, 'overlaps', 1)

@@ -1,4 +1,7 @@
 -- unpark: a stopping worker no longer takes hand-offs (see add.lua).
+-- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
+-- Events: released (ids) for unclaimed hand-offs sent back.
+-- Rust side: common/src/moves/unpark.rs.
 -- ARGV[3] = its parking member; optional ARGV[4] = its id, ARGV[5] = how long
 -- it stays listed as live (ms; '0': it leaves, see reap.lua), ARGV[6] = what
 -- it reports meanwhile (JSON). When no other worker is parked, the jobs left
@@ -21,7 +24,7 @@ redis.call('DEL', K_HANDOFF)
 for i = #records, 1, -1 do
   local id, token = string.match(records[i], '^([^\n]*)\n([^\n]*)\n')
   local jk = JOB_PREFIX .. id
-  local v = redis.call('HMGET', jk, 'tk', 's', 'at', 'p')
+  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_ATTEMPTS, F_PRIORITY)
   if v[1] == token and v[2] == 'active' then
     requeue(id, jk, tonumber(v[3]) or 1, v[4])
     back[#back + 1] = id

@@ -13,6 +13,7 @@ pub mod connection;
 pub mod duration;
 pub mod error;
 pub mod events;
+pub mod fields;
 pub mod job;
 pub mod keys;
 pub mod moves;
