@@ -23,7 +23,7 @@ pub use backoff::Backoff;
 pub use connection::{RedisConfig, SelfHealingConnection};
 pub use error::{Error, Result, ScriptCode};
 pub use events::Event;
-pub use job::{Attempt, JobInfo, JobState, QueueCounts, WorkerInfo};
+pub use job::{Attempt, JobEntry, JobInfo, JobState, QueueCounts, UnreadableJob, WorkerInfo};
 pub use keys::QueueKeys;
 pub use options::JobOptions;
 pub use rate_limit::RateLimit;
