@@ -54,8 +54,8 @@ mod queue;
 
 pub use events::EventFollower;
 pub use quern_common::{
-    Attempt, Backoff, Error, Event, JobInfo, JobOptions, JobState, QueueCounts, RateLimit, RedisConfig,
-    Result, SelfHealingConnection, WorkerInfo,
+    Attempt, Backoff, Error, Event, JobEntry, JobInfo, JobOptions, JobState, QueueCounts, RateLimit,
+    RedisConfig, Result, SelfHealingConnection, UnreadableJob, WorkerInfo,
 };
 pub use queue::{Added, NewJob, Queue, QueueBuilder, known_queues};
 
