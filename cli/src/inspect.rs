@@ -220,6 +220,12 @@ pub(crate) fn job_json(job: &JobInfo) -> Value {
     v
 }
 
+/// When the job was added; `-` when that is unknown (its record has no
+/// readable creation time, which [`JobInfo::problems`] then names).
+fn created(job: &JobInfo) -> String {
+    opt_time(Some(job.created_at_ms).filter(|&ms| ms > 0))
+}
+
 fn opt_time(ms: Option<u64>) -> String {
     ms.map(format_unix_ms).unwrap_or_else(|| "-".into())
 }
@@ -234,7 +240,7 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
     line("state", job.state.to_string());
     line("attempts", format!("{} of {}", job.attempts_made, job.max_attempts));
     line("priority", job.priority.to_string());
-    line("created", format_unix_ms(job.created_at_ms));
+    line("created", created(job));
     line("started", opt_time(job.started_at_ms));
     line("finished", opt_time(job.finished_at_ms));
     if let (Some(s), Some(f)) = (job.started_at_ms, job.finished_at_ms)
@@ -335,7 +341,7 @@ pub(crate) fn jobs_table(entries: &[JobEntry]) -> String {
             cell(&j.name, 30),
             j.state.to_string(),
             format!("{}/{}", j.attempts_made, j.max_attempts),
-            format_unix_ms(j.created_at_ms),
+            created(j),
             opt_time(j.finished_at_ms),
             took,
             j.last_error.as_deref().map(|e| cell(e, 80)).unwrap_or_default(),

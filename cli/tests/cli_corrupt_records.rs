@@ -64,6 +64,7 @@ fn dlq_list_shows_a_job_with_a_bad_created_time_among_the_others() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 5, "header, three jobs, one problem: {table}");
     assert!(lines[2].starts_with("j1 ") && lines[2].contains("not needed"), "{table}");
+    assert!(!table.contains("1970"), "an unknown creation time shows as -: {table}");
     assert_eq!(
         lines[3].trim_start(),
         r#"problem: field t (created) is not a number: "yesterday""#,

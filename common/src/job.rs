@@ -126,7 +126,8 @@ pub struct JobInfo {
     pub max_attempts: u32,
     /// Times its lease expired.
     pub stalls: u32,
-    /// When it was added (Unix ms, Redis clock).
+    /// When it was added (Unix ms, Redis clock); 0 if its record holds no
+    /// readable time (then named in `problems`).
     pub created_at_ms: u64,
     /// When its latest attempt started.
     pub started_at_ms: Option<u64>,
