@@ -193,6 +193,9 @@ impl From<UnreadableJob> for Error {
 /// `{"queue", "id", "unreadable"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
+// Nearly every entry is a job: boxing it would cost each an allocation to
+// save space only on the rare unreadable one.
+#[allow(clippy::large_enum_variant)]
 pub enum JobEntry {
     /// A job, readable at least in part.
     Job(JobInfo),
