@@ -5,7 +5,7 @@ use quern_producer::Queue;
 use serde_json::{Value, json};
 
 use crate::error::{CliError, CliResult};
-use crate::inspect::{job_json, jobs_table};
+use crate::inspect::{entry_json, jobs_table};
 
 /// Options of `quern dlq`.
 #[derive(Debug, clap::Args)]
@@ -19,7 +19,8 @@ pub(crate) struct DlqArgs {
 /// What to do with the dead-letter list.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum DlqAction {
-    /// List dead-lettered jobs, newest first, with their last error.
+    /// List dead-lettered jobs, newest first, with their last error (corrupt
+    /// records are marked, not hidden).
     List {
         /// Most jobs to list.
         #[arg(long, default_value_t = 50)]
@@ -27,7 +28,8 @@ pub(crate) enum DlqAction {
         /// Skip this many jobs first (for paging).
         #[arg(long, default_value_t = 0)]
         offset: usize,
-        /// Print a JSON array of jobs (with their full history).
+        /// Print a JSON array of jobs (with their full history; an
+        /// unreadable record as {"queue", "id", "unreadable"}).
         #[arg(long)]
         json: bool,
     },
@@ -65,7 +67,7 @@ pub(crate) async fn run(config: &RedisConfig, args: DlqArgs) -> CliResult {
             }
             let jobs = queue.dead_letters(offset, limit).await?;
             if json {
-                outln!("{}", Value::Array(jobs.iter().map(job_json).collect()));
+                outln!("{}", Value::Array(jobs.iter().map(entry_json).collect()));
             } else if jobs.is_empty() {
                 outln!("the dead-letter list of queue {name} is empty");
             } else {

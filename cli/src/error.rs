@@ -2,7 +2,8 @@
 //!
 //! Exit codes (documented in `quern --help` and the README):
 //! - `0`: success;
-//! - `1`: operational failure (Redis unreachable, a command failed);
+//! - `1`: operational failure (Redis unreachable, a command failed, a job
+//!   record that cannot be read);
 //! - `2`: usage or bad input (unknown flag, malformed duration, invalid JSON,
 //!   a name or option out of range);
 //! - `3`: not found (unknown queue, no such job, or a job not in a state the

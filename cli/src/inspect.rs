@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use quern_common::{JobInfo, JobState, QueueCounts, RedisConfig, SelfHealingConnection};
+use quern_common::{JobEntry, JobInfo, JobState, QueueCounts, RedisConfig, SelfHealingConnection};
 use quern_producer::{Queue, known_queues};
 use serde_json::{Map, Value, json};
 
@@ -47,7 +47,8 @@ pub(crate) struct JobsArgs {
     /// Skip this many jobs first (for paging).
     #[arg(long, default_value_t = 0)]
     pub(crate) offset: usize,
-    /// Print a JSON array of jobs.
+    /// Print a JSON array of jobs (an unreadable record as
+    /// {"queue", "id", "unreadable"}).
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -194,7 +195,17 @@ pub(crate) async fn counts_of(
     Ok(all)
 }
 
-/// A job as JSON, with its payload and result as JSON values when they parse.
+/// A listed job as JSON ([`job_json`]), or an unreadable record as
+/// `{"queue", "id", "unreadable"}`.
+pub(crate) fn entry_json(entry: &JobEntry) -> Value {
+    match entry {
+        JobEntry::Job(job) => job_json(job),
+        JobEntry::Unreadable(u) => serde_json::to_value(u).unwrap_or(Value::Null),
+    }
+}
+
+/// A job as JSON, with its payload and result as JSON values when they parse
+/// (and a `problems` list when some of its fields could not be read).
 pub(crate) fn job_json(job: &JobInfo) -> Value {
     let mut v = serde_json::to_value(job).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut v {
@@ -207,6 +218,12 @@ pub(crate) fn job_json(job: &JobInfo) -> Value {
         }
     }
     v
+}
+
+/// When the job was added; `-` when that is unknown (its record has no
+/// readable creation time, which [`JobInfo::problems`] then names).
+fn created(job: &JobInfo) -> String {
+    opt_time(Some(job.created_at_ms).filter(|&ms| ms > 0))
 }
 
 fn opt_time(ms: Option<u64>) -> String {
@@ -223,7 +240,7 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
     line("state", job.state.to_string());
     line("attempts", format!("{} of {}", job.attempts_made, job.max_attempts));
     line("priority", job.priority.to_string());
-    line("created", format_unix_ms(job.created_at_ms));
+    line("created", created(job));
     line("started", opt_time(job.started_at_ms));
     line("finished", opt_time(job.finished_at_ms));
     if let (Some(s), Some(f)) = (job.started_at_ms, job.finished_at_ms)
@@ -245,6 +262,12 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
     if let Some(e) = &job.last_error {
         line("last error", e.clone());
     }
+    if !job.problems.is_empty() {
+        out.push_str("\nproblems (fields of its record that cannot be read):\n");
+        for p in &job.problems {
+            out.push_str(&format!("  {p}\n"));
+        }
+    }
     out.push_str("\nhistory:\n");
     if job.history.is_empty() {
         out.push_str("  (no attempts yet)\n");
@@ -265,13 +288,29 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
     out
 }
 
-/// `quern job`.
+/// `quern job`. A job with fields that cannot be read is shown with its
+/// problems (exit 0); a record that cannot be read as a job is an
+/// operational failure (exit 1), printed with `--json` as
+/// `{"queue", "id", "unreadable"}` too.
 pub(crate) async fn job(config: &RedisConfig, args: JobArgs) -> CliResult {
     quern_common::names::validate_queue_name(&args.queue)?;
     let queue = Queue::open_existing(config, &args.queue).await?;
-    let job = queue.job(&args.id).await?.ok_or_else(|| {
-        CliError::Quern(quern_common::Error::JobNotFound { queue: args.queue.clone(), id: args.id.clone() })
-    })?;
+    let job = match queue.job(&args.id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            return Err(CliError::Quern(quern_common::Error::JobNotFound {
+                queue: args.queue.clone(),
+                id: args.id.clone(),
+            }));
+        }
+        Err(quern_common::Error::UnreadableJob { queue, id, problem }) => {
+            if args.json {
+                outln!("{}", json!({ "queue": queue, "id": id, "unreadable": problem }));
+            }
+            return Err(quern_common::Error::UnreadableJob { queue, id, problem }.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&job_json(&job)).unwrap_or_default());
     } else {
@@ -280,21 +319,19 @@ pub(crate) async fn job(config: &RedisConfig, args: JobArgs) -> CliResult {
     Ok(())
 }
 
-/// Load the jobs with these ids (skipping any removed meanwhile).
-pub(crate) async fn load_jobs(queue: &Queue, ids: Vec<String>) -> CliResult<Vec<JobInfo>> {
-    let mut jobs = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(job) = queue.job(&id).await? {
-            jobs.push(job);
-        }
-    }
-    Ok(jobs)
-}
-
-/// A table of jobs, one line each.
-pub(crate) fn jobs_table(jobs: &[JobInfo]) -> String {
+/// A table of jobs, one line each. A record that cannot be read as a job
+/// is a line of its id and `unreadable: <what is wrong>`; each problem of a
+/// job with fields that cannot be read follows its line as `problem: ...`.
+pub(crate) fn jobs_table(entries: &[JobEntry]) -> String {
     let mut t = Table::new(&["ID", "NAME", "STATE", "ATTEMPTS", "CREATED", "FINISHED", "TOOK", "LAST ERROR"]);
-    for j in jobs {
+    for entry in entries {
+        let j = match entry {
+            JobEntry::Job(j) => j,
+            JobEntry::Unreadable(u) => {
+                t.spanning_row(vec![u.id.clone(), format!("unreadable: {}", cell(&u.problem, 200))]);
+                continue;
+            }
+        };
         let took = match (j.started_at_ms, j.finished_at_ms) {
             (Some(s), Some(f)) if f >= s => format_duration(Duration::from_millis(f - s)),
             _ => "-".into(),
@@ -304,11 +341,14 @@ pub(crate) fn jobs_table(jobs: &[JobInfo]) -> String {
             cell(&j.name, 30),
             j.state.to_string(),
             format!("{}/{}", j.attempts_made, j.max_attempts),
-            format_unix_ms(j.created_at_ms),
+            created(j),
             opt_time(j.finished_at_ms),
             took,
             j.last_error.as_deref().map(|e| cell(e, 80)).unwrap_or_default(),
         ]);
+        for p in &j.problems {
+            t.spanning_row(vec![String::new(), format!("problem: {}", cell(p, 200))]);
+        }
     }
     t.render()
 }
@@ -320,10 +360,9 @@ pub(crate) async fn jobs(config: &RedisConfig, args: JobsArgs) -> CliResult {
         return Err(CliError::Usage("--limit must be at least 1".into()));
     }
     let queue = Queue::open_existing(config, &args.queue).await?;
-    let ids = queue.job_ids(args.state, args.offset, args.limit).await?;
-    let jobs = load_jobs(&queue, ids).await?;
+    let jobs = queue.jobs(args.state, args.offset, args.limit).await?;
     if args.json {
-        outln!("{}", Value::Array(jobs.iter().map(job_json).collect()));
+        outln!("{}", Value::Array(jobs.iter().map(entry_json).collect()));
     } else if jobs.is_empty() {
         outln!("no {} jobs in queue {}", args.state, args.queue);
     } else {

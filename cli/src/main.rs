@@ -48,7 +48,8 @@ use crate::error::CliError;
 
 /// quern: a durable, Redis-backed job queue.
 ///
-/// Exit codes: 0 success; 1 operational failure (e.g. Redis unreachable);
+/// Exit codes: 0 success; 1 operational failure (e.g. Redis unreachable, a
+/// job record that cannot be read);
 /// 2 usage or bad input (unknown flag, malformed duration, invalid JSON);
 /// 3 not found (unknown queue, no such job, a job not in a state the command
 /// applies to).
@@ -94,9 +95,10 @@ enum Command {
     /// The live workers of each queue: host, pid, slots, running jobs,
     /// stopping or not, first and last seen, version.
     Workers(inspect::WorkersArgs),
-    /// Show one job with its full attempt history.
+    /// Show one job with its full attempt history (and any fields of its
+    /// record that cannot be read; a record that is no job at all exits 1).
     Job(inspect::JobArgs),
-    /// List the jobs of a queue in one state.
+    /// List the jobs of a queue in one state (corrupt records marked, not hidden).
     Jobs(inspect::JobsArgs),
     /// What happened to a queue's jobs (added, started, completed, retried,
     /// dead-lettered, stalled, ...), newest last; --follow keeps printing.

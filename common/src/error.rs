@@ -136,6 +136,17 @@ pub enum Error {
         /// Workers listed as live.
         workers: u64,
     },
+    /// The job's stored record cannot be read as a job (no state, an unknown
+    /// state, no name, or not a hash); see [`crate::job::UnreadableJob`].
+    #[error("job {id:?} of queue {queue:?} is unreadable: {problem}")]
+    UnreadableJob {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// What is wrong with the record.
+        problem: String,
+    },
     /// No producer or worker ever used this queue.
     #[error("unknown queue {0:?}: no producer or worker has used it under this prefix")]
     UnknownQueue(String),

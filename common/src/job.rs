@@ -99,6 +99,13 @@ impl Attempt {
 }
 
 /// A job as stored in Redis, for inspection.
+///
+/// Reading is tolerant: a field that cannot be read (a timestamp or counter
+/// that is not a number, unreadable history or options) does not hide the
+/// rest of the job. It is left at its default (`0`, `None`, no history, the
+/// default options a worker would fall back to) and named in
+/// [`problems`](JobInfo::problems). A record that cannot be a job at all is an
+/// [`UnreadableJob`] instead.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobInfo {
     /// The queue.
@@ -119,7 +126,8 @@ pub struct JobInfo {
     pub max_attempts: u32,
     /// Times its lease expired.
     pub stalls: u32,
-    /// When it was added (Unix ms, Redis clock).
+    /// When it was added (Unix ms, Redis clock); 0 if its record holds no
+    /// readable time (then named in `problems`).
     pub created_at_ms: u64,
     /// When its latest attempt started.
     pub started_at_ms: Option<u64>,
@@ -137,30 +145,215 @@ pub struct JobInfo {
     /// Every attempt, oldest first (the latest 25 failures and interruptions,
     /// then the running or successful attempt).
     pub history: Vec<Attempt>,
+    /// What could not be read from the stored record, one sentence per field
+    /// naming the field and its value (e.g. `field t (created) is not a
+    /// number: "yesterday"`). Empty for a healthy job, and then left out of
+    /// its JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// A record listed as a job that cannot be read as one: its hash has no
+/// state, an unknown state or no name, is not a hash, or is missing while
+/// its id is still listed in a state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("job {id:?} of queue {queue:?} is unreadable: {problem}")]
+pub struct UnreadableJob {
+    /// The queue.
+    pub queue: String,
+    /// The job id.
+    pub id: String,
+    /// What is wrong (serialized as `unreadable`).
+    #[serde(rename = "unreadable")]
+    pub problem: String,
+}
+
+impl UnreadableJob {
+    /// Record `id` of `queue` as unreadable because of `problem`.
+    pub fn new(queue: &str, id: &str, problem: impl Into<String>) -> Self {
+        Self { queue: queue.to_owned(), id: id.to_owned(), problem: problem.into() }
+    }
+
+    /// An id listed in `state` whose job hash does not exist.
+    pub fn missing(queue: &str, id: &str, listed_as: JobState) -> Self {
+        Self::new(queue, id, format!("listed as {listed_as} but its job hash is missing"))
+    }
+}
+
+impl From<UnreadableJob> for Error {
+    fn from(u: UnreadableJob) -> Self {
+        Error::UnreadableJob { queue: u.queue, id: u.id, problem: u.problem }
+    }
+}
+
+/// One entry of a job listing ([`JobInfo`] or [`UnreadableJob`]): listings
+/// show every job they can read, possibly with
+/// [`problems`](JobInfo::problems), and mark each record they cannot instead
+/// of failing as a whole. Serializes as the job, or as
+/// `{"queue", "id", "unreadable"}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+// Nearly every entry is a job: boxing it would cost each an allocation to
+// save space only on the rare unreadable one.
+#[allow(clippy::large_enum_variant)]
+pub enum JobEntry {
+    /// A job, readable at least in part.
+    Job(JobInfo),
+    /// A record that cannot be read as a job.
+    Unreadable(UnreadableJob),
+}
+
+impl JobEntry {
+    /// Read the fields of a job hash (`HGETALL`). `None` if the hash is empty
+    /// (the job does not exist).
+    pub fn from_hash(queue: &str, id: &str, h: HashMap<String, String>) -> Option<Self> {
+        if h.is_empty() {
+            return None;
+        }
+        Some(match JobInfo::read(queue, id, h) {
+            Ok(job) => JobEntry::Job(job),
+            Err(unreadable) => JobEntry::Unreadable(unreadable),
+        })
+    }
+
+    /// The job id.
+    pub fn id(&self) -> &str {
+        match self {
+            JobEntry::Job(j) => &j.id,
+            JobEntry::Unreadable(u) => &u.id,
+        }
+    }
+
+    /// The job, if it could be read.
+    pub fn job(&self) -> Option<&JobInfo> {
+        match self {
+            JobEntry::Job(j) => Some(j),
+            JobEntry::Unreadable(_) => None,
+        }
+    }
+
+    /// The job if it could be read, else what is wrong with the record.
+    pub fn into_result(self) -> std::result::Result<JobInfo, UnreadableJob> {
+        match self {
+            JobEntry::Job(j) => Ok(j),
+            JobEntry::Unreadable(u) => Err(u),
+        }
+    }
+}
+
+/// A stored value for a problem message: quoted, cut to 60 characters.
+fn shown(value: &str) -> String {
+    const MAX: usize = 60;
+    if value.chars().count() <= MAX {
+        format!("{value:?}")
+    } else {
+        let cut: String = value.chars().take(MAX).collect();
+        format!("{cut:?}…")
+    }
+}
+
+/// Reads the fields of one job hash, noting each that cannot be read.
+struct FieldReader<'a> {
+    h: &'a HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl FieldReader<'_> {
+    /// A number field (`what` names it for people); absent or empty is `None`.
+    fn num<T: TryFrom<u64>>(&mut self, key: &str, what: &str) -> Option<T> {
+        let v = self.h.get(key).filter(|v| !v.is_empty())?;
+        match v.parse::<u64>() {
+            Ok(n) => match T::try_from(n) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.problems.push(format!("field {key} ({what}) is out of range: {}", shown(v)));
+                    None
+                }
+            },
+            Err(_) => {
+                self.problems.push(format!("field {key} ({what}) is not a number: {}", shown(v)));
+                None
+            }
+        }
+    }
+
+    /// The attempt history: every entry that reads.
+    fn history(&mut self) -> Vec<Attempt> {
+        let Some(raw) = self.h.get("h") else { return Vec::new() };
+        let entries: Vec<serde_json::Value> = match serde_json::from_str(raw) {
+            Ok(entries) => entries,
+            Err(e) => {
+                self.problems.push(format!("field h (history) is not a JSON list ({e}): {}", shown(raw)));
+                return Vec::new();
+            }
+        };
+        let mut history = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.into_iter().enumerate() {
+            let text = entry.to_string();
+            match serde_json::from_value::<Attempt>(entry) {
+                Ok(a) => history.push(a),
+                Err(e) => self.problems.push(format!(
+                    "history entry {} is unreadable ({e}): {}",
+                    i + 1,
+                    shown(&text)
+                )),
+            }
+        }
+        history
+    }
+
+    /// The run options; the defaults (as a worker would use) if unreadable.
+    fn options(&mut self) -> RunOptions {
+        let raw = self.h.get("o").map(String::as_str).unwrap_or("");
+        RunOptions::decode(raw).unwrap_or_else(|_| {
+            self.problems.push(format!(
+                "field o (options) is not readable job options, so the defaults are shown: {}",
+                shown(raw)
+            ));
+            RunOptions::default()
+        })
+    }
 }
 
 impl JobInfo {
-    /// Build from the fields of a job hash (`HGETALL`). `None` if the hash is empty.
-    pub fn from_hash(queue: &str, id: &str, mut h: HashMap<String, String>) -> Result<Option<Self>> {
-        if h.is_empty() {
-            return Ok(None);
+    /// Build from the fields of a job hash (`HGETALL`). `None` if the hash is
+    /// empty; [`Error::UnreadableJob`] if it cannot be a job at all (no
+    /// state, an unknown state, no name). Other fields that cannot be read
+    /// are named in [`problems`](JobInfo::problems). [`JobEntry::from_hash`]
+    /// gives the same without the error.
+    pub fn from_hash(queue: &str, id: &str, h: HashMap<String, String>) -> Result<Option<Self>> {
+        match JobEntry::from_hash(queue, id, h) {
+            None => Ok(None),
+            Some(entry) => entry.into_result().map(Some).map_err(Error::from),
         }
-        let bad = |what: &str| Error::Protocol(format!("job {id:?} of queue {queue:?}: {what}"));
-        let num = |h: &HashMap<String, String>, k: &str| -> Result<Option<u64>> {
-            h.get(k)
-                .filter(|v| !v.is_empty())
-                .map(|v| v.parse::<u64>().map_err(|_| bad(&format!("field {k} is not a number: {v:?}"))))
-                .transpose()
+    }
+
+    /// Read a non-empty job hash.
+    fn read(
+        queue: &str,
+        id: &str,
+        mut h: HashMap<String, String>,
+    ) -> std::result::Result<Self, UnreadableJob> {
+        let unreadable = |problem: String| UnreadableJob::new(queue, id, problem);
+        let state: JobState = match h.get("s") {
+            None => return Err(unreadable("field s (state) is missing".into())),
+            Some(s) => s
+                .parse()
+                .map_err(|_| unreadable(format!("field s (state) is not a job state: {}", shown(s))))?,
         };
-        let state: JobState = h.get("s").ok_or_else(|| bad("no state"))?.parse()?;
-        let run = RunOptions::decode(h.get("o").map(String::as_str).unwrap_or(""))?;
-        let mut history: Vec<Attempt> = match h.get("h") {
-            Some(raw) => serde_json::from_str(raw).map_err(|e| bad(&format!("history: {e}")))?,
-            None => Vec::new(),
+        let Some(name) = h.remove("n") else {
+            return Err(unreadable("field n (name) is missing".into()));
         };
-        let attempts_made = num(&h, "at")?.unwrap_or(0) as u32;
-        let started_at_ms = num(&h, "st")?;
-        let finished_at_ms = num(&h, "fin")?;
+        let mut r = FieldReader { h: &h, problems: Vec::new() };
+        let run = r.options();
+        let mut history = r.history();
+        let attempts_made = r.num::<u32>("at", "attempts made").unwrap_or(0);
+        let started_at_ms = r.num("st", "started");
+        let finished_at_ms = r.num("fin", "finished");
+        let priority = r.num::<u32>("p", "priority").unwrap_or(0);
+        let stalls = r.num::<u32>("stl", "stalls").unwrap_or(0);
+        let created_at_ms = r.num("t", "created").unwrap_or(0);
+        let mut problems = r.problems;
         let worker = h.remove("w");
         let current = match state {
             JobState::Active => Some("running"),
@@ -178,17 +371,18 @@ impl JobInfo {
                 error: None,
             });
         }
-        Ok(Some(JobInfo {
+        let payload = take_payload(&mut h, &mut problems);
+        Ok(JobInfo {
             queue: queue.to_owned(),
             id: id.to_owned(),
-            name: h.remove("n").ok_or_else(|| bad("no name"))?,
-            payload: take_payload(&mut h),
+            name,
+            payload,
             state,
-            priority: num(&h, "p")?.unwrap_or(0) as u32,
+            priority,
             attempts_made,
             max_attempts: run.attempts,
-            stalls: num(&h, "stl")?.unwrap_or(0) as u32,
-            created_at_ms: num(&h, "t")?.unwrap_or(0),
+            stalls,
+            created_at_ms,
             started_at_ms,
             finished_at_ms,
             worker,
@@ -196,7 +390,8 @@ impl JobInfo {
             result: h.remove("r"),
             progress: progress_of(state, h.get("tk").map(String::as_str), h.get("pg").map(String::as_str)),
             history,
-        }))
+            problems,
+        })
     }
 }
 
@@ -239,12 +434,22 @@ impl QueueCounts {
 
 /// The payload of a job hash: whole in `d`, or in pieces `d`, `d2` .. `dN`
 /// with `dn` = N (see `put_payload` in scripts/prelude.lua: pieces of at most
-/// 64 bytes keep the hash in Redis's compact encoding).
-fn take_payload(h: &mut HashMap<String, String>) -> String {
+/// 64 bytes keep the hash in Redis's compact encoding). A piece count that is
+/// not a number, or a missing piece, is noted in `problems`.
+fn take_payload(h: &mut HashMap<String, String>, problems: &mut Vec<String>) -> String {
     let mut payload = h.remove("d").unwrap_or_default();
-    let pieces = h.remove("dn").and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+    let pieces = match h.remove("dn") {
+        None => 1,
+        Some(n) => n.parse::<u32>().unwrap_or_else(|_| {
+            problems.push(format!("field dn (payload pieces) is not a number: {}", shown(&n)));
+            1
+        }),
+    };
     for i in 2..=pieces {
-        payload.push_str(&h.remove(&format!("d{i}")).unwrap_or_default());
+        match h.remove(&format!("d{i}")) {
+            Some(piece) => payload.push_str(&piece),
+            None => problems.push(format!("payload piece d{i} of {pieces} is missing")),
+        }
     }
     payload
 }
@@ -339,6 +544,78 @@ mod tests {
         assert_eq!(j.history[1].outcome, "completed");
         assert_eq!(j.history[1].duration_ms(), Some(200));
         assert_eq!(j.max_attempts, 3);
+    }
+
+    fn hash(fields: &[(&str, &str)]) -> HashMap<String, String> {
+        fields.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn bad_fields_are_problems_not_failures() {
+        let h = hash(&[
+            ("n", "send"),
+            ("d", "{}"),
+            ("t", "yesterday"),
+            ("s", "failed"),
+            ("at", "-1"),
+            ("p", "99999999999"),
+            ("o", "{not json"),
+            ("e", "boom"),
+            ("h", r#"[{"n":1,"out":"error","err":"boom"},{"n":"two"}]"#),
+        ]);
+        let j = JobInfo::from_hash("q", "7", h).unwrap().unwrap();
+        assert_eq!(
+            (j.name.as_str(), j.state, j.last_error.as_deref()),
+            ("send", JobState::Failed, Some("boom"))
+        );
+        assert_eq!((j.created_at_ms, j.attempts_made, j.priority, j.max_attempts), (0, 0, 0, 3));
+        assert_eq!(j.history.len(), 1, "the readable history entry is kept");
+        assert_eq!(j.problems.len(), 5, "{:#?}", j.problems);
+        assert!(j.problems.contains(&r#"field t (created) is not a number: "yesterday""#.to_owned()));
+        assert!(j.problems.contains(&r#"field p (priority) is out of range: "99999999999""#.to_owned()));
+        assert!(j.problems.iter().any(|p| p.starts_with("field o (options)") && p.contains("{not json")));
+        assert!(j.problems.iter().any(|p| p.starts_with("history entry 2 is unreadable")));
+        let json = serde_json::to_value(&j).unwrap();
+        assert_eq!(json["problems"].as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_healthy_job_has_no_problems_in_its_json() {
+        let j =
+            JobInfo::from_hash("q", "1", hash(&[("n", "x"), ("s", "waiting"), ("t", "5")])).unwrap().unwrap();
+        assert!(j.problems.is_empty());
+        assert!(serde_json::to_value(&j).unwrap().get("problems").is_none());
+    }
+
+    #[test]
+    fn unreadable_history_leaves_the_rest() {
+        let h = hash(&[("n", "x"), ("s", "completed"), ("at", "1"), ("h", "{oops")]);
+        let j = JobInfo::from_hash("q", "1", h).unwrap().unwrap();
+        assert_eq!(j.history.len(), 1, "only the completed attempt");
+        assert_eq!(j.problems.len(), 1);
+        assert!(j.problems[0].starts_with("field h (history) is not a JSON list"), "{}", j.problems[0]);
+    }
+
+    #[test]
+    fn records_without_state_or_name_are_unreadable() {
+        for (fields, problem) in [
+            (&[("n", "x")][..], "field s (state) is missing"),
+            (&[("n", "x"), ("s", "zombie")][..], r#"field s (state) is not a job state: "zombie""#),
+            (&[("s", "waiting"), ("d", "{}")][..], "field n (name) is missing"),
+        ] {
+            let entry = JobEntry::from_hash("q", "9", hash(fields)).unwrap();
+            assert_eq!(entry, JobEntry::Unreadable(UnreadableJob::new("q", "9", problem)));
+            assert_eq!(entry.id(), "9");
+            let err = JobInfo::from_hash("q", "9", hash(fields)).unwrap_err();
+            assert!(matches!(err, Error::UnreadableJob { .. }), "{err:?}");
+            assert_eq!(err.to_string(), format!(r#"job "9" of queue "q" is unreadable: {problem}"#));
+        }
+        let json =
+            serde_json::to_value(JobEntry::Unreadable(UnreadableJob::missing("q", "4", JobState::Failed)));
+        assert_eq!(
+            json.unwrap(),
+            serde_json::json!({"queue": "q", "id": "4", "unreadable": "listed as failed but its job hash is missing"})
+        );
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use backoff::Backoff;
 pub use connection::{RedisConfig, SelfHealingConnection};
 pub use error::{Error, Result, ScriptCode};
 pub use events::{Event, EventKind};
-pub use job::{Attempt, JobInfo, JobState, QueueCounts, WorkerInfo};
+pub use job::{Attempt, JobEntry, JobInfo, JobState, QueueCounts, UnreadableJob, WorkerInfo};
 pub use keys::QueueKeys;
 pub use moves::QueueScripts;
 pub use new_job::{Added, NewJob};

@@ -29,6 +29,13 @@
 //! The same handle operates the queue: rate limits, promoting and cancelling
 //! jobs, its live workers, and its events as they happen.
 //!
+//! It inspects jobs too: [`Queue::job`], and the listings [`Queue::jobs`] (by
+//! state) and [`Queue::dead_letters`]. A corrupt record never hides the
+//! others: a listing gives a [`JobEntry`] per id, either the job (with
+//! [`JobInfo::problems`] naming fields that could not be read) or an
+//! [`UnreadableJob`] saying what is wrong, including an id whose job hash is
+//! missing.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use quern_producer::{EventFollower, Queue, RateLimit, RedisConfig};
@@ -54,8 +61,9 @@ mod queue;
 
 pub use events::EventFollower;
 pub use quern_common::{
-    Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobInfo, JobOptions, JobState, NewJob,
-    QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, WorkerInfo,
+    Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobEntry, JobInfo, JobOptions,
+    JobState, NewJob, QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, UnreadableJob,
+    WorkerInfo,
 };
 pub use queue::{Queue, QueueBuilder, known_queues};
 

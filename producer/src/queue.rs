@@ -11,8 +11,8 @@ use quern_common::moves::{
 use quern_common::names;
 use quern_common::scripts::{self, ScriptCall};
 use quern_common::{
-    Added, Error, JobInfo, JobOptions, JobState, NewJob, QueueCounts, QueueScripts, RateLimit, RedisConfig,
-    Result, ScriptCode, SelfHealingConnection, WorkerInfo,
+    Added, Error, JobEntry, JobInfo, JobOptions, JobState, NewJob, QueueCounts, QueueScripts, RateLimit,
+    RedisConfig, Result, ScriptCode, SelfHealingConnection, UnreadableJob, WorkerInfo,
 };
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -213,11 +213,14 @@ impl Queue {
     }
 
     /// Look a job up. `Ok(None)` if there is no such job (never added, removed,
-    /// or trimmed after completing).
+    /// or trimmed after completing). Fields of its record that cannot be read
+    /// are named in [`JobInfo::problems`]; a record that cannot be read as a
+    /// job at all is [`Error::UnreadableJob`].
     pub async fn job(&self, id: &str) -> Result<Option<JobInfo>> {
-        let mut conn = self.conn();
-        let fields: HashMap<String, String> = conn.hgetall(self.keys().job(id)).await?;
-        JobInfo::from_hash(self.name(), id, fields)
+        match self.read_jobs(&[id.to_owned()]).await?.pop().flatten() {
+            None => Ok(None),
+            Some(entry) => entry.into_result().map(Some).map_err(Error::from),
+        }
     }
 
     /// Job counts per state, read atomically.
@@ -275,6 +278,76 @@ impl Queue {
                 })?
             }
             JobState::Failed => conn.zrevrange(k.dead_letter(), start, stop).await?,
+        })
+    }
+
+    /// Jobs in `state`, in the order of [`Queue::job_ids`]. Corrupt records
+    /// never hide the others: every job that can be read is listed (with its
+    /// [`JobInfo::problems`], if any), and each record that cannot is an
+    /// [`UnreadableJob`] saying why, as is an id listed in `state` whose job
+    /// hash is missing. Jobs removed between listing and reading are left out.
+    pub async fn jobs(&self, state: JobState, offset: usize, limit: usize) -> Result<Vec<JobEntry>> {
+        let ids = self.job_ids(state, offset, limit).await?;
+        let read = self.read_jobs(&ids).await?;
+        let mut entries = Vec::with_capacity(ids.len());
+        for (id, entry) in ids.iter().zip(read) {
+            match entry {
+                Some(entry) => entries.push(entry),
+                None if self.still_listed(state, id).await? => {
+                    entries.push(JobEntry::Unreadable(UnreadableJob::missing(self.name(), id, state)))
+                }
+                None => {}
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Read these jobs' hashes in one round trip: `None` for a job with no
+    /// hash, an [`UnreadableJob`] for a key that is not a hash.
+    async fn read_jobs(&self, ids: &[String]) -> Result<Vec<Option<JobEntry>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for id in ids {
+            pipe.hgetall(self.keys().job(id));
+        }
+        let replies: Vec<redis::RedisResult<redis::Value>> = pipe.query_async(&mut self.conn()).await?;
+        let mut entries = Vec::with_capacity(ids.len());
+        for (id, reply) in ids.iter().zip(replies) {
+            let unreadable =
+                |why: String| Some(JobEntry::Unreadable(UnreadableJob::new(self.name(), id, why)));
+            entries.push(match reply {
+                Ok(value) => match redis::from_redis_value::<HashMap<String, String>>(value) {
+                    Ok(fields) => JobEntry::from_hash(self.name(), id, fields),
+                    Err(e) => unreadable(format!("its job hash cannot be read: {e}")),
+                },
+                Err(e) if e.code() == Some("WRONGTYPE") => unreadable("its job key is not a hash".into()),
+                Err(e) => return Err(e.into()),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Whether `id` is (still) listed in `state`: a job found without a hash
+    /// was either removed since it was listed, or its id dangles.
+    async fn still_listed(&self, state: JobState, id: &str) -> Result<bool> {
+        let k = self.keys();
+        let mut conn = self.conn();
+        let in_list = |key: &str| redis::cmd("LPOS").arg(key).arg(id).to_owned();
+        Ok(match state {
+            JobState::Waiting => {
+                let at: Option<i64> = in_list(k.wait()).query_async(&mut conn).await?;
+                let score: Option<f64> = conn.zscore(k.prioritized(), id).await?;
+                at.is_some() || score.is_some()
+            }
+            JobState::Delayed => conn.zscore::<_, _, Option<f64>>(k.delayed(), id).await?.is_some(),
+            JobState::Active => conn.zscore::<_, _, Option<f64>>(k.active(), id).await?.is_some(),
+            JobState::Completed => {
+                in_list(k.completed()).query_async::<Option<i64>>(&mut conn).await?.is_some()
+            }
+            JobState::Failed => conn.zscore::<_, _, Option<f64>>(k.dead_letter(), id).await?.is_some(),
         })
     }
 
@@ -396,16 +469,10 @@ impl Queue {
         }
     }
 
-    /// Jobs in the dead-letter list, newest first.
-    pub async fn dead_letters(&self, offset: usize, limit: usize) -> Result<Vec<JobInfo>> {
-        let ids = self.job_ids(JobState::Failed, offset, limit).await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = self.job(&id).await? {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
+    /// Jobs in the dead-letter list, newest first: [`Queue::jobs`] of
+    /// [`JobState::Failed`], so a corrupt record is marked, not fatal.
+    pub async fn dead_letters(&self, offset: usize, limit: usize) -> Result<Vec<JobEntry>> {
+        self.jobs(JobState::Failed, offset, limit).await
     }
 
     /// Move one dead-lettered job back to waiting with a fresh attempt budget.

@@ -73,7 +73,7 @@ async fn a_job_is_dead_lettered_after_its_last_attempt_with_every_attempt_record
     assert_eq!((c.failed, c.delayed, c.waiting, c.active), (1, 0, 0, 0));
     let listed = q.dead_letters(0, 10).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0], job, "the list shows the job as job(id) does");
+    assert_eq!(listed[0].job(), Some(&job), "the list shows the job as job(id) does");
     h.worker.stop().await;
 }
 

@@ -122,7 +122,7 @@ async fn a_job_name_without_a_handler_is_dead_lettered_at_once_with_the_known_na
         err.contains("email") && err.contains("ok") && err.contains("slow"),
         "lists the handled names: {err}"
     );
-    assert_eq!(q.dead_letters(0, 10).await.unwrap()[0].id, id);
+    assert_eq!(q.dead_letters(0, 10).await.unwrap()[0].id(), id);
     let ok = q.add("ok", &1).await.unwrap().id;
     wait_for_state(&q, &ok, JobState::Completed, WAIT).await;
     worker.stop().await;

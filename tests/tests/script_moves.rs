@@ -217,7 +217,8 @@ async fn fail_on_the_last_attempt_dead_letters_the_job() {
 
     let c = q.counts().await.unwrap();
     assert_eq!((c.failed, c.active, c.waiting, c.delayed), (1, 0, 0, 0));
-    let dead = q.dead_letters(0, 10).await.unwrap();
+    let dead: Vec<_> =
+        q.dead_letters(0, 10).await.unwrap().into_iter().map(|e| e.into_result().unwrap()).collect();
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].id.as_str(), dead[0].state), (id.as_str(), JobState::Failed));
     assert_eq!(dead[0].last_error.as_deref(), Some("gave up"));
@@ -328,9 +329,10 @@ async fn dead_letter_purge_deletes_and_bulk_actions_drain_the_list() {
     assert!(matches!(&err, Error::JobNotFound { .. }), "{err}");
 
     // Newest first.
-    let listed: Vec<String> = q.dead_letters(0, 100).await.unwrap().into_iter().map(|j| j.id).collect();
+    let listed: Vec<String> =
+        q.dead_letters(0, 100).await.unwrap().iter().map(|e| e.id().to_owned()).collect();
     assert_eq!(listed.len(), 6);
-    let page: Vec<String> = q.dead_letters(2, 2).await.unwrap().into_iter().map(|j| j.id).collect();
+    let page: Vec<String> = q.dead_letters(2, 2).await.unwrap().iter().map(|e| e.id().to_owned()).collect();
     assert_eq!(page, listed[2..4]);
 
     assert_eq!(q.retry_all_dead_letters().await.unwrap(), 6);

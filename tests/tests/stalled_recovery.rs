@@ -144,7 +144,7 @@ async fn a_job_that_stalls_more_than_max_stalls_times_is_dead_lettered() {
     assert!(job.last_error.as_deref().unwrap_or("").contains("stalled"), "{job:#?}");
     assert!(job.history.iter().filter(|a| a.outcome == "stalled").count() >= 2, "{job:#?}");
     let dlq = q.dead_letters(0, 10).await.unwrap();
-    assert_eq!(dlq.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
+    assert_eq!(dlq.iter().map(|j| j.id()).collect::<Vec<_>>(), vec![id.as_str()]);
     w3.kill9().await.unwrap();
 }
 
