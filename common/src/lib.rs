@@ -21,7 +21,7 @@ pub mod scripts;
 
 pub use backoff::Backoff;
 pub use connection::{RedisConfig, SelfHealingConnection};
-pub use error::{Error, Result, ScriptCode};
+pub use error::{Error, ErrorKind, Result, ScriptCode};
 pub use events::Event;
 pub use job::{Attempt, JobInfo, JobState, QueueCounts, WorkerInfo};
 pub use keys::QueueKeys;

@@ -291,7 +291,7 @@ impl Worker {
     pub async fn run(self) -> Result<()> {
         let handle = self.shutdown.clone();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::InvalidOptions(format!("cannot listen for SIGTERM: {e}")))?;
+            .map_err(|e| Error::Io { what: "listen for SIGTERM".into(), reason: e.to_string() })?;
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM received: shutting down"),
@@ -331,7 +331,7 @@ impl Worker {
         match (&mut task.0).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::Protocol(format!("the worker's fetch loop was cancelled: {e}"))),
+            Err(e) => Err(Error::Stopped(format!("the worker's fetch loop was cancelled: {e}"))),
         }
     }
 
