@@ -20,18 +20,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use quern_common::process::{ShutdownHandle, ShutdownSignals};
 use quern_common::{Backoff, JobInfo, JobOptions, RedisConfig};
 use quern_producer::Queue;
 use quern_scheduler::{RunOutcome, Schedule, Scheduler, Schedules};
 use quern_worker::{JobContext, JobError, Retention, Worker, stock};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::duration::{format_duration, parse_duration};
 use crate::error::{CliError, CliResult};
 use crate::inspect::render_job;
-use crate::worker::termination;
 
 /// The key prefix of the demo's data.
 pub(crate) const DEMO_PREFIX: &str = "quern-demo";
@@ -379,6 +378,7 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     if args.duration < Duration::from_secs(1) {
         return Err(CliError::Usage("--duration must be at least 1s".into()));
     }
+    let mut signals = ShutdownSignals::install()?;
     let (url, server) = choose_redis(explicit_url, &args).await?;
     let config = RedisConfig::new(&url).prefix(DEMO_PREFIX);
     let source = match &server {
@@ -393,13 +393,11 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     let done = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
     let workers =
         [demo_worker(&config, done[0].clone()).await?, demo_worker(&config, done[1].clone()).await?];
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, _) = ShutdownHandle::new();
     let mut running = tokio::task::JoinSet::new();
     for worker in workers {
-        let mut stop = stop_rx.clone();
-        let worker_run = worker.run_until(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        let stop = stop.clone();
+        let worker_run = worker.run_until(async move { stop.requested().await });
         running.spawn(async move { worker_run.await.map_err(CliError::from) });
     }
     let queue = Queue::connect(&config, QUEUE).await?;
@@ -410,10 +408,8 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     schedules.upsert(&Schedule::new(CRON_NAME, CRON_EXPR, QUEUE, "heartbeat")).await?;
     let scheduler = Scheduler::builder(&config).lease(Duration::from_secs(3)).build().await?;
     {
-        let mut stop = stop_rx.clone();
-        let scheduler_run = scheduler.run_until(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        let stop = stop.clone();
+        let scheduler_run = scheduler.run_until(async move { stop.requested().await });
         running.spawn(async move { scheduler_run.await.map_err(CliError::from) });
     }
 
@@ -436,7 +432,7 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     let started = Instant::now();
     let mut screen = Screen { live: std::io::stdout().is_terminal(), drawn: 0, last_plain: None };
     let interrupted = tokio::select! {
-        _ = termination() => true,
+        _ = signals.recv() => true,
         _ = async {
             while started.elapsed() < args.duration {
                 screen.show(&snapshot(&queue, &schedules, started, args.duration, &done).await, false);
@@ -446,7 +442,7 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     };
     producer.abort();
     let produced = producer.await.unwrap_or(0);
-    let _ = stop_tx.send(true);
+    stop.shutdown();
     while let Some(result) = running.join_next().await {
         match result {
             Ok(Ok(())) => {}

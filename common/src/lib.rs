@@ -1,7 +1,9 @@
 //! Shared pieces of quern used by the producer, the worker, the scheduler and
 //! the CLI: the Redis key layout, the job model and its options, the backoff
-//! schedule, the error type, the connection settings and the registry of Lua
-//! scripts that perform every state move atomically.
+//! schedule, the error type and its kinds, the connection settings, the
+//! registry of Lua scripts that perform every state move atomically, and the
+//! process plumbing (signals, shutdown handle, instance ids, waiting for
+//! Redis) that the worker, the scheduler and the CLI share.
 //!
 //! Most users never depend on this crate directly: `quern-producer` and
 //! `quern-worker` re-export what their APIs expose.
@@ -16,6 +18,7 @@ pub mod job;
 pub mod keys;
 pub mod names;
 pub mod options;
+pub mod process;
 pub mod rate_limit;
 pub mod scripts;
 
@@ -26,4 +29,5 @@ pub use events::Event;
 pub use job::{Attempt, JobInfo, JobState, QueueCounts, WorkerInfo};
 pub use keys::QueueKeys;
 pub use options::JobOptions;
+pub use process::ShutdownHandle;
 pub use rate_limit::RateLimit;

@@ -91,6 +91,12 @@ impl Error {
     }
 }
 
+impl quern_common::process::RetryableError for Error {
+    fn is_retryable(&self) -> bool {
+        Error::is_retryable(self)
+    }
+}
+
 impl From<redis::RedisError> for Error {
     fn from(e: redis::RedisError) -> Self {
         Error::Queue(e.into())

@@ -52,16 +52,14 @@
 
 mod builder;
 mod handler;
-mod identity;
 mod maintenance;
 mod runtime;
-mod shutdown;
 #[cfg(feature = "stock")]
 pub mod stock;
 mod waker;
 
 pub use builder::{Retention, WorkerBuilder};
 pub use handler::{JobContext, JobError, MAX_PROGRESS_BYTES};
+pub use quern_common::process::ShutdownHandle;
 pub use quern_common::{Backoff, Error, JobOptions, RedisConfig, Result};
 pub use runtime::Worker;
-pub use shutdown::ShutdownHandle;

@@ -24,10 +24,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::builder::{Retention, WorkerBuilder};
 use crate::handler::{ErasedHandler, HandlerFuture, JobContext};
-use crate::identity::new_worker_id;
 use crate::maintenance;
-use crate::shutdown::ShutdownHandle;
 use crate::waker::{self, Waker, Woken};
+use quern_common::process::instance_id as new_worker_id;
+use quern_common::process::{ShutdownHandle, ShutdownSignals};
 
 /// Due delayed jobs promoted per fetch call at most.
 pub(crate) const PROMOTE_LIMIT: usize = 1000;
@@ -287,16 +287,13 @@ impl Worker {
     }
 
     /// Run until SIGTERM or SIGINT (or a [`ShutdownHandle`]), then shut down
-    /// gracefully. Returns `Ok(())` after a clean shutdown.
+    /// gracefully. Returns `Ok(())` after a clean shutdown, an `Io` error at
+    /// once when it cannot listen for the signals.
     pub async fn run(self) -> Result<()> {
         let handle = self.shutdown.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::Io { what: "listen for SIGTERM".into(), reason: e.to_string() })?;
+        let mut signals = ShutdownSignals::install()?;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received: shutting down"),
-                _ = tokio::signal::ctrl_c() => info!("SIGINT received: shutting down"),
-            }
+            info!("{} received: shutting down", signals.recv().await);
             handle.shutdown();
         });
         self.spawn_loop().await
