@@ -21,6 +21,8 @@ pub mod options;
 pub mod process;
 pub mod rate_limit;
 pub mod scripts;
+#[cfg(feature = "throwaway-redis")]
+pub mod throwaway_redis;
 
 pub use backoff::Backoff;
 pub use connection::{RedisConfig, SelfHealingConnection};
