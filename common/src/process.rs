@@ -102,7 +102,6 @@ pub struct ShutdownHandle {
 impl ShutdownHandle {
     /// A new handle, and the receiver the component watches: it turns `true`
     /// once [`ShutdownHandle::shutdown`] is called.
-    #[allow(clippy::new_without_default)]
     pub fn new() -> (Self, watch::Receiver<bool>) {
         let (tx, rx) = watch::channel(false);
         (Self { tx }, rx)
