@@ -10,13 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use quern_common::{Error, RedisConfig, Result};
+use quern_common::RedisConfig;
 use quern_producer::{JobOptions, NewJob, Queue};
 use quern_worker::{JobContext, JobError, Retention, Worker};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Mutex;
+
+use crate::error::{CliError, CliResult as Result};
 
 /// Every key the benchmark writes starts with this prefix.
 pub(crate) const BENCH_PREFIX: &str = "quern-bench";
@@ -59,7 +61,7 @@ struct Payload {
 /// Run the scenarios and print one JSON line each.
 pub(crate) async fn run(config: &RedisConfig, args: BenchArgs) -> Result<()> {
     if args.jobs == 0 || args.concurrency == 0 {
-        return Err(Error::InvalidOptions("--jobs and --concurrency must be at least 1".into()));
+        return Err(CliError::Usage("--jobs and --concurrency must be at least 1".into()));
     }
     let config = config.clone().prefix(BENCH_PREFIX).response_timeout(Duration::from_secs(30));
     let mut admin = admin_connection(&config).await?;
@@ -262,7 +264,7 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(30);
         while started.load(Ordering::Relaxed) < m as u64 {
             if Instant::now() > deadline {
-                return Err(Error::InvalidOptions("latency: jobs did not all start within 30 s".into()));
+                return Err(CliError::Failed("latency: jobs did not all start within 30 s".into()));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -319,7 +321,7 @@ async fn add_one_by_one(queue: &Queue, n: usize, c: usize) -> Result<()> {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= n {
-                        return Ok::<(), Error>(());
+                        return Ok::<(), quern_common::Error>(());
                     }
                     queue.add("job", &payload(i)).await?;
                 }
@@ -327,7 +329,7 @@ async fn add_one_by_one(queue: &Queue, n: usize, c: usize) -> Result<()> {
         })
         .collect();
     for producer in producers {
-        producer.await.map_err(|e| Error::InvalidOptions(format!("producer task failed: {e}")))??;
+        producer.await.map_err(|e| CliError::Failed(format!("producer task failed: {e}")))??;
     }
     Ok(())
 }
@@ -346,12 +348,12 @@ async fn add_in_batches(queue: &Queue, n: usize, options: &JobOptions) -> Result
 /// A worker with `c` slots and a no-op handler. Completed jobs are kept, as
 /// BullMQ keeps them by default.
 async fn noop_worker(config: &RedisConfig, c: usize) -> Result<Worker> {
-    Worker::builder(config, QUEUE)
+    Ok(Worker::builder(config, QUEUE)
         .concurrency(c)
         .retention(Retention::keep_all())
         .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })
         .build()
-        .await
+        .await?)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -369,12 +371,12 @@ fn throughput(n: usize, c: usize, secs: f64, cpu_secs: f64) -> serde_json::Value
     })
 }
 
-async fn join_worker(running: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
-    running.await.map_err(|e| Error::InvalidOptions(format!("the worker task failed: {e}")))?
+async fn join_worker(running: tokio::task::JoinHandle<quern_common::Result<()>>) -> Result<()> {
+    Ok(running.await.map_err(|e| CliError::Failed(format!("the worker task failed: {e}")))??)
 }
 
 async fn admin_connection(config: &RedisConfig) -> Result<MultiplexedConnection> {
-    config.connect_dedicated(Duration::from_secs(30)).await
+    Ok(config.connect_dedicated(Duration::from_secs(30)).await?)
 }
 
 /// Refuse to run on a database holding keys that are not the benchmark's:
@@ -387,7 +389,7 @@ async fn refuse_foreign_keys(conn: &mut MultiplexedConnection) -> Result<()> {
             redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
         if let Some(foreign) = keys.iter().find(|k| !k.starts_with(&own)) {
             let total: u64 = redis::cmd("DBSIZE").query_async(conn).await?;
-            return Err(Error::InvalidOptions(format!(
+            return Err(CliError::Usage(format!(
                 "refusing to benchmark on a database that holds keys quern bench did not write \
                  ({total} keys, e.g. {foreign:?}); point --redis-url at an empty Redis or database"
             )));
@@ -401,7 +403,7 @@ async fn refuse_foreign_keys(conn: &mut MultiplexedConnection) -> Result<()> {
 
 /// Delete every key under the benchmark prefix (never anything else).
 async fn remove_own_keys(conn: &mut MultiplexedConnection) -> Result<()> {
-    crate::keyspace::delete_prefixed(conn, BENCH_PREFIX).await
+    Ok(crate::keyspace::delete_prefixed(conn, BENCH_PREFIX).await?)
 }
 
 async fn info(conn: &mut MultiplexedConnection, section: &str) -> Result<String> {
@@ -411,7 +413,7 @@ async fn info(conn: &mut MultiplexedConnection, section: &str) -> Result<String>
 fn info_field(info: &str, field: &str) -> Result<f64> {
     info.lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':')?.trim().parse::<f64>().ok())
-        .ok_or_else(|| Error::InvalidOptions(format!("INFO has no {field}")))
+        .ok_or_else(|| CliError::Failed(format!("INFO has no {field}")))
 }
 
 /// Seconds of CPU Redis has used (user + system).

@@ -14,24 +14,22 @@
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use quern_common::process::{ShutdownHandle, ShutdownSignals};
+use quern_common::throwaway_redis::{self, ThrowawayRedis};
 use quern_common::{Backoff, JobInfo, JobOptions, RedisConfig};
 use quern_producer::Queue;
 use quern_scheduler::{RunOutcome, Schedule, Scheduler, Schedules};
 use quern_worker::{JobContext, JobError, Retention, Worker, stock};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::duration::{format_duration, parse_duration};
 use crate::error::{CliError, CliResult};
 use crate::inspect::render_job;
-use crate::worker::termination;
 
 /// The key prefix of the demo's data.
 pub(crate) const DEMO_PREFIX: &str = "quern-demo";
@@ -63,63 +61,12 @@ pub(crate) struct DemoArgs {
     pub(crate) throwaway_redis: bool,
 }
 
-/// A redis-server started for the demo; stopped when dropped unless kept.
-struct ThrowawayRedis {
-    child: Option<Child>,
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for ThrowawayRedis {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 async fn answers(url: &str) -> bool {
     let cfg = RedisConfig::new(url).connect_timeout(Duration::from_millis(500));
     match cfg.connect().await {
         Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
         Err(_) => false,
     }
-}
-
-fn spawn_redis(keep: bool) -> CliResult<ThrowawayRedis> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|dir| dir.join("redis-server").is_file()))
-        .unwrap_or(false);
-    if !found {
-        return Err(CliError::Failed(
-            "no Redis answers on 127.0.0.1:6379 and redis-server is not installed.\n\
-             Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),\n\
-             or point the demo at a Redis with REDIS_URL=redis://host:port"
-                .into(),
-        ));
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| CliError::Failed(format!("cannot find a free port for redis-server: {e}")))?
-        .port();
-    let dir = tempfile::Builder::new()
-        .prefix("quern-demo-redis-")
-        .tempdir()
-        .map_err(|e| CliError::Failed(format!("cannot create a temporary directory: {e}")))?;
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .args(["--maxmemory-policy", "noeviction"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| CliError::Failed(format!("cannot start redis-server: {e}")))?;
-    let url = format!("redis://127.0.0.1:{port}");
-    let (child, dir) = if keep { (None, None) } else { (Some(child), Some(dir)) };
-    Ok(ThrowawayRedis { child, url, _dir: dir })
 }
 
 /// Pick the Redis to use: an explicit URL, the local default, or a throwaway one.
@@ -145,17 +92,22 @@ async fn choose_redis(
     start_redis(args.keep_redis).await
 }
 
-/// Start a throwaway redis-server and wait until it answers.
+/// Start a throwaway redis-server (without persistence; with `keep`, left
+/// running afterwards) and wait until it answers.
 async fn start_redis(keep: bool) -> CliResult<(String, Option<ThrowawayRedis>)> {
-    let server = spawn_redis(keep)?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !answers(&server.url).await {
-        if Instant::now() > deadline {
-            return Err(CliError::Failed("the throwaway redis-server did not start within 5 s".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if !throwaway_redis::redis_server_installed() {
+        return Err(CliError::Failed(
+            "no Redis answers on 127.0.0.1:6379 and redis-server is not installed.\n\
+             Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis),\n\
+             or point the demo at a Redis with REDIS_URL=redis://host:port"
+                .into(),
+        ));
     }
-    Ok((server.url.clone(), Some(server)))
+    let launch = throwaway_redis::Launch::default().dir_prefix("quern-demo-redis-").keep(keep);
+    let server = tokio::task::spawn_blocking(move || launch.start())
+        .await
+        .map_err(|e| CliError::Failed(format!("starting redis-server failed: {e}")))??;
+    Ok((server.url(), Some(server)))
 }
 
 /// Delete what earlier demo runs left under the demo prefix.
@@ -379,6 +331,7 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     if args.duration < Duration::from_secs(1) {
         return Err(CliError::Usage("--duration must be at least 1s".into()));
     }
+    let mut signals = ShutdownSignals::install()?;
     let (url, server) = choose_redis(explicit_url, &args).await?;
     let config = RedisConfig::new(&url).prefix(DEMO_PREFIX);
     let source = match &server {
@@ -393,13 +346,11 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     let done = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
     let workers =
         [demo_worker(&config, done[0].clone()).await?, demo_worker(&config, done[1].clone()).await?];
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, _) = ShutdownHandle::new();
     let mut running = tokio::task::JoinSet::new();
     for worker in workers {
-        let mut stop = stop_rx.clone();
-        let worker_run = worker.run_until(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        let stop = stop.clone();
+        let worker_run = worker.run_until(async move { stop.requested().await });
         running.spawn(async move { worker_run.await.map_err(CliError::from) });
     }
     let queue = Queue::connect(&config, QUEUE).await?;
@@ -410,10 +361,8 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     schedules.upsert(&Schedule::new(CRON_NAME, CRON_EXPR, QUEUE, "heartbeat")).await?;
     let scheduler = Scheduler::builder(&config).lease(Duration::from_secs(3)).build().await?;
     {
-        let mut stop = stop_rx.clone();
-        let scheduler_run = scheduler.run_until(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        let stop = stop.clone();
+        let scheduler_run = scheduler.run_until(async move { stop.requested().await });
         running.spawn(async move { scheduler_run.await.map_err(CliError::from) });
     }
 
@@ -436,7 +385,7 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     let started = Instant::now();
     let mut screen = Screen { live: std::io::stdout().is_terminal(), drawn: 0, last_plain: None };
     let interrupted = tokio::select! {
-        _ = termination() => true,
+        _ = signals.recv() => true,
         _ = async {
             while started.elapsed() < args.duration {
                 screen.show(&snapshot(&queue, &schedules, started, args.duration, &done).await, false);
@@ -446,7 +395,7 @@ pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResu
     };
     producer.abort();
     let produced = producer.await.unwrap_or(0);
-    let _ = stop_tx.send(true);
+    stop.shutdown();
     while let Some(result) = running.join_next().await {
         match result {
             Ok(Ok(())) => {}

@@ -7,9 +7,15 @@
 //! - `2`: usage or bad input (unknown flag, malformed duration, invalid JSON,
 //!   a name or option out of range);
 //! - `3`: not found (unknown queue, no such job, or a job not in a state the
-//!   command applies to: not dead-lettered, not delayed, finished already).
+//!   command applies to: not dead-lettered, not delayed, finished already,
+//!   running).
+//!
+//! An error from the quern libraries gets its code from its
+//! [`ErrorKind`] (see [`exit_code_of`]).
 
 use std::fmt;
+
+use quern_common::ErrorKind;
 
 /// Exit code: operational failure.
 pub(crate) const EXIT_FAILURE: u8 = 1;
@@ -37,22 +43,37 @@ pub(crate) enum CliError {
 impl CliError {
     /// The process exit code for this failure.
     pub(crate) fn exit_code(&self) -> u8 {
-        use quern_common::Error as E;
         match self {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Failed(_) => EXIT_FAILURE,
             CliError::NotFound(_) => EXIT_NOT_FOUND,
-            CliError::Quern(e) if e.is_invalid_input() => EXIT_USAGE,
-            CliError::Quern(
-                E::JobNotFound { .. }
-                | E::UnknownQueue(_)
-                | E::NotDeadLettered { .. }
-                | E::NotDelayed { .. }
-                | E::Finished { .. },
-            ) => EXIT_NOT_FOUND,
-            CliError::Quern(_) => EXIT_FAILURE,
+            CliError::Quern(e) => exit_code_of(e.kind()),
             CliError::Reported(code) => *code,
         }
+    }
+
+    /// A failure described by `message`, with the exit code of `kind`.
+    pub(crate) fn of_kind(kind: ErrorKind, message: String) -> Self {
+        match exit_code_of(kind) {
+            EXIT_USAGE => CliError::Usage(message),
+            EXIT_NOT_FOUND => CliError::NotFound(message),
+            _ => CliError::Failed(message),
+        }
+    }
+}
+
+/// The exit code of an error of `kind`: bad input 2, not found or in the
+/// wrong state 3, everything else 1.
+pub(crate) fn exit_code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidInput => EXIT_USAGE,
+        ErrorKind::NotFound | ErrorKind::WrongState => EXIT_NOT_FOUND,
+        ErrorKind::Conflict
+        | ErrorKind::Unavailable
+        | ErrorKind::Denied
+        | ErrorKind::Server
+        | ErrorKind::Internal
+        | ErrorKind::Io => EXIT_FAILURE,
     }
 }
 
@@ -76,5 +97,36 @@ impl From<quern_common::Error> for CliError {
     }
 }
 
+impl From<redis::RedisError> for CliError {
+    fn from(e: redis::RedisError) -> Self {
+        CliError::Quern(e.into())
+    }
+}
+
 /// Result of a CLI command.
 pub(crate) type CliResult<T = ()> = Result<T, CliError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_kind() {
+        let s = || "x".to_owned();
+        let cases = [
+            (quern_common::Error::InvalidOptions(s()), EXIT_USAGE),
+            (quern_common::Error::UnknownQueue(s()), EXIT_NOT_FOUND),
+            (quern_common::Error::JobNotFound { queue: s(), id: s() }, EXIT_NOT_FOUND),
+            (quern_common::Error::NotDeadLettered { queue: s(), id: s() }, EXIT_NOT_FOUND),
+            (quern_common::Error::JobActive { queue: s(), id: s() }, EXIT_NOT_FOUND),
+            (quern_common::Error::QueueInUse { queue: s(), running: 1, workers: 1 }, EXIT_FAILURE),
+            (quern_common::Error::Timeout(std::time::Duration::from_secs(1)), EXIT_FAILURE),
+            (quern_common::Error::Protocol(s()), EXIT_FAILURE),
+            (quern_common::Error::Io { what: s(), reason: s() }, EXIT_FAILURE),
+        ];
+        for (e, code) in cases {
+            assert_eq!(CliError::Quern(e.clone()).exit_code(), code, "{e:?}");
+            assert_eq!(CliError::of_kind(e.kind(), e.to_string()).exit_code(), code, "{e:?}");
+        }
+    }
+}

@@ -1,8 +1,7 @@
 //! `quern events`: what happened to a queue's jobs, read from its events
 //! stream (newest kept, about 10,000 entries per queue by default).
 
-use std::time::Duration;
-
+use quern_common::process::{ShutdownSignals, ready_backoff};
 use quern_common::{Event, RedisConfig};
 use quern_producer::{EventFollower, Queue};
 use serde_json::{Map, Value};
@@ -44,22 +43,30 @@ pub(crate) async fn run(config: &RedisConfig, args: EventsArgs) -> CliResult {
         (_, Some(e)) => Some(e.id.as_str()),
         (_, None) => Some("0-0"),
     };
+    let mut signals = ShutdownSignals::install()?;
     let mut follower = EventFollower::connect(config, &queue, after).await?;
-    let stop = crate::worker::termination();
-    tokio::pin!(stop);
+    // After a failed read, wait before the next: from 100 ms, doubling up to
+    // 5 s while reads keep failing.
+    let backoff = ready_backoff();
+    let mut failures = 0;
     loop {
         tokio::select! {
             read = follower.next() => match read {
-                Ok(events) => events.iter().for_each(|e| print_event(e, args.json)),
+                Ok(events) => {
+                    failures = 0;
+                    events.iter().for_each(|e| print_event(e, args.json));
+                }
                 Err(e) => {
-                    eprintln!("reading events failed ({e}); retrying in 1s");
+                    failures += 1;
+                    let delay = backoff.delay_for(failures);
+                    eprintln!("reading events failed ({e}); retrying in {delay:.1?}");
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = &mut stop => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = signals.recv() => return Ok(()),
                     }
                 }
             },
-            _ = &mut stop => return Ok(()),
+            _ = signals.recv() => return Ok(()),
         }
     }
 }

@@ -164,7 +164,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Limit(args) => control::limit(&config, args).await,
         Command::DeleteQueue(args) => control::delete_queue(&config, args).await,
         Command::Metrics(args) => metrics::run(&config, args).await,
-        Command::Bench(args) => bench::run(&config, args).await.map_err(CliError::from),
+        Command::Bench(args) => bench::run(&config, args).await,
     }
 }
 

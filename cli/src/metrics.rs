@@ -47,6 +47,7 @@ pub(crate) async fn run(config: &RedisConfig, args: MetricsArgs) -> CliResult {
         out!("{}", render(Some(&snapshot), started.elapsed()));
         return Ok(());
     }
+    let mut signals = quern_common::process::ShutdownSignals::install()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::Failed(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -59,7 +60,9 @@ pub(crate) async fn run(config: &RedisConfig, args: MetricsArgs) -> CliResult {
     let bound = listener.local_addr().unwrap_or(args.listen);
     outln!("serving the metrics of prefix {:?} on http://{bound}/metrics", config.prefix);
     axum::serve(listener, app)
-        .with_graceful_shutdown(crate::worker::termination())
+        .with_graceful_shutdown(async move {
+            signals.recv().await;
+        })
         .await
         .map_err(|e| CliError::Failed(format!("serving metrics failed: {e}")))
 }

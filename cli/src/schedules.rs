@@ -81,9 +81,7 @@ impl From<quern_scheduler::Error> for CliError {
     fn from(e: quern_scheduler::Error) -> Self {
         match e {
             quern_scheduler::Error::Queue(e) => CliError::Quern(e),
-            quern_scheduler::Error::NotFound(_) => CliError::NotFound(e.to_string()),
-            e if e.is_invalid_input() => CliError::Usage(e.to_string()),
-            e => CliError::Failed(e.to_string()),
+            e => CliError::of_kind(e.kind(), e.to_string()),
         }
     }
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use quern_common::RedisConfig;
+use quern_common::process::{ShutdownHandle, ShutdownSignals, ready_backoff, retry_until_ready};
 use quern_worker::{Worker, stock};
-use tokio::sync::watch;
 
 use crate::duration::parse_duration;
 use crate::error::{CliError, CliResult};
@@ -35,53 +35,29 @@ pub(crate) async fn stock_worker(
     concurrency: usize,
     lease: Duration,
     grace: Duration,
-) -> CliResult<Worker> {
+) -> quern_common::Result<Worker> {
     let builder = Worker::builder(config, queue).concurrency(concurrency).lease(lease).shutdown_grace(grace);
-    Ok(stock::register(builder)?.build().await?)
+    stock::register(builder)?.build().await
 }
 
-/// Longest wait between two attempts to reach Redis at start-up.
-const STARTUP_RETRY_CAP: Duration = Duration::from_secs(5);
-
-/// Build a stock worker, waiting for Redis while it cannot be reached (a
-/// worker started before Redis, or during an outage, must not exit: it
-/// retries with delays doubling up to 5 s and says so on stderr). `None` when
-/// SIGTERM/SIGINT arrives while waiting. Other errors end it at once.
+/// Build a stock worker, waiting for Redis while it cannot be reached or
+/// cannot serve yet (a worker started before Redis, or during an outage,
+/// must not exit: it retries with delays doubling from 100 ms up to 5 s and
+/// says so on stderr). `None` when SIGTERM/SIGINT arrives while waiting.
+/// Other errors end it at once.
 async fn stock_worker_when_redis_is_up(
     config: &RedisConfig,
     queue: &str,
     args: &WorkerArgs,
+    signals: &mut ShutdownSignals,
 ) -> CliResult<Option<Worker>> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match stock_worker(config, queue, args.concurrency, args.lease, args.shutdown_grace).await {
-            Ok(worker) => return Ok(Some(worker)),
-            Err(CliError::Quern(e)) if e.is_connection_error() => {
-                eprintln!("waiting for Redis ({e}); retrying in {delay:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = termination() => return Ok(None),
-                }
-                delay = (delay * 2).min(STARTUP_RETRY_CAP);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Resolve on SIGTERM or SIGINT.
-pub(crate) async fn termination() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+    let signalled = async {
+        signals.recv().await;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    Ok(retry_until_ready("waiting for Redis", ready_backoff(), signalled, || {
+        stock_worker(config, queue, args.concurrency, args.lease, args.shutdown_grace)
+    })
+    .await?)
 }
 
 /// `quern worker`.
@@ -89,9 +65,10 @@ pub(crate) async fn run(config: &RedisConfig, args: WorkerArgs) -> CliResult {
     for q in &args.queues {
         quern_common::names::validate_queue_name(q)?;
     }
+    let mut signals = ShutdownSignals::install()?;
     let mut workers = Vec::new();
     for q in &args.queues {
-        match stock_worker_when_redis_is_up(config, q, &args).await? {
+        match stock_worker_when_redis_is_up(config, q, &args, &mut signals).await? {
             Some(worker) => workers.push(worker),
             None => {
                 eprintln!("stopped before Redis could be reached");
@@ -99,7 +76,7 @@ pub(crate) async fn run(config: &RedisConfig, args: WorkerArgs) -> CliResult {
             }
         }
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, _) = ShutdownHandle::new();
     let mut running = tokio::task::JoinSet::new();
     for worker in workers {
         eprintln!(
@@ -109,16 +86,14 @@ pub(crate) async fn run(config: &RedisConfig, args: WorkerArgs) -> CliResult {
             stock::KINDS.join(", "),
             args.concurrency
         );
-        let mut stop = stop_rx.clone();
-        running.spawn(worker.run_until(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
+        let stop = stop.clone();
+        running.spawn(worker.run_until(async move { stop.requested().await }));
     }
     tokio::select! {
-        _ = termination() => eprintln!("shutting down: letting running jobs finish (up to {:?})", args.shutdown_grace),
+        _ = signals.recv() => eprintln!("shutting down: letting running jobs finish (up to {:?})", args.shutdown_grace),
         Some(early) = running.join_next() => {
             // A worker stopped on its own: stop the others and report why.
-            let _ = stop_tx.send(true);
+            stop.shutdown();
             while running.join_next().await.is_some() {}
             return match early {
                 Ok(Ok(())) => Ok(()),
@@ -127,7 +102,7 @@ pub(crate) async fn run(config: &RedisConfig, args: WorkerArgs) -> CliResult {
             };
         }
     }
-    let _ = stop_tx.send(true);
+    stop.shutdown();
     let mut first_error = None;
     while let Some(done) = running.join_next().await {
         match done {

@@ -1,5 +1,6 @@
-//! The error type shared by quern's crates, and the one place where the codes
-//! returned by the Lua scripts are mapped to typed outcomes.
+//! The error type shared by quern's crates, its classification by
+//! [`ErrorKind`], and the one place where the codes returned by the Lua
+//! scripts are mapped to typed outcomes.
 
 use std::time::Duration;
 
@@ -153,56 +154,126 @@ pub enum Error {
     /// Redis answered something quern did not expect (a bug, or a foreign key).
     #[error("unexpected reply from Redis: {0}")]
     Protocol(String),
+    /// A local operating-system operation failed (listening for a signal,
+    /// setting up a client, starting a process).
+    #[error("cannot {what}: {reason}")]
+    Io {
+        /// What was attempted, e.g. "listen for SIGTERM".
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A task this call depends on has stopped (its Tokio runtime shut down,
+    /// or it was cancelled); the call cannot complete.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+/// What sort of failure an [`Error`] is: what a caller can do about it.
+///
+/// [`Error::kind`] maps every error to one kind; the CLI's exit codes and the
+/// `is_*` helpers of [`Error`] follow from it. The enum is exhaustive on
+/// purpose: code that maps kinds (such as the CLI's exit codes) matches every
+/// kind, so a new kind cannot slip through unclassified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The input must change: a name, option, payload or URL that quern
+    /// refuses. Retrying the same call fails the same way.
+    InvalidInput,
+    /// The queue or job does not exist.
+    NotFound,
+    /// The job is not in a state the action applies to: not dead-lettered,
+    /// not delayed, finished already, or running.
+    WrongState,
+    /// Someone else holds what the call needs: the job's lease was taken
+    /// over, or the queue is in use.
+    Conflict,
+    /// Redis cannot be reached or cannot serve now: the connection failed,
+    /// timed out or dropped, or the server is loading its data or failing
+    /// over (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`). The only
+    /// kind worth retrying as is.
+    Unavailable,
+    /// Redis refused the credentials or the command (`NOPERM`, failed `AUTH`).
+    Denied,
+    /// Redis refused the command for another reason (out of memory,
+    /// read-only replica, a script error, ...).
+    Server,
+    /// Something quern did not expect: a reply it cannot read, a task that
+    /// stopped, a bug.
+    Internal,
+    /// A local operating-system operation failed (e.g. installing a signal
+    /// handler).
+    Io,
 }
 
 impl Error {
-    /// True when trying the same call again later may succeed: connection
-    /// problems, timeouts, a server still loading its data.
+    /// What sort of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidUrl { .. }
+            | Error::InvalidQueueName { .. }
+            | Error::InvalidJobName { .. }
+            | Error::InvalidJobId { .. }
+            | Error::InvalidOptions(_)
+            | Error::PayloadTooLarge { .. }
+            | Error::InvalidPayload(_) => ErrorKind::InvalidInput,
+            Error::JobNotFound { .. } | Error::UnknownQueue(_) => ErrorKind::NotFound,
+            Error::JobActive { .. }
+            | Error::NotDeadLettered { .. }
+            | Error::NotDelayed { .. }
+            | Error::Finished { .. } => ErrorKind::WrongState,
+            Error::LeaseLost { .. } | Error::QueueInUse { .. } => ErrorKind::Conflict,
+            Error::Connect { .. } | Error::Timeout(_) => ErrorKind::Unavailable,
+            Error::Redis(e) => redis_kind(e),
+            // A record in Redis that is not what quern writes: not the caller's input.
+            Error::Protocol(_) | Error::Stopped(_) | Error::UnreadableJob { .. } => ErrorKind::Internal,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+
+    /// True when trying the same call again later may succeed: Redis could
+    /// not be reached or could not serve yet ([`ErrorKind::Unavailable`]).
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Connect { .. } | Error::Timeout(_) => true,
-            Error::Redis(e) => {
-                e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || matches!(
-                        e.kind(),
-                        redis::ErrorKind::Server(
-                            redis::ServerErrorKind::BusyLoading
-                                | redis::ServerErrorKind::TryAgain
-                                | redis::ServerErrorKind::ClusterDown
-                                | redis::ServerErrorKind::MasterDown
-                        )
-                    )
-            }
-            _ => false,
-        }
+        self.kind() == ErrorKind::Unavailable
     }
 
-    /// True when the error says Redis could not be reached at all.
+    /// True when Redis could not be reached or could not serve
+    /// ([`ErrorKind::Unavailable`]; today the same as [`Error::is_retryable`]).
     pub fn is_connection_error(&self) -> bool {
-        match self {
-            Error::Connect { .. } | Error::Timeout(_) => true,
-            Error::Redis(e) => {
-                e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-            }
-            _ => false,
-        }
+        self.kind() == ErrorKind::Unavailable
     }
 
-    /// True for input the caller must change (names, options, payload).
+    /// True for input the caller must change (names, options, payload, URL):
+    /// [`ErrorKind::InvalidInput`].
     pub fn is_invalid_input(&self) -> bool {
-        matches!(
-            self,
-            Error::InvalidQueueName { .. }
-                | Error::InvalidJobName { .. }
-                | Error::InvalidJobId { .. }
-                | Error::InvalidOptions(_)
-                | Error::PayloadTooLarge { .. }
-                | Error::InvalidPayload(_)
-                | Error::InvalidUrl { .. }
-        )
+        self.kind() == ErrorKind::InvalidInput
+    }
+}
+
+/// The kind of an error from the Redis client:
+/// - no connection, a timeout, a dropped connection, and the server replies
+///   that say "not now" (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`):
+///   [`ErrorKind::Unavailable`];
+/// - failed authentication and `NOPERM`: [`ErrorKind::Denied`];
+/// - an invalid client configuration (from the URL): [`ErrorKind::InvalidInput`];
+/// - a reply the client cannot parse or convert, or a client-side failure:
+///   [`ErrorKind::Internal`];
+/// - every other error reply of the server (`ERR`, `OOM`, `READONLY`,
+///   `NOSCRIPT`, script errors, ...): [`ErrorKind::Server`].
+fn redis_kind(e: &redis::RedisError) -> ErrorKind {
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        return ErrorKind::Unavailable;
+    }
+    match e.kind() {
+        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown) => ErrorKind::Unavailable,
+        K::AuthenticationFailed | K::Server(S::NoPerm) => ErrorKind::Denied,
+        K::InvalidClientConfig => ErrorKind::InvalidInput,
+        K::Parse | K::UnexpectedReturnType | K::Client => ErrorKind::Internal,
+        K::Server(_) | K::Extension => ErrorKind::Server,
+        // Sentinel and cluster errors (quern uses neither) and kinds added by
+        // later versions of the client.
+        _ => ErrorKind::Internal,
     }
 }
 
@@ -290,10 +361,88 @@ mod tests {
         assert!(ScriptCode::Ok.to_error("q", "1").is_none());
     }
 
+    fn every_variant() -> Vec<(Error, ErrorKind)> {
+        let (queue, id) = (|| "q".to_owned(), || "1".to_owned());
+        let s = || "x".to_owned();
+        vec![
+            (Error::Connect { url: s(), reason: s() }, ErrorKind::Unavailable),
+            (Error::InvalidUrl { url: s(), reason: s() }, ErrorKind::InvalidInput),
+            (Error::Redis(io_error(std::io::ErrorKind::ConnectionRefused)), ErrorKind::Unavailable),
+            (Error::Timeout(Duration::from_secs(1)), ErrorKind::Unavailable),
+            (Error::InvalidQueueName { name: s(), reason: s() }, ErrorKind::InvalidInput),
+            (Error::InvalidJobName { name: s(), reason: s() }, ErrorKind::InvalidInput),
+            (Error::InvalidJobId { id: s(), reason: s() }, ErrorKind::InvalidInput),
+            (Error::InvalidOptions(s()), ErrorKind::InvalidInput),
+            (Error::PayloadTooLarge { size: 2, limit: 1 }, ErrorKind::InvalidInput),
+            (Error::InvalidPayload(s()), ErrorKind::InvalidInput),
+            (Error::JobNotFound { queue: queue(), id: id() }, ErrorKind::NotFound),
+            (Error::JobActive { queue: queue(), id: id() }, ErrorKind::WrongState),
+            (Error::LeaseLost { queue: queue(), id: id() }, ErrorKind::Conflict),
+            (Error::NotDeadLettered { queue: queue(), id: id() }, ErrorKind::WrongState),
+            (
+                Error::NotDelayed { queue: queue(), id: id(), state: crate::JobState::Waiting },
+                ErrorKind::WrongState,
+            ),
+            (
+                Error::Finished { queue: queue(), id: id(), state: crate::JobState::Completed },
+                ErrorKind::WrongState,
+            ),
+            (Error::QueueInUse { queue: queue(), running: 1, workers: 0 }, ErrorKind::Conflict),
+            (Error::UnknownQueue(queue()), ErrorKind::NotFound),
+            (Error::Protocol(s()), ErrorKind::Internal),
+            (Error::UnreadableJob { queue: s(), id: s(), problem: s() }, ErrorKind::Internal),
+            (Error::Io { what: s(), reason: s() }, ErrorKind::Io),
+            (Error::Stopped(s()), ErrorKind::Internal),
+        ]
+    }
+
+    fn io_error(kind: std::io::ErrorKind) -> redis::RedisError {
+        std::io::Error::new(kind, "test").into()
+    }
+
+    fn server_error(kind: redis::ErrorKind, text: &'static str) -> redis::RedisError {
+        (kind, text).into()
+    }
+
     #[test]
-    fn classification() {
-        assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
-        assert!(!Error::InvalidOptions("x".into()).is_retryable());
-        assert!(Error::PayloadTooLarge { size: 2, limit: 1 }.is_invalid_input());
+    fn every_variant_has_its_kind() {
+        for (error, kind) in every_variant() {
+            assert_eq!(error.kind(), kind, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn the_helpers_follow_the_kind() {
+        for (error, kind) in every_variant() {
+            assert_eq!(error.is_retryable(), kind == ErrorKind::Unavailable, "{error:?}");
+            assert_eq!(error.is_connection_error(), kind == ErrorKind::Unavailable, "{error:?}");
+            assert_eq!(error.is_invalid_input(), kind == ErrorKind::InvalidInput, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn redis_errors_by_kind() {
+        use redis::{ErrorKind as K, ServerErrorKind as S};
+        let cases = [
+            (io_error(std::io::ErrorKind::ConnectionReset), ErrorKind::Unavailable),
+            (io_error(std::io::ErrorKind::TimedOut), ErrorKind::Unavailable),
+            (io_error(std::io::ErrorKind::UnexpectedEof), ErrorKind::Unavailable),
+            (server_error(K::Server(S::BusyLoading), "loading"), ErrorKind::Unavailable),
+            (server_error(K::Server(S::TryAgain), "try again"), ErrorKind::Unavailable),
+            (server_error(K::Server(S::ClusterDown), "down"), ErrorKind::Unavailable),
+            (server_error(K::Server(S::MasterDown), "down"), ErrorKind::Unavailable),
+            (server_error(K::AuthenticationFailed, "auth"), ErrorKind::Denied),
+            (server_error(K::Server(S::NoPerm), "noperm"), ErrorKind::Denied),
+            (server_error(K::InvalidClientConfig, "config"), ErrorKind::InvalidInput),
+            (server_error(K::UnexpectedReturnType, "type"), ErrorKind::Internal),
+            (server_error(K::Server(S::ResponseError), "ERR"), ErrorKind::Server),
+            (server_error(K::Server(S::ReadOnly), "readonly"), ErrorKind::Server),
+            (server_error(K::Server(S::NoScript), "noscript"), ErrorKind::Server),
+        ];
+        for (e, kind) in cases {
+            let error = Error::Redis(e);
+            assert_eq!(error.kind(), kind, "{error:?}");
+            assert_eq!(error.is_retryable(), kind == ErrorKind::Unavailable, "{error:?}");
+        }
     }
 }

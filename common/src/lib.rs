@@ -1,8 +1,10 @@
 //! Shared pieces of quern used by the producer, the worker, the scheduler and
 //! the CLI: the Redis key layout, the job model and its options, the backoff
-//! schedule, the error type, the connection settings, the Lua scripts that
-//! perform every state move atomically ([`scripts`]) and the typed request
-//! and reply of each move ([`moves`]).
+//! schedule, the error type and its kinds, the connection settings, the Lua
+//! scripts that perform every state move atomically ([`scripts`]), the typed
+//! request and reply of each move ([`moves`]), and the process plumbing
+//! (signals, shutdown handle, instance ids, waiting for Redis) that the
+//! worker, the scheduler and the CLI share.
 //!
 //! Most users never depend on this crate directly: `quern-producer` and
 //! `quern-worker` re-export what their APIs expose.
@@ -22,12 +24,15 @@ mod new_job;
 mod open_enum;
 pub mod options;
 pub mod outcome;
+pub mod process;
 pub mod rate_limit;
 pub mod scripts;
+#[cfg(feature = "throwaway-redis")]
+pub mod throwaway_redis;
 
 pub use backoff::Backoff;
 pub use connection::{RedisConfig, SelfHealingConnection};
-pub use error::{Error, Result, ScriptCode};
+pub use error::{Error, ErrorKind, Result, ScriptCode};
 pub use events::{Event, EventKind};
 pub use job::{Attempt, JobEntry, JobInfo, JobState, QueueCounts, UnreadableJob, WorkerInfo};
 pub use keys::QueueKeys;
@@ -35,4 +40,5 @@ pub use moves::QueueScripts;
 pub use new_job::{Added, NewJob};
 pub use options::JobOptions;
 pub use outcome::{AttemptOutcome, FailureKind};
+pub use process::ShutdownHandle;
 pub use rate_limit::RateLimit;

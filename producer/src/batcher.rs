@@ -74,7 +74,7 @@ impl AddBatcher {
 }
 
 fn stopped() -> Error {
-    Error::Protocol("the queue's sender task has stopped (its Tokio runtime shut down?)".into())
+    Error::Stopped("the queue's sender task has stopped (its Tokio runtime shut down?)".into())
 }
 
 impl Lane {

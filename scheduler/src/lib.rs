@@ -45,9 +45,10 @@ mod store;
 
 pub use clock::{ShiftedClock, SystemClock, WallClock};
 pub use cron::CronSpec;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use file::{load_schedules_file, parse_schedules_toml};
-pub use runner::{DEFAULT_LEASE, Scheduler, SchedulerBuilder, ShutdownHandle, TickEvent, TickOutcome, run};
+pub use quern_common::process::ShutdownHandle;
+pub use runner::{DEFAULT_LEASE, Scheduler, SchedulerBuilder, TickEvent, TickOutcome, run};
 pub use schedule::{MisfirePolicy, OverlapPolicy, Schedule, tick_job_id};
 pub use status::{Flag, RunOutcome, ScheduleStatus};
 pub use store::{ApplyReport, Schedules, Upserted};

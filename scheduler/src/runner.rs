@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use quern_common::SelfHealingConnection;
 use quern_common::moves::{DEFAULT_EVENTS_MAX_LEN, Move, Tick, TickAction, TickStatus};
+use quern_common::process::{ShutdownHandle, ShutdownSignals, instance_id, retry_until_ready};
 use quern_common::scripts::{self, ScriptCall, ScriptName};
-use quern_common::{QueueKeys, QueueScripts, RedisConfig};
+use quern_common::{Backoff, QueueKeys, QueueScripts, RedisConfig};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{SystemClock, WallClock};
@@ -148,8 +149,8 @@ impl SchedulerBuilder {
             crate::file::load_schedules_file(path)?;
         }
         let conn = self.config.connect().await?;
-        let id = self.id.clone().unwrap_or_else(default_id);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let id = self.id.clone().unwrap_or_else(instance_id);
+        let (shutdown, stop_rx) = ShutdownHandle::new();
         Ok(Scheduler {
             lease: LeaderLease::new(leader_key(&self.config.prefix), &id, self.lease),
             store: Schedules::with_connection(conn.clone(), &self.config.prefix)?,
@@ -158,27 +159,9 @@ impl SchedulerBuilder {
             settings: self,
             leader: Arc::new(AtomicBool::new(false)),
             skew_ms: Arc::new(AtomicI64::new(0)),
-            stop_tx: Arc::new(stop_tx),
+            shutdown,
             stop_rx,
         })
-    }
-}
-
-fn default_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{:06x}", std::process::id(), rand::random::<u32>() & 0xff_ffff)
-}
-
-/// Stops a running [`Scheduler`] (it gives up the lease on the way out).
-#[derive(Clone)]
-pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
-
-impl ShutdownHandle {
-    /// Ask the scheduler to stop.
-    pub fn shutdown(&self) {
-        let _ = self.0.send(true);
     }
 }
 
@@ -202,7 +185,7 @@ pub struct Scheduler {
     id: String,
     leader: Arc<AtomicBool>,
     skew_ms: Arc<AtomicI64>,
-    stop_tx: Arc<watch::Sender<bool>>,
+    shutdown: ShutdownHandle,
     stop_rx: watch::Receiver<bool>,
 }
 
@@ -250,9 +233,9 @@ impl Scheduler {
         &self.id
     }
 
-    /// A handle that stops the scheduler.
+    /// A handle that stops the scheduler (it gives up the lease on the way out).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        ShutdownHandle(self.stop_tx.clone())
+        self.shutdown.clone()
     }
 
     /// A flag that is true while this scheduler is the leader.
@@ -265,39 +248,45 @@ impl Scheduler {
         self.skew_ms.clone()
     }
 
-    /// Run until SIGINT or SIGTERM.
+    /// Run until SIGINT or SIGTERM. Fails at once (an [`ErrorKind::Io`]
+    /// error) when it cannot listen for them.
+    ///
+    /// [`ErrorKind::Io`]: crate::ErrorKind::Io
     pub async fn run(self) -> Result<()> {
-        self.run_until(shutdown_signal()).await
+        let mut signals = ShutdownSignals::install()?;
+        self.run_until(async move {
+            let signal = signals.recv().await;
+            tracing::info!("{signal} received: stopping the scheduler");
+        })
+        .await
     }
 
     /// Run until `stop` completes (or the shutdown handle is used).
     pub async fn run_until<F: Future>(self, stop: F) -> Result<()> {
-        let stop_tx = self.stop_tx.clone();
+        let shutdown = self.shutdown.clone();
         let main = self.main_loop();
         tokio::pin!(main);
         tokio::pin!(stop);
         tokio::select! {
             r = &mut main => return r,
-            _ = &mut stop => { let _ = stop_tx.send(true); }
+            _ = &mut stop => shutdown.shutdown(),
         }
         main.await
     }
 
     async fn main_loop(mut self) -> Result<()> {
         // Ride out a Redis that is not up yet; a bad schedules file is fatal.
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match self.start_up().await {
-                Ok(()) => break,
-                Err(e) if !e.is_retryable() => return Err(e),
-                Err(e) => tracing::warn!(error = %e, "scheduler cannot start yet; retrying in {delay:?}"),
-            }
-            let mut stop = self.stop_rx.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.wait_for(|s| *s) => return Ok(()),
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
+        let mut stop = self.stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let backoff = Backoff::exponential(Duration::from_millis(250), Duration::from_secs(5));
+        let this = &self;
+        if retry_until_ready("scheduler cannot start yet", backoff, stopped, || this.start_up())
+            .await?
+            .is_none()
+        {
+            return Ok(());
         }
         let mut entries: HashMap<String, Entry> = HashMap::new();
         let mut version: Option<Option<i64>> = None;
@@ -323,7 +312,7 @@ impl Scheduler {
     }
 
     /// Apply the schedules file, if any, and load the tick script.
-    async fn start_up(&mut self) -> Result<()> {
+    async fn start_up(&self) -> Result<()> {
         if let Some(path) = self.settings.file.clone() {
             let report = self.store.apply_file(&path, self.settings.prune).await?;
             tracing::info!(
@@ -621,28 +610,6 @@ fn plan_due(entries: &HashMap<String, Entry>, now_ms: i64) -> Vec<Planned> {
         }
     }
     plan
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// Run a scheduler with `config` until SIGINT/SIGTERM, applying `file` first

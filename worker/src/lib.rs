@@ -55,12 +55,10 @@ mod builder;
 mod client;
 mod fetch_loop;
 mod handler;
-mod identity;
 mod leases;
 mod maintenance;
 mod outbox;
 mod settings;
-mod shutdown;
 #[cfg(feature = "stock")]
 pub mod stock;
 mod waker;
@@ -68,7 +66,7 @@ mod worker;
 
 pub use builder::WorkerBuilder;
 pub use handler::{JobContext, JobError, MAX_PROGRESS_BYTES};
+pub use quern_common::process::ShutdownHandle;
 pub use quern_common::{Backoff, Error, JobOptions, RedisConfig, Result};
 pub use settings::Retention;
-pub use shutdown::ShutdownHandle;
 pub use worker::Worker;

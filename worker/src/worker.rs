@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use quern_common::keys::QueueKeys;
+use quern_common::process::{ShutdownHandle, ShutdownSignals, instance_id};
 use quern_common::{Error, QueueScripts, RedisConfig, Result, SelfHealingConnection};
 use tokio::sync::watch;
 use tracing::info;
@@ -14,11 +15,9 @@ use crate::builder::WorkerBuilder;
 use crate::client::QueueClient;
 use crate::fetch_loop::{FetchLoop, Parts};
 use crate::handler::Handlers;
-use crate::identity::new_worker_id;
 use crate::leases::LeaseTable;
 use crate::maintenance::{Presence, Reaper, Renewer};
 use crate::settings::Settings;
-use crate::shutdown::ShutdownHandle;
 use crate::waker::{ParkingSpec, WaitSpec, Waker};
 
 /// A worker serving one queue. Build it with [`Worker::builder`], then call
@@ -50,7 +49,7 @@ impl Worker {
         handlers: Handlers,
     ) -> Self {
         let (shutdown, shutdown_rx): (ShutdownHandle, watch::Receiver<bool>) = ShutdownHandle::new();
-        let id = new_worker_id();
+        let id = instance_id();
         let queue = keys.name().to_owned();
         let waker = Waker::new(WaitSpec {
             config: config.clone(),
@@ -107,16 +106,13 @@ impl Worker {
     }
 
     /// Run until SIGTERM or SIGINT (or a [`ShutdownHandle`]), then shut down
-    /// gracefully. Returns `Ok(())` after a clean shutdown.
+    /// gracefully. Returns `Ok(())` after a clean shutdown, an `Io` error at
+    /// once when it cannot listen for the signals.
     pub async fn run(self) -> Result<()> {
         let handle = self.shutdown.clone();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::InvalidOptions(format!("cannot listen for SIGTERM: {e}")))?;
+        let mut signals = ShutdownSignals::install()?;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => info!("SIGTERM received: shutting down"),
-                _ = tokio::signal::ctrl_c() => info!("SIGINT received: shutting down"),
-            }
+            info!("{} received: shutting down", signals.recv().await);
             handle.shutdown();
         });
         self.spawn_loop().await
@@ -151,7 +147,7 @@ impl Worker {
         match (&mut task.0).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::Protocol(format!("the worker's fetch loop was cancelled: {e}"))),
+            Err(e) => Err(Error::Stopped(format!("the worker's fetch loop was cancelled: {e}"))),
         }
     }
 }

@@ -17,8 +17,8 @@ pub const KINDS: [&str; 2] = ["command", "http"];
 
 /// Add the `command` and `http` handlers to `builder`.
 pub fn register(builder: WorkerBuilder) -> Result<WorkerBuilder> {
-    let client =
-        http::client().map_err(|e| Error::InvalidOptions(format!("cannot set up the HTTP client: {e}")))?;
+    let client = http::client()
+        .map_err(|e| Error::Io { what: "set up the HTTP client".into(), reason: e.to_string() })?;
     Ok(builder
         .handler("command", |ctx: JobContext, job: command::CommandJob| async move {
             command::run(&job, &ctx).await
