@@ -184,7 +184,14 @@ local function push_history(jk, entry)
   local raw = redis.call('HGET', jk, F_HISTORY)
   local h = {}
   if raw then
-    h = cjson.decode(raw)
+    -- A history that is not a JSON list (a hand-edited or corrupt record)
+    -- must not block the job's moves: it starts again, and says so.
+    local ok, decoded = pcall(cjson.decode, raw)
+    if ok and type(decoded) == 'table' then
+      h = decoded
+    else
+      h = { { out = 'history_reset', err = 'the stored attempt history was unreadable and was started afresh' } }
+    end
   end
   h[#h + 1] = entry
   while #h > HISTORY_LIMIT do

@@ -208,11 +208,11 @@ fn attempts_line(job: Option<&JobInfo>) -> String {
         quern_common::JobState::Active => "running",
         quern_common::JobState::Completed => "completed",
     };
-    let last_outcome = job.history.iter().rev().find(|a| a.number.is_some()).map(|a| a.outcome.as_str());
+    let last_outcome = job.history.iter().rev().find(|a| a.number.is_some()).map(|a| &a.outcome);
     match (tried, last_outcome) {
         (false, _) => state.to_owned(),
         // "#4 completed" says it all.
-        (true, Some(o)) if o == state => parts.join(", "),
+        (true, Some(o)) if o.as_str() == state => parts.join(", "),
         (true, _) => format!("{} -> {state}", parts.join(", ")),
     }
 }

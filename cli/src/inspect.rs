@@ -277,7 +277,7 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
     for a in &job.history {
         t.row(vec![
             format!("  {}", a.number.map(|n| n.to_string()).unwrap_or_else(|| "-".into())),
-            a.outcome.clone(),
+            a.outcome.to_string(),
             opt_time(a.started_at_ms),
             a.duration_ms().map(|d| format_duration(Duration::from_millis(d))).unwrap_or_else(|| "-".into()),
             a.worker.clone().unwrap_or_else(|| "-".into()),

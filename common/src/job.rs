@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::options::RunOptions;
+use crate::outcome::AttemptOutcome;
 use crate::{Error, Result};
 
 /// Where a job is in its life.
@@ -66,12 +67,9 @@ pub struct Attempt {
     /// Attempt number (1 for the first); absent for operator actions.
     #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
-    /// What happened: `completed`, `running`, `error`, `permanent`, `timeout`,
-    /// `panic`, `stalled` (lease expired), `released` (worker shut down),
-    /// `cancelled` (by an operator) or `retried` (moved back from the
-    /// dead-letter list).
+    /// What happened.
     #[serde(rename = "out")]
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     /// When the attempt started (Unix ms, Redis clock).
     #[serde(rename = "st", default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,
@@ -356,14 +354,14 @@ impl JobInfo {
         let mut problems = r.problems;
         let worker = h.remove("w");
         let current = match state {
-            JobState::Active => Some("running"),
-            JobState::Completed => Some("completed"),
+            JobState::Active => Some(AttemptOutcome::Running),
+            JobState::Completed => Some(AttemptOutcome::Completed),
             _ => None,
         };
         if let Some(outcome) = current {
             history.push(Attempt {
                 number: Some(attempts_made),
-                outcome: outcome.to_owned(),
+                outcome,
                 started_at_ms,
                 finished_at_ms: if state == JobState::Completed { finished_at_ms } else { None },
                 worker: worker.clone(),

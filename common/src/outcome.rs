@@ -59,6 +59,9 @@ open_enum! {
         Cancelled = "cancelled",
         /// An operator moved it back from the dead-letter list.
         Retried = "retried",
+        /// Not an attempt: the stored history was unreadable (a corrupt
+        /// record) and was started afresh at this point.
+        HistoryReset = "history_reset",
     }
 }
 

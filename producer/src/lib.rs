@@ -38,7 +38,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use quern_producer::{EventFollower, Queue, RateLimit, RedisConfig};
+//! use quern_producer::{EventFollower, EventKind, Queue, RateLimit, RedisConfig};
 //!
 //! # async fn run(queue: Queue, id: &str) -> quern_producer::Result<()> {
 //! queue.set_rate_limit(Some(RateLimit::new(100, Duration::from_secs(60))?)).await?;
@@ -47,7 +47,7 @@
 //! println!("{} live workers", queue.workers().await?.len());
 //! let mut events = EventFollower::connect(&RedisConfig::from_env(), &queue, None).await?;
 //! for e in events.next().await? {
-//!     if e.kind == "failed" {
+//!     if e.kind == EventKind::Failed {
 //!         eprintln!("dead-lettered: {:?} ({:?})", e.job_ids(), e.field("error"));
 //!     }
 //! }

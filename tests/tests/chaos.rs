@@ -471,7 +471,11 @@ impl Stats {
                 continue;
             }
             if let Some(tk) = a.token.as_deref() {
-                assert!(outcome.insert(tk, &a.outcome).is_none(), "token {tk} has two outcomes: {}", ctx());
+                assert!(
+                    outcome.insert(tk, a.outcome.as_str()).is_none(),
+                    "token {tk} has two outcomes: {}",
+                    ctx()
+                );
             }
         }
         if job.state == JobState::Completed {

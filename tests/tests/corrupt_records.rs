@@ -145,3 +145,42 @@ async fn waiting_jobs_are_listed_whatever_is_wrong_with_one_of_them() {
     );
     assert_eq!(ids(&q.jobs(JobState::Waiting, 4, 1).await.unwrap()), ["j4"], "paging counts every entry");
 }
+
+#[tokio::test]
+async fn a_fetch_drops_a_waiting_id_with_no_job_and_says_so_while_leasing_the_rest() {
+    use quern_common::EventKind;
+    let cfg = config();
+    let q = queue_with(&cfg, 2, false).await;
+    // A dangling id between the two jobs, as a hand edit or a bug could leave.
+    let mut raw = raw_connection(&cfg).await;
+    let _: i64 = raw.linsert_after(q.keys().wait(), "j0", "ghost").await.unwrap();
+    let m = quern_tests::moves::Mover::new(&cfg, "q").await;
+
+    let fetched = m.fetch(10, std::time::Duration::from_secs(30), "w").await;
+    assert_eq!(fetched.ids(), ["j0", "j1"], "the real jobs are leased");
+    assert_eq!(fetched.dropped, ["ghost"], "the worker is told which id was dropped");
+    assert!(m.wait_list().await.is_empty(), "the dangling id left the list");
+    let events = q.recent_events(10).await.unwrap();
+    let dropped: Vec<_> = events.iter().filter(|e| e.kind == EventKind::Dropped).collect();
+    assert_eq!(dropped.len(), 1, "{events:#?}");
+    assert_eq!(dropped[0].job_ids(), ["ghost"]);
+    let active = events.iter().find(|e| e.kind == EventKind::Active).expect("an active event");
+    assert_eq!(active.job_ids(), ["j0", "j1"], "the active event names only the jobs leased");
+}
+
+#[tokio::test]
+async fn a_job_whose_history_is_corrupt_still_fails_and_retries() {
+    use quern_common::{AttemptOutcome, FailureKind, ScriptCode};
+    let cfg = config();
+    let q = queue_with(&cfg, 1, false).await;
+    set_field(&cfg, &q, "j0", "h", "{not json").await;
+    let m = quern_tests::moves::Mover::new(&cfg, "q").await;
+    let job = m.fetch(1, std::time::Duration::from_secs(30), "w").await.jobs.remove(0);
+
+    let code = m.fail("j0", &job.token, "smtp 451", FailureKind::Error, 0).await;
+    assert_eq!(code, ScriptCode::Ok, "the failure is recorded, not refused by the bad history");
+    let info = q.job("j0").await.unwrap().unwrap();
+    assert_eq!(info.state, JobState::Waiting, "and the job is retried");
+    let outcomes: Vec<_> = info.history.iter().map(|a| a.outcome.clone()).collect();
+    assert_eq!(outcomes, [AttemptOutcome::HistoryReset, AttemptOutcome::Error]);
+}

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use quern_common::QueueKeys;
-use quern_common::scripts::{ScriptCall, ScriptName};
+use quern_common::QueueScripts;
+use quern_common::moves::{Tick, TickAction, TickReply, TickStatus};
 use quern_scheduler::{
     Error, MisfirePolicy, OverlapPolicy, RunOutcome, Schedule, Scheduler, Schedules, Upserted,
 };
@@ -103,22 +104,22 @@ misfire = "run_once"
     assert_eq!(schedules.list().await.unwrap().len(), 2, "a bad file changes nothing");
 }
 
-fn tick_call(cfg: &quern_common::RedisConfig, queue: &str, name: &str, tick_ms: i64) -> ScriptCall {
+/// Run the tick script for tick `tick_ms` of schedule `name` on `queue`.
+async fn tick(cfg: &quern_common::RedisConfig, queue: &str, name: &str, tick_ms: i64) -> TickReply {
     let keys = QueueKeys::new(&cfg.prefix, queue).unwrap();
     let state = keys.custom(&format!("sched:{name}"));
-    let tick = DateTime::<Utc>::from_timestamp_millis(tick_ms).unwrap();
-    let mut call = ScriptCall::with_extra_keys(ScriptName::Tick, &keys, &[state], 100);
-    call.arg("enqueue")
-        .arg(tick_ms)
-        .arg(quern_scheduler::tick_job_id(name, tick))
-        .arg("j")
-        .arg("{}")
-        .arg("")
-        .arg(0)
-        .arg(0)
-        .arg("allow")
-        .arg(0);
-    call
+    let job_id = quern_scheduler::tick_job_id(name, DateTime::<Utc>::from_timestamp_millis(tick_ms).unwrap());
+    let action = TickAction::Enqueue {
+        job_id: &job_id,
+        name: "j",
+        payload: "{}",
+        options: "",
+        priority: 0,
+        delay_ms: 0,
+        skip_overlap: false,
+    };
+    let scripts = QueueScripts::new(keys, 100);
+    scripts.run(&mut raw_connection(cfg).await, &Tick { state_key: &state, tick_ms, action }).await.unwrap()
 }
 
 #[tokio::test]
@@ -127,20 +128,24 @@ async fn tick_script_enqueues_a_tick_once_even_after_its_job_is_gone_and_never_e
     let mut conn = raw_connection(&cfg).await;
     let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
     let past = (secs - 10) * 1000;
-    let first: Vec<String> = tick_call(&cfg, "q", "s", past).run(&mut conn).await.unwrap();
-    assert_eq!(first[0], "added");
-    assert_eq!(first[2], quern_scheduler::tick_job_id("s", DateTime::from_timestamp_millis(past).unwrap()));
+    let first = tick(&cfg, "q", "s", past).await;
+    assert_eq!(first.status, TickStatus::Added);
+    assert_eq!(
+        first.detail,
+        quern_scheduler::tick_job_id("s", DateTime::from_timestamp_millis(past).unwrap())
+    );
     // The job is trimmed/removed: the tick still cannot come back.
     let keys = QueueKeys::new(&cfg.prefix, "q").unwrap();
-    let _: () = redis::pipe().del(keys.job(&first[2])).del(keys.wait()).query_async(&mut conn).await.unwrap();
-    for tick in [past, past - 1000] {
-        let again: Vec<String> = tick_call(&cfg, "q", "s", tick).run(&mut conn).await.unwrap();
-        assert_eq!(again[0], "stale", "tick {tick}");
+    let _: () =
+        redis::pipe().del(keys.job(&first.detail)).del(keys.wait()).query_async(&mut conn).await.unwrap();
+    for t in [past, past - 1000] {
+        let again = tick(&cfg, "q", "s", t).await;
+        assert_eq!(again.status, TickStatus::Stale, "tick {t}");
     }
     // A tick Redis does not consider due yet is refused (a fast local clock).
     let future = (secs + 120) * 1000;
-    let early: Vec<String> = tick_call(&cfg, "q", "s", future).run(&mut conn).await.unwrap();
-    assert_eq!(early[0], "early");
+    let early = tick(&cfg, "q", "s", future).await;
+    assert_eq!(early.status, TickStatus::Early);
     assert_eq!(job_ids(&cfg, "q").await, Vec::<String>::new());
     assert_eq!(added_events(&cfg, "q").await.len(), 1);
 }

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use quern_common::moves::LeasedJob;
+use quern_common::process::ready_backoff;
 use quern_common::{RedisConfig, Result};
 use redis::aio::MultiplexedConnection;
 use tracing::{debug, warn};
@@ -73,7 +74,9 @@ pub(crate) struct Waker {
     wait: Option<WaitFuture>,
     /// Slots promised to the armed wait until it ends (a hand-off fills one).
     want: usize,
-    retry: Duration,
+    /// Waits that failed in a row; a failed wait sleeps before it ends, by
+    /// the process-wide ready backoff (100 ms doubling to 5 s).
+    failures: u32,
     /// Redis client id of the blocking connection (-1: not connected).
     client_id: Arc<AtomicI64>,
 }
@@ -85,7 +88,7 @@ impl Waker {
             conn: None,
             wait: None,
             want: 0,
-            retry: Duration::from_millis(100),
+            failures: 0,
             client_id: Arc::new(AtomicI64::new(-1)),
         }
     }
@@ -97,7 +100,8 @@ impl Waker {
         if self.wait.is_some() {
             return;
         }
-        let wait = blocking_wait(self.spec.clone(), self.conn.take(), self.retry, self.client_id.clone());
+        let retry = ready_backoff().delay_for(self.failures + 1);
+        let wait = blocking_wait(self.spec.clone(), self.conn.take(), retry, self.client_id.clone());
         self.want = want;
         self.wait = Some(Box::pin(wait));
     }
@@ -117,11 +121,7 @@ impl Waker {
         let end = wait.await;
         self.wait = None;
         self.conn = end.conn;
-        self.retry = if end.failed {
-            (self.retry * 2).min(Duration::from_secs(5))
-        } else {
-            Duration::from_millis(100)
-        };
+        self.failures = if end.failed { self.failures.saturating_add(1) } else { 0 };
         end.woken
     }
 
