@@ -1,0 +1,89 @@
+//! The self-healing multiplexed connection.
+
+use std::sync::{Arc, Mutex};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Cmd, Pipeline, RedisFuture, Value};
+
+/// A multiplexed connection that replaces its socket when a call times out.
+///
+/// The underlying [`ConnectionManager`] reconnects when its socket is closed or
+/// reset, but not when it merely goes silent (the server host died, a NAT or
+/// load balancer forgot the flow, a failover moved a virtual IP): every call
+/// would then time out forever. So a timed-out call here also swaps in a fresh
+/// manager, which connects on its next call. Cheap to clone; clones share the
+/// socket and its replacement.
+#[derive(Clone)]
+pub struct SelfHealingConnection {
+    pub(super) shared: Arc<Healing>,
+}
+
+pub(super) struct Healing {
+    pub(super) client: Client,
+    pub(super) config: ConnectionManagerConfig,
+    /// The manager in use and its generation (bumped on every replacement).
+    pub(super) current: Mutex<(u64, ConnectionManager)>,
+}
+
+impl std::fmt::Debug for SelfHealingConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelfHealingConnection").field("generation", &self.current().0).finish()
+    }
+}
+
+impl SelfHealingConnection {
+    fn current(&self) -> (u64, ConnectionManager) {
+        let current = self.shared.current.lock().unwrap_or_else(|e| e.into_inner());
+        (current.0, current.1.clone())
+    }
+
+    /// After a call on generation `generation` failed: replace that manager
+    /// if the error says the socket may be dead and nobody replaced it yet.
+    fn after_error(&self, generation: u64, error: &redis::RedisError) {
+        if !error.is_timeout() {
+            return;
+        }
+        let mut current = self.shared.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(self.shared.client.clone(), self.shared.config.clone())
+        {
+            Ok(fresh) => *current = (generation + 1, fresh),
+            Err(e) => tracing::warn!(error = %e, "cannot replace a silent Redis connection"),
+        }
+    }
+}
+
+impl ConnectionLike for SelfHealingConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let (generation, mut conn) = self.current();
+        Box::pin(async move {
+            let reply = conn.req_packed_command(cmd).await;
+            if let Err(e) = &reply {
+                self.after_error(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let (generation, mut conn) = self.current();
+        Box::pin(async move {
+            let reply = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &reply {
+                self.after_error(generation, e);
+            }
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.current().1.get_db()
+    }
+}
