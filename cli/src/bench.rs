@@ -76,7 +76,7 @@ pub(crate) async fn run(config: &RedisConfig, args: BenchArgs) -> Result<()> {
 
 struct Bench {
     config: RedisConfig,
-    admin: MultiplexedConnection,
+    admin: Admin,
     args: BenchArgs,
 }
 
@@ -375,39 +375,56 @@ async fn join_worker(running: tokio::task::JoinHandle<quern_common::Result<()>>)
     Ok(running.await.map_err(|e| CliError::Failed(format!("the worker task failed: {e}")))??)
 }
 
-async fn admin_connection(config: &RedisConfig) -> Result<MultiplexedConnection> {
-    Ok(config.connect_dedicated(Duration::from_secs(30)).await?)
+/// Plain connections to every server that holds data (one, or each
+/// primary of a cluster): Redis CPU and memory are summed over them.
+#[derive(Clone)]
+struct Admin(Vec<MultiplexedConnection>);
+
+async fn admin_connection(config: &RedisConfig) -> Result<Admin> {
+    let nodes = config.clone().response_timeout(Duration::from_secs(30)).node_connections().await?;
+    Ok(Admin(nodes.into_iter().map(|(_, conn)| conn).collect()))
 }
 
 /// Refuse to run on a database holding keys that are not the benchmark's:
 /// the user may have pointed us at a Redis that matters.
-async fn refuse_foreign_keys(conn: &mut MultiplexedConnection) -> Result<()> {
+async fn refuse_foreign_keys(admin: &mut Admin) -> Result<()> {
     let own = format!("{BENCH_PREFIX}:");
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) =
-            redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
-        if let Some(foreign) = keys.iter().find(|k| !k.starts_with(&own)) {
-            let total: u64 = redis::cmd("DBSIZE").query_async(conn).await?;
-            return Err(CliError::Usage(format!(
-                "refusing to benchmark on a database that holds keys quern bench did not write \
-                 ({total} keys, e.g. {foreign:?}); point --redis-url at an empty Redis or database"
-            )));
+    for conn in &mut admin.0 {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("COUNT").arg(1000).query_async(conn).await?;
+            if let Some(foreign) = keys.iter().find(|k| !k.starts_with(&own)) {
+                let total: u64 = redis::cmd("DBSIZE").query_async(conn).await?;
+                return Err(CliError::Usage(format!(
+                    "refusing to benchmark on a database that holds keys quern bench did not write \
+                     ({total} keys, e.g. {foreign:?}); point --redis-url at an empty Redis or database"
+                )));
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
     }
+    Ok(())
 }
 
 /// Delete every key under the benchmark prefix (never anything else).
-async fn remove_own_keys(conn: &mut MultiplexedConnection) -> Result<()> {
-    Ok(crate::keyspace::delete_prefixed(conn, BENCH_PREFIX).await?)
+async fn remove_own_keys(admin: &mut Admin) -> Result<()> {
+    for conn in &mut admin.0 {
+        crate::keyspace::delete_prefixed(conn, BENCH_PREFIX).await?;
+    }
+    Ok(())
 }
 
-async fn info(conn: &mut MultiplexedConnection, section: &str) -> Result<String> {
-    Ok(redis::cmd("INFO").arg(section).query_async(conn).await?)
+/// `INFO <section>` of each node.
+async fn infos(admin: &mut Admin, section: &str) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(admin.0.len());
+    for conn in &mut admin.0 {
+        out.push(redis::cmd("INFO").arg(section).query_async(conn).await?);
+    }
+    Ok(out)
 }
 
 fn info_field(info: &str, field: &str) -> Result<f64> {
@@ -416,16 +433,28 @@ fn info_field(info: &str, field: &str) -> Result<f64> {
         .ok_or_else(|| CliError::Failed(format!("INFO has no {field}")))
 }
 
-/// Seconds of CPU Redis has used (user + system).
-async fn redis_cpu(conn: &mut MultiplexedConnection) -> Result<f64> {
-    let cpu = info(conn, "cpu").await?;
-    Ok(info_field(&cpu, "used_cpu_user")? + info_field(&cpu, "used_cpu_sys")?)
+/// Seconds of CPU Redis has used (user + system), summed over the nodes.
+async fn redis_cpu(admin: &mut Admin) -> Result<f64> {
+    Ok(node_cpu(admin).await?.iter().sum())
 }
 
-async fn used_memory(conn: &mut MultiplexedConnection) -> Result<u64> {
+/// Seconds of CPU each node has used.
+async fn node_cpu(admin: &mut Admin) -> Result<Vec<f64>> {
+    infos(admin, "cpu")
+        .await?
+        .iter()
+        .map(|cpu| Ok(info_field(cpu, "used_cpu_user")? + info_field(cpu, "used_cpu_sys")?))
+        .collect()
+}
+
+async fn used_memory(admin: &mut Admin) -> Result<u64> {
     // Let lazily freed memory (UNLINK) settle before reading.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(info_field(&info(conn, "memory").await?, "used_memory")? as u64)
+    let mut total = 0.0;
+    for memory in infos(admin, "memory").await? {
+        total += info_field(&memory, "used_memory")?;
+    }
+    Ok(total as u64)
 }
 
 /// Peak resident memory of this process (producer and worker together), from

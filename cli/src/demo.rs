@@ -112,8 +112,7 @@ async fn start_redis(keep: bool) -> CliResult<(String, Option<ThrowawayRedis>)> 
 
 /// Delete what earlier demo runs left under the demo prefix.
 async fn clear_prefix(config: &RedisConfig) -> CliResult {
-    let mut conn = config.connect().await?;
-    crate::keyspace::delete_prefixed(&mut conn, DEMO_PREFIX).await?;
+    crate::keyspace::delete_prefixed_everywhere(config, DEMO_PREFIX).await?;
     Ok(())
 }
 

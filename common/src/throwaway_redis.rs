@@ -34,6 +34,7 @@ pub struct Launch {
     dir_prefix: String,
     keep: bool,
     ready_within: Duration,
+    extra_args: Vec<String>,
 }
 
 impl Default for Launch {
@@ -43,6 +44,7 @@ impl Default for Launch {
             dir_prefix: "quern-redis-".into(),
             keep: false,
             ready_within: Duration::from_secs(10),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -65,6 +67,12 @@ impl Launch {
     /// deleted on drop.
     pub fn keep(mut self, keep: bool) -> Self {
         self.keep = keep;
+        self
+    }
+
+    /// Further `redis-server` arguments (e.g. `--cluster-enabled yes`).
+    pub fn args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.extra_args.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -150,6 +158,7 @@ impl ThrowawayRedis {
                 args.extend(["--appendonly".into(), "yes".into(), "--appendfsync".into(), fsync.into()]);
             }
         }
+        args.extend(self.launch.extra_args.iter().cloned());
         let server = Command::new("redis-server")
             .args(&args)
             .stdin(Stdio::null())

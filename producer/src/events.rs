@@ -71,8 +71,9 @@ impl EventFollower {
             None => queue.recent_events(1).await?.pop().map_or_else(|| "0-0".to_owned(), |e| e.id),
         };
         let block = Duration::from_secs(5);
-        let conn = Some(config.connect_dedicated(block).await?);
-        Ok(Self { config: config.clone(), key: queue.keys().events().to_owned(), conn, last, block })
+        let key = queue.keys().events().to_owned();
+        let conn = Some(config.connect_dedicated(&key, block).await?);
+        Ok(Self { config: config.clone(), key, conn, last, block })
     }
 
     /// The next events, oldest first, waiting up to 5 s for some; empty when
@@ -80,7 +81,7 @@ impl EventFollower {
     pub async fn next(&mut self) -> Result<Vec<Event>> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
-            None => self.config.connect_dedicated(self.block).await?,
+            None => self.config.connect_dedicated(&self.key, self.block).await?,
         };
         let reply: Value = redis::cmd("XREAD")
             .arg("COUNT")

@@ -138,8 +138,10 @@ impl Schedules {
             }
         };
         let json = serde_json::to_string(&new).expect("a stored schedule serializes");
+        // Not a transaction: the three keys live in slots of their own (Redis
+        // Cluster). A scheduler that reloads between the writes sees the new
+        // schedule, then reloads again for the version bump: harmless.
         let _: () = redis::pipe()
-            .atomic()
             .hset(schedules_key(&self.prefix), &schedule.name, json)
             .incr(version_key(&self.prefix), 1)
             .sadd(QueueKeys::registry(&self.prefix), &schedule.queue)
@@ -153,7 +155,6 @@ impl Schedules {
     pub async fn remove(&self, name: &str) -> Result<()> {
         let mut conn = self.conn();
         let (removed, _): (i64, i64) = redis::pipe()
-            .atomic()
             .hdel(schedules_key(&self.prefix), name)
             .incr(version_key(&self.prefix), 1)
             .query_async(&mut conn)

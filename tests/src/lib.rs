@@ -13,6 +13,7 @@
 
 pub mod blackhole;
 pub mod chaos;
+pub mod cluster;
 pub mod moves;
 mod redis_server;
 pub mod sched;
@@ -30,6 +31,7 @@ pub use redis_server::{Persistence, TestRedis, ping};
 pub struct SharedRedis {
     url: String,
     _server: Option<TestRedis>,
+    _cluster: Option<cluster::TestCluster>,
 }
 
 impl SharedRedis {
@@ -39,16 +41,27 @@ impl SharedRedis {
     }
 }
 
-/// This test binary's Redis, started on first use.
+/// This test binary's Redis, started on first use: a throwaway server, a
+/// throwaway Redis Cluster of 3 primaries when `QUERN_TEST_CLUSTER=1`, or
+/// the server of `QUERN_TEST_REDIS_URL`.
 pub fn redis() -> &'static SharedRedis {
     static SHARED: OnceLock<SharedRedis> = OnceLock::new();
     SHARED.get_or_init(|| match std::env::var("QUERN_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => SharedRedis { url, _server: None },
+        Ok(url) if !url.is_empty() => SharedRedis { url, _server: None, _cluster: None },
+        _ if on_cluster() => {
+            let cluster = cluster::TestCluster::start(0);
+            SharedRedis { url: cluster.url(), _server: None, _cluster: Some(cluster) }
+        }
         _ => {
             let server = TestRedis::start();
-            SharedRedis { url: server.url(), _server: Some(server) }
+            SharedRedis { url: server.url(), _server: Some(server), _cluster: None }
         }
     })
+}
+
+/// Whether this run's shared Redis is a cluster (`QUERN_TEST_CLUSTER=1`).
+pub fn on_cluster() -> bool {
+    std::env::var("QUERN_TEST_CLUSTER").is_ok_and(|v| v == "1")
 }
 
 /// A prefix no other test of any run on this server has used.
@@ -77,19 +90,13 @@ pub fn config_for(url: &str) -> RedisConfig {
         .response_timeout(Duration::from_secs(2))
 }
 
-/// A plain multiplexed connection for inspecting keys directly. Its
-/// timeouts are generous: redis-rs' defaults (about a second) are short
-/// enough for a loaded 2-core machine to miss while a test kills processes.
-pub async fn raw_connection(config: &RedisConfig) -> redis::aio::MultiplexedConnection {
-    let patient = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(10)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
-    config
-        .client()
-        .expect("client")
-        .get_multiplexed_async_connection_with_config(&patient)
-        .await
-        .expect("connect to the test Redis")
+/// A connection for inspecting keys directly (a cluster's, on a cluster).
+/// Its timeouts are generous: short ones are easy for a loaded 2-core
+/// machine to miss while a test kills processes.
+pub async fn raw_connection(config: &RedisConfig) -> quern_common::SelfHealingConnection {
+    let patient =
+        config.clone().connect_timeout(Duration::from_secs(10)).response_timeout(Duration::from_secs(10));
+    patient.connect().await.expect("connect to the test Redis")
 }
 
 /// Calls of command `cmd` (lower case, e.g. `"blpop"`) so far, read from an

@@ -9,14 +9,13 @@ use quern_common::moves::{
     Ack, Complete, DEFAULT_EVENTS_MAX_LEN, Fail, Fetch, FetchReply, LeasedJob, Listing, Move, Parking,
     Progress, Reap, ReapReply, Release, Remove, Renew, Unpark,
 };
-use quern_common::{FailureKind, QueueScripts, RedisConfig, ScriptCode};
+use quern_common::{FailureKind, QueueScripts, RedisConfig, ScriptCode, SelfHealingConnection};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 
 /// Calls the scripts of one queue on a plain connection; panics on any Redis error.
 #[derive(Clone)]
 pub struct Mover {
-    conn: MultiplexedConnection,
+    conn: SelfHealingConnection,
     scripts: QueueScripts,
 }
 
@@ -50,7 +49,7 @@ impl Mover {
     }
 
     /// A clone of the connection, for inspecting keys.
-    pub fn conn(&self) -> MultiplexedConnection {
+    pub fn conn(&self) -> SelfHealingConnection {
         self.conn.clone()
     }
 

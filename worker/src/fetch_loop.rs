@@ -25,7 +25,7 @@ use crate::leases::LeaseTable;
 use crate::maintenance::{Presence, Reaper, Renewer, Running};
 use crate::outbox::{FetchAsk, Outbox, RoundTrip, round_trip};
 use crate::settings::Settings;
-use crate::waker::{ParkingSpec, Waker, Woken, unblock};
+use crate::waker::{ParkingSpec, Waker, Woken};
 
 /// Jobs asked for per fetch call at most (bounds one call's work).
 const FETCH_LIMIT: usize = 1000;
@@ -320,9 +320,7 @@ impl FetchLoop {
     /// the worker is stopping). Repeated, as the `BLPOP` may not have
     /// reached Redis yet.
     async fn on_unblock_due(&mut self) {
-        if let Some(id) = self.waker.client_id() {
-            unblock(&mut self.client.conn(), id).await;
-        }
+        self.waker.unblock(self.client.conn()).await;
         self.unblock_at = Some(Instant::now() + Duration::from_millis(10));
     }
 

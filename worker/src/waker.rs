@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use quern_common::moves::LeasedJob;
 use quern_common::process::ready_backoff;
-use quern_common::{RedisConfig, Result};
+use quern_common::{RedisConfig, Result, SelfHealingConnection};
 use redis::aio::MultiplexedConnection;
 use tracing::{debug, warn};
 
@@ -161,16 +161,26 @@ impl ParkingSpec {
     }
 }
 
-/// Ask Redis to end the blocking wait of client `id` now. Returns whether a blocked wait was found; a wait whose
-/// `BLPOP` has not reached Redis yet is not, so callers repeat this until the
-/// wait ends.
-pub(crate) async fn unblock(conn: &mut impl redis::aio::ConnectionLike, id: i64) -> bool {
-    let n: redis::RedisResult<i64> = redis::cmd("CLIENT").arg("UNBLOCK").arg(id).query_async(conn).await;
-    n.unwrap_or(0) == 1
+impl Waker {
+    /// Ask Redis to end the armed wait now, through `conn` (to the node
+    /// that serves the queue, on a cluster). Returns whether a blocked wait
+    /// was found; a wait whose `BLPOP` has not reached Redis yet is not, so
+    /// callers repeat this until the wait ends.
+    pub(crate) fn unblock(&self, conn: SelfHealingConnection) -> impl Future<Output = bool> + Send + 'static {
+        let (id, key) = (self.client_id(), self.spec.handoff.clone());
+        async move {
+            let Some(id) = id else {
+                return false;
+            };
+            let mut cmd = redis::cmd("CLIENT");
+            cmd.arg("UNBLOCK").arg(id);
+            matches!(conn.send_to_node_of(&key, cmd).await, Ok(redis::Value::Int(1)))
+        }
+    }
 }
 
 async fn connect(spec: &WaitSpec, client_id: &AtomicI64) -> Result<MultiplexedConnection> {
-    let mut conn = spec.config.connect_dedicated(spec.idle_block).await?;
+    let mut conn = spec.config.connect_dedicated(&spec.handoff, spec.idle_block).await?;
     let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await?;
     client_id.store(id, Ordering::Relaxed);
     Ok(conn)

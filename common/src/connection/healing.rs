@@ -1,9 +1,11 @@
-//! The self-healing multiplexed connection.
+//! The self-healing multiplexed connection (of one server, or of a cluster).
 
 use std::sync::{Arc, Mutex};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Cmd, Pipeline, RedisFuture, Value};
+use redis::{Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use super::cluster::ClusterLink;
 
 /// A multiplexed connection that replaces its socket when a call times out.
 ///
@@ -13,9 +15,21 @@ use redis::{Client, Cmd, Pipeline, RedisFuture, Value};
 /// would then time out forever. So a timed-out call here also swaps in a fresh
 /// manager, which connects on its next call. Cheap to clone; clones share the
 /// socket and its replacement.
+///
+/// On a Redis Cluster it is the cluster's connection: one multiplexed socket
+/// per node, each call routed to the node that serves its keys (see
+/// `connection/cluster.rs`).
 #[derive(Clone)]
 pub struct SelfHealingConnection {
-    pub(super) shared: Arc<Healing>,
+    pub(super) kind: Kind,
+}
+
+#[derive(Clone)]
+pub(super) enum Kind {
+    /// One server.
+    Single(Arc<Healing>),
+    /// A Redis Cluster.
+    Cluster(ClusterLink),
 }
 
 pub(super) struct Healing {
@@ -27,13 +41,40 @@ pub(super) struct Healing {
 
 impl std::fmt::Debug for SelfHealingConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SelfHealingConnection").field("generation", &self.current().0).finish()
+        match &self.kind {
+            Kind::Single(_) => {
+                f.debug_struct("SelfHealingConnection").field("generation", &self.current().0).finish()
+            }
+            Kind::Cluster(_) => f.debug_struct("SelfHealingConnection").field("cluster", &true).finish(),
+        }
     }
 }
 
 impl SelfHealingConnection {
+    /// True on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
+    }
+
+    /// Send `cmd` to the node that serves `key` (on one server: to it). For
+    /// commands without keys that must reach a given node, such as `CLIENT
+    /// UNBLOCK` of a client blocked on `key`.
+    pub async fn send_to_node_of(&self, key: &str, cmd: Cmd) -> RedisResult<Value> {
+        match &self.kind {
+            Kind::Single(_) => cmd.query_async(&mut self.clone()).await,
+            Kind::Cluster(link) => link.send_to_node_of(key, cmd).await,
+        }
+    }
+
+    fn shared(&self) -> &Arc<Healing> {
+        match &self.kind {
+            Kind::Single(shared) => shared,
+            Kind::Cluster(_) => unreachable!("only a single server's connection heals itself here"),
+        }
+    }
+
     fn current(&self) -> (u64, ConnectionManager) {
-        let current = self.shared.current.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.shared().current.lock().unwrap_or_else(|e| e.into_inner());
         (current.0, current.1.clone())
     }
 
@@ -43,12 +84,14 @@ impl SelfHealingConnection {
         if !error.is_timeout() {
             return;
         }
-        let mut current = self.shared.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.shared().current.lock().unwrap_or_else(|e| e.into_inner());
         if current.0 != generation {
             return;
         }
-        match ConnectionManager::new_lazy_with_config(self.shared.client.clone(), self.shared.config.clone())
-        {
+        match ConnectionManager::new_lazy_with_config(
+            self.shared().client.clone(),
+            self.shared().config.clone(),
+        ) {
             Ok(fresh) => *current = (generation + 1, fresh),
             Err(e) => tracing::warn!(error = %e, "cannot replace a silent Redis connection"),
         }
@@ -57,6 +100,10 @@ impl SelfHealingConnection {
 
 impl ConnectionLike for SelfHealingConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        if self.is_cluster() {
+            let Kind::Cluster(link) = &mut self.kind else { unreachable!("checked") };
+            return link.req_packed_command(cmd);
+        }
         let (generation, mut conn) = self.current();
         Box::pin(async move {
             let reply = conn.req_packed_command(cmd).await;
@@ -73,6 +120,10 @@ impl ConnectionLike for SelfHealingConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
+        if self.is_cluster() {
+            let Kind::Cluster(link) = &mut self.kind else { unreachable!("checked") };
+            return link.req_packed_commands(pipeline, offset, count);
+        }
         let (generation, mut conn) = self.current();
         Box::pin(async move {
             let reply = conn.req_packed_commands(pipeline, offset, count).await;
@@ -84,6 +135,9 @@ impl ConnectionLike for SelfHealingConnection {
     }
 
     fn get_db(&self) -> i64 {
-        self.current().1.get_db()
+        match &self.kind {
+            Kind::Single(_) => self.current().1.get_db(),
+            Kind::Cluster(_) => 0,
+        }
     }
 }

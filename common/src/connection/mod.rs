@@ -13,6 +13,7 @@
 //! Cluster) goes in a file of its own here, and `connect` /
 //! `connect_dedicated` below choose between them.
 
+mod cluster;
 mod config;
 mod healing;
 
@@ -31,6 +32,10 @@ impl RedisConfig {
     /// Open a self-healing multiplexed connection. Fails within about
     /// `connect_timeout` when nothing answers.
     pub async fn connect(&self) -> Result<SelfHealingConnection> {
+        if let Some(seeds) = self.cluster_seeds()? {
+            let link = cluster::ClusterLink::connect(self, seeds).await?;
+            return Ok(SelfHealingConnection { kind: healing::Kind::Cluster(link) });
+        }
         let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -39,22 +44,68 @@ impl RedisConfig {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
         let attempt = ConnectionManager::new_with_config(client.clone(), config.clone());
-        let manager = self.bounded(attempt).await?;
-        Ok(SelfHealingConnection {
-            shared: Arc::new(healing::Healing { client, config, current: Mutex::new((0, manager)) }),
-        })
+        let mut manager = self.bounded(attempt).await?;
+        // A URL of one node of a cluster: use the cluster.
+        if cluster::is_cluster(&mut manager).await {
+            let seeds = vec![client.get_connection_info().clone()];
+            let link = cluster::ClusterLink::connect(self, seeds).await?;
+            return Ok(SelfHealingConnection { kind: healing::Kind::Cluster(link) });
+        }
+        let healing = healing::Healing { client, config, current: Mutex::new((0, manager)) };
+        Ok(SelfHealingConnection { kind: healing::Kind::Single(Arc::new(healing)) })
     }
 
-    /// Open a connection of its own for blocking commands. Its response
-    /// timeout is `longest_block` plus the usual response timeout, so a dead
-    /// socket is noticed soon after the block should have ended.
-    pub async fn connect_dedicated(&self, longest_block: Duration) -> Result<MultiplexedConnection> {
-        let client = self.client()?;
+    /// Open a connection of its own for blocking commands on `key`. Its
+    /// response timeout is `longest_block` plus the usual response timeout,
+    /// so a dead socket is noticed soon after the block should have ended.
+    /// On a Redis Cluster it goes to the primary that serves `key` now; after
+    /// a resharding or a failover the block fails (`MOVED`, or a dead
+    /// socket), and the next connection finds the new owner.
+    pub async fn connect_dedicated(
+        &self,
+        key: &str,
+        longest_block: Duration,
+    ) -> Result<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(longest_block + self.response_timeout));
-        let attempt = client.get_multiplexed_async_connection_with_config(&config);
-        self.bounded(attempt).await
+        let client = match self.cluster_seeds()? {
+            Some(seeds) => self.client_for(seeds[0].clone())?,
+            None => self.client()?,
+        };
+        let mut conn = self.bounded(client.get_multiplexed_async_connection_with_config(&config)).await?;
+        if !cluster::is_cluster(&mut conn).await {
+            return Ok(conn);
+        }
+        let (host, port) = cluster::node_of(&mut conn, key).await?;
+        let client = self.client_for(self.node_info(&host, port)?)?;
+        self.bounded(client.get_multiplexed_async_connection_with_config(&config)).await
+    }
+}
+
+impl RedisConfig {
+    /// One plain connection per server that holds data: the server itself,
+    /// or each primary of a cluster, with its `host:port`. For work that
+    /// must visit every node (scanning keys, reading `INFO` per shard);
+    /// commands on these connections must not span slots.
+    pub async fn node_connections(&self) -> Result<Vec<(String, MultiplexedConnection)>> {
+        let client = match self.cluster_seeds()? {
+            Some(seeds) => self.client_for(seeds[0].clone())?,
+            None => self.client()?,
+        };
+        let mut conn = self.bounded(client.get_multiplexed_async_connection()).await?;
+        if !cluster::is_cluster(&mut conn).await {
+            return Ok(vec![(self.masked_url(), conn)]);
+        }
+        let mut nodes = Vec::new();
+        for (host, port) in cluster::primaries(&mut conn).await? {
+            let client = self.client_for(self.node_info(&host, port)?)?;
+            nodes.push((
+                format!("{host}:{port}"),
+                self.bounded(client.get_multiplexed_async_connection()).await?,
+            ));
+        }
+        Ok(nodes)
     }
 }
 

@@ -1,0 +1,141 @@
+//! A real Redis Cluster for tests: `redis-server`s started with
+//! `--cluster-enabled yes` on free ports, joined by `redis-cli --cluster
+//! create` (3 primaries, and a replica each when asked), killed on drop.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quern_common::throwaway_redis::{Launch, ThrowawayRedis};
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct TestCluster {
+    nodes: Vec<ThrowawayRedis>,
+}
+
+impl TestCluster {
+    /// Start 3 primaries, each with `replicas` replicas, and wait until the
+    /// cluster serves every slot. Panics with a clear message on failure.
+    pub fn start(replicas: usize) -> Self {
+        let count = 3 * (1 + replicas);
+        let nodes: Vec<ThrowawayRedis> = (0..count)
+            .map(|_| {
+                Launch::default()
+                    .dir_prefix("quern-test-cluster-")
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        // Fast failover in fault tests.
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ])
+                    .start()
+                    .unwrap_or_else(|e| panic!("cannot start a cluster node: {e}"))
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for n in &nodes {
+            create.arg(format!("127.0.0.1:{}", n.port()));
+        }
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        let out = create
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run redis-cli --cluster create (install redis-tools): {e}"));
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_until_ok(Duration::from_secs(30));
+        cluster
+    }
+
+    /// A URL of one node (quern finds the others).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// A URL listing every node as a seed.
+    pub fn seeds_url(&self) -> String {
+        let hosts: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())).collect();
+        format!("redis://{}", hosts.join(","))
+    }
+
+    /// The ports of the nodes.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(ThrowawayRedis::port).collect()
+    }
+
+    /// `redis-cli -p <port> <args>`, its output.
+    pub fn cli(port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(port.to_string())
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Wait until every live node says `cluster_state:ok`.
+    pub fn wait_until_ok(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let all_ok = self
+                .nodes
+                .iter()
+                .filter(|n| quern_common::throwaway_redis::ping(n.addr()))
+                .all(|n| Self::cli(n.port(), &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if all_ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The port of the primary that serves `key`.
+    pub fn primary_of(&self, key: &str) -> u16 {
+        let live =
+            self.nodes.iter().find(|n| quern_common::throwaway_redis::ping(n.addr())).expect("a live node");
+        let slot: u16 = Self::cli(live.port(), &["CLUSTER", "KEYSLOT", key]).trim().parse().expect("slot");
+        for n in &self.nodes {
+            if !quern_common::throwaway_redis::ping(n.addr()) {
+                continue;
+            }
+            let nodes = Self::cli(n.port(), &["CLUSTER", "NODES"]);
+            for line in nodes.lines() {
+                let fields: Vec<&str> = line.split(' ').collect();
+                if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                    continue;
+                }
+                let port: u16 = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+                for range in &fields[8..] {
+                    let (a, b) = range.split_once('-').unwrap_or((range, range));
+                    if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
+                        && (a..=b).contains(&slot)
+                    {
+                        return port;
+                    }
+                }
+            }
+            break;
+        }
+        panic!("no primary serves {key:?}");
+    }
+
+    /// Kill -9 the node listening on `port`.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.port() == port) {
+            n.kill();
+        }
+    }
+}

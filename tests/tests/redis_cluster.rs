@@ -1,0 +1,176 @@
+//! quern on a real Redis Cluster (3 primaries, from Debian's redis-server):
+//! the URL of any node (or a list of seeds) finds the cluster; each queue
+//! lives in one slot; scripts are loaded on every primary; pipelines that
+//! span queues on several shards work; and a worker's blocking wait follows
+//! a failover to the replica that took over its queue's slot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use quern_common::{JobState, RedisConfig};
+use quern_producer::Queue;
+use quern_tests::cluster::TestCluster;
+use quern_tests::workers::{RunningWorker, counting, wait_for_state};
+use quern_tests::{config_for, eventually, raw_connection};
+use quern_worker::Worker;
+
+/// Queue names whose slots fall on three different primaries of `cluster`.
+fn queues_on_every_shard(cluster: &TestCluster) -> Vec<String> {
+    let mut by_primary = std::collections::BTreeMap::new();
+    for i in 0..200 {
+        let name = format!("q{i}");
+        by_primary.entry(cluster.primary_of(&format!("{{{name}}}"))).or_insert(name);
+        if by_primary.len() == 3 {
+            break;
+        }
+    }
+    by_primary.into_values().collect()
+}
+
+#[tokio::test]
+async fn the_url_of_any_node_or_a_list_of_seeds_runs_jobs_on_the_cluster() {
+    let cluster = TestCluster::start(0);
+    let mut urls: Vec<String> = cluster.ports().iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+    urls.push(cluster.seeds_url());
+    for url in urls {
+        let cfg = config_for(&url);
+        let conn = cfg.connect().await.unwrap();
+        assert!(conn.is_cluster(), "{url} is detected as a cluster");
+        for queue in queues_on_every_shard(&cluster) {
+            let q = Queue::connect(&cfg, &queue).await.unwrap();
+            let done = Arc::new(AtomicUsize::new(0));
+            let worker = RunningWorker::start(counting(
+                Worker::builder(&cfg, &queue).concurrency(4).idle_block(Duration::from_millis(200)),
+                "job",
+                done.clone(),
+            ))
+            .await;
+            let ids: Vec<String> = {
+                let mut ids = Vec::new();
+                for i in 0..20 {
+                    ids.push(q.add("job", &i).await.unwrap().id);
+                }
+                ids
+            };
+            for id in &ids {
+                wait_for_state(&q, id, JobState::Completed, Duration::from_secs(10)).await;
+            }
+            assert_eq!(done.load(Ordering::SeqCst), 20, "{url} {queue}");
+            worker.stop().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_key_of_a_queue_lives_in_the_slot_of_its_name() {
+    let cluster = TestCluster::start(0);
+    let cfg = config_for(&cluster.url());
+    let queue = "emails";
+    let q = Queue::connect(&cfg, queue).await.unwrap();
+    let delayed = quern_common::JobOptions::new().delay(Duration::from_secs(60));
+    q.add("a", &1).await.unwrap();
+    q.add_with("b", &2, delayed).await.unwrap();
+    q.add_with("c", &3, quern_common::JobOptions::new().priority(3)).await.unwrap();
+    let primary = cluster.primary_of(queue);
+    let keys = TestCluster::cli(primary, &["KEYS", &format!("{}:*", cfg.prefix)]);
+    let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+    assert!(keys.len() >= 6, "job hashes, lists and sets of the queue: {keys:?}");
+    let slot = TestCluster::cli(primary, &["CLUSTER", "KEYSLOT", queue]);
+    for key in keys {
+        if key == quern_common::QueueKeys::registry(&cfg.prefix) {
+            continue;
+        }
+        assert_eq!(TestCluster::cli(primary, &["CLUSTER", "KEYSLOT", key]), slot, "{key}");
+    }
+}
+
+#[tokio::test]
+async fn a_pipeline_over_queues_on_several_shards_gets_every_reply_in_order() {
+    let cluster = TestCluster::start(0);
+    let cfg = config_for(&cluster.url());
+    let queues = queues_on_every_shard(&cluster);
+    let mut conn = raw_connection(&cfg).await;
+    let mut pipe = redis::pipe();
+    for (i, q) in queues.iter().enumerate() {
+        pipe.set(format!("{}:{{{q}}}:probe", cfg.prefix), i).get(format!("{}:{{{q}}}:probe", cfg.prefix));
+    }
+    pipe.cmd("TIME");
+    let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.unwrap();
+    assert_eq!(replies.len(), queues.len() * 2 + 1);
+    for i in 0..queues.len() {
+        let got: i64 = redis::from_redis_value(replies[2 * i + 1].clone()).unwrap();
+        assert_eq!(got, i as i64, "reply {i} back in its place");
+    }
+}
+
+#[tokio::test]
+async fn a_primary_without_the_library_gets_it_on_the_first_call() {
+    let cluster = TestCluster::start(0);
+    let cfg = config_for(&cluster.url());
+    let queue = queues_on_every_shard(&cluster).remove(1);
+    let q = Queue::connect(&cfg, &queue).await.unwrap();
+    q.add("a", &1).await.unwrap();
+    // As if the node were added later, or restarted without persistence.
+    TestCluster::cli(cluster.primary_of(&queue), &["FUNCTION", "FLUSH"]);
+    assert_eq!(q.counts().await.unwrap().waiting, 1, "the call loads the library and runs");
+    let loaded = TestCluster::cli(cluster.primary_of(&queue), &["FUNCTION", "LIST"]);
+    assert!(loaded.contains(quern_common::scripts::library_name()), "{loaded}");
+}
+
+#[tokio::test]
+async fn a_worker_and_a_producer_carry_on_after_their_primary_is_killed_and_its_replica_takes_over() {
+    let mut cluster = TestCluster::start(1);
+    let cfg = config_for(&cluster.url()).response_timeout(Duration::from_secs(1));
+    let queue = "orders";
+    let q = Queue::connect(&cfg, queue).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = RunningWorker::start(counting(
+        Worker::builder(&cfg, queue)
+            .concurrency(4)
+            .idle_block(Duration::from_millis(500))
+            .lease(Duration::from_secs(2)),
+        "job",
+        done.clone(),
+    ))
+    .await;
+    let before = q.add("job", &0).await.unwrap().id;
+    wait_for_state(&q, &before, JobState::Completed, Duration::from_secs(10)).await;
+
+    let primary = cluster.primary_of(queue);
+    cluster.kill(primary);
+    // Adds are refused while the slot has no primary; they go through again
+    // once the replica is promoted (node timeout 1 s).
+    let after = eventually(Duration::from_secs(30), "an add accepted after the failover", || {
+        let q = q.clone();
+        async move { q.add("job", &1).await.ok().map(|a| a.id) }
+    })
+    .await;
+    assert_ne!(cluster.primary_of(queue), primary, "a replica took the slot over");
+    // The worker's blocking wait found the new primary by itself.
+    wait_for_state(&q, &after, JobState::Completed, Duration::from_secs(30)).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduler_enqueues_ticks_for_queues_on_every_shard() {
+    use quern_scheduler::{Schedule, Scheduler, Schedules};
+    let cluster = TestCluster::start(0);
+    let cfg: RedisConfig = config_for(&cluster.url());
+    let queues = queues_on_every_shard(&cluster);
+    let schedules = Schedules::connect(&cfg).await.unwrap();
+    for q in &queues {
+        let s = Schedule::new(format!("every-second-{q}"), "* * * * * *", q.as_str(), "tick");
+        schedules.upsert(&s).await.unwrap();
+    }
+    let running = quern_tests::sched::RunningScheduler::start(Scheduler::builder(&cfg)).await;
+    for q in &queues {
+        let queue = Queue::connect(&cfg, q).await.unwrap();
+        eventually(Duration::from_secs(10), "a tick enqueued", || {
+            let queue = queue.clone();
+            async move { (queue.counts().await.ok()?.waiting > 0).then_some(()) }
+        })
+        .await;
+    }
+    running.stop().await;
+}
