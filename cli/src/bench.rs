@@ -47,6 +47,13 @@ pub(crate) struct BenchArgs {
     /// What the backlog is: `waiting` jobs or `delayed` ones (due in a day).
     #[arg(long, default_value = "waiting", value_parser = ["waiting", "delayed"])]
     pub(crate) backlog_kind: String,
+    /// Instead of the protocol's scenarios, spread the work over this many
+    /// queues (scenario `spread`): C producers add N jobs round-robin, then
+    /// one worker per queue drains them; Redis CPU per job is summed over
+    /// the nodes and given per node. On a Redis Cluster the queues are
+    /// chosen so that each primary serves as many of them.
+    #[arg(long)]
+    pub(crate) queues: Option<usize>,
     /// Value of the `system` field of each line.
     #[arg(long, default_value = "quern")]
     pub(crate) system: String,
@@ -97,6 +104,9 @@ impl Bench {
         let mut admin = self.admin.clone();
         if let Some(backlog) = self.args.backlog {
             return self.scale(backlog).await;
+        }
+        if let Some(queues) = self.args.queues {
+            return self.spread(queues).await;
         }
         if self.wants("enqueue_single") {
             self.enqueue_single().await?;
@@ -224,6 +234,86 @@ impl Bench {
                 "redis_used_memory_mb": (memory as f64 / 1e6).round(),
                 "enqueue_single_cpu_us_per_job": us(enqueue_cpu),
                 "drain_cpu_us_per_job": us(drain_cpu),
+            }),
+        );
+        Ok(())
+    }
+
+    async fn spread(&self, count: usize) -> Result<()> {
+        let (n, c) = (self.args.jobs, self.args.concurrency);
+        let names = spread_queue_names(&self.config, count).await?;
+        eprintln!(
+            "spread: {n} jobs over {count} queues ({}), {c} producers, one worker per queue",
+            names.join(", ")
+        );
+        let mut queues = Vec::with_capacity(count);
+        for name in &names {
+            queues.push(Queue::connect(&self.config, name).await?);
+        }
+        let mut admin = self.admin.clone();
+        let cpu0 = node_cpu(&mut admin).await?;
+        let start = Instant::now();
+        let next = Arc::new(AtomicUsize::new(0));
+        let producers: Vec<_> = (0..c)
+            .map(|_| {
+                let (queues, next) = (queues.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok::<(), quern_common::Error>(());
+                        }
+                        queues[i % queues.len()].add("job", &payload(i)).await?;
+                    }
+                })
+            })
+            .collect();
+        for producer in producers {
+            producer.await.map_err(|e| CliError::Failed(format!("producer task failed: {e}")))??;
+        }
+        let slots = (c / count).max(1);
+        let mut running = Vec::with_capacity(count);
+        for name in &names {
+            let worker = Worker::builder(&self.config, name)
+                .concurrency(slots)
+                .retention(Retention::keep_all())
+                .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })
+                .build()
+                .await?;
+            running.push((worker.shutdown_handle(), tokio::spawn(worker.run_until(std::future::pending()))));
+        }
+        loop {
+            let mut completed = 0;
+            for q in &queues {
+                completed += q.counts().await?.completed;
+            }
+            if completed >= n as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu1 = node_cpu(&mut admin).await?;
+        for (stop, task) in running {
+            stop.shutdown();
+            join_worker(task).await?;
+        }
+        let per_node: Vec<f64> = cpu0.iter().zip(&cpu1).map(|(a, b)| (b - a) * 1e6 / n as f64).collect();
+        let total: f64 = per_node.iter().sum();
+        let mean = total / per_node.len() as f64;
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        self.line(
+            "spread",
+            json!({
+                "jobs": n,
+                "concurrency": c,
+                "queues": count,
+                "nodes": per_node.len(),
+                "secs": (secs * 1000.0).round() / 1000.0,
+                "jobs_per_s": (n as f64 / secs).round(),
+                "lifecycle_redis_cpu_us_per_job": round(total),
+                "node_redis_cpu_us_per_job": per_node.iter().map(|&x| round(x)).collect::<Vec<_>>(),
+                "node_share_of_mean": per_node.iter().map(|&x| (x / mean * 100.0).round() / 100.0).collect::<Vec<_>>(),
             }),
         );
         Ok(())
@@ -373,6 +463,32 @@ fn throughput(n: usize, c: usize, secs: f64, cpu_secs: f64) -> serde_json::Value
 
 async fn join_worker(running: tokio::task::JoinHandle<quern_common::Result<()>>) -> Result<()> {
     Ok(running.await.map_err(|e| CliError::Failed(format!("the worker task failed: {e}")))??)
+}
+
+/// `count` queue names; on a cluster, chosen so that the primaries serve as
+/// many queues each (names `bench-<i>` tried in order).
+async fn spread_queue_names(config: &RedisConfig, count: usize) -> Result<Vec<String>> {
+    let nodes = config.node_connections().await?.len();
+    if nodes <= 1 {
+        return Ok((0..count).map(|i| format!("{QUEUE}-{i}")).collect());
+    }
+    let mut per_node: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut names = Vec::with_capacity(count);
+    let quota = count.div_ceil(nodes);
+    for i in 0.. {
+        if names.len() == count || i > 10_000 {
+            break;
+        }
+        let name = format!("{QUEUE}-{i}");
+        let node =
+            config.node_of_key(&quern_common::QueueKeys::new(BENCH_PREFIX, &name)?.wait().to_owned()).await?;
+        let served = per_node.entry(node).or_insert(0);
+        if *served < quota {
+            *served += 1;
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 /// Plain connections to every server that holds data (one, or each

@@ -12,25 +12,10 @@ use quern_tests::moves::Mover;
 const LEASE: Duration = Duration::from_secs(30);
 
 async fn keys_of(cfg: &quern_common::RedisConfig, queue: &str) -> Vec<String> {
+    // KEYS (not SCAN): on a cluster it visits every node.
     let mut conn = quern_tests::raw_connection(cfg).await;
-    let mut keys: Vec<String> = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}:{{{queue}}}:*", cfg.prefix))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        keys.extend(batch);
-        if next == 0 {
-            return keys;
-        }
-        cursor = next;
-    }
+    let pattern = format!("{}:{{{queue}}}:*", cfg.prefix);
+    redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await.unwrap()
 }
 
 #[tokio::test]

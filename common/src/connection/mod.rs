@@ -107,6 +107,21 @@ impl RedisConfig {
         }
         Ok(nodes)
     }
+
+    /// `host:port` of the primary that serves `key` (on one server: its URL,
+    /// password masked).
+    pub async fn node_of_key(&self, key: &str) -> Result<String> {
+        let client = match self.cluster_seeds()? {
+            Some(seeds) => self.client_for(seeds[0].clone())?,
+            None => self.client()?,
+        };
+        let mut conn = self.bounded(client.get_multiplexed_async_connection()).await?;
+        if !cluster::is_cluster(&mut conn).await {
+            return Ok(self.masked_url());
+        }
+        let (host, port) = cluster::node_of(&mut conn, key).await?;
+        Ok(format!("{host}:{port}"))
+    }
 }
 
 /// Redis' clock, in milliseconds since the Unix epoch (quern times
