@@ -9,14 +9,17 @@ use quern_tests::{RedisConfig, config};
 use serde_json::Value;
 use support::{json, run};
 
-/// Run one Redis command on `cfg`'s server.
+/// Run one Redis command on `cfg`'s server (its cluster's node for the key).
 fn redis(cfg: &RedisConfig, args: &[&str]) {
-    let mut conn = cfg.client().unwrap().get_connection().unwrap();
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
         cmd.arg(*a);
     }
-    cmd.query::<redis::Value>(&mut conn).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut conn = quern_tests::raw_connection(cfg).await;
+        cmd.query_async::<redis::Value>(&mut conn).await.unwrap();
+    });
 }
 
 /// The key of job `id` of queue `q`.
