@@ -10,12 +10,14 @@
 //! - [`chaos`] and [`blackhole`] hold the kit of the fault-tolerance tests.
 //! - [`moves`] calls the Lua scripts one state move at a time, as a worker would;
 //!   [`workers`] runs a worker in the background of a test; [`sched`] runs schedulers.
+//! - [`tls`] makes certificates for tests of `rediss://` ([`TestRedis::start_tls`]).
 
 pub mod blackhole;
 pub mod chaos;
 pub mod moves;
 mod redis_server;
 pub mod sched;
+pub mod tls;
 pub mod workers;
 
 use std::sync::OnceLock;
