@@ -37,8 +37,18 @@ pub struct AclServer {
 impl AclServer {
     /// Start a server and create every user of the README's ACL lines.
     pub async fn start() -> Self {
+        Self::start_with(|rule| rule.to_owned()).await
+    }
+
+    /// Like [`AclServer::start`], with every rule of the README's lines
+    /// replaced by what `edit` makes of it (rules it returns as "" are left out).
+    pub async fn start_with(edit: impl Fn(&str) -> String) -> Self {
         let redis = TestRedis::start();
-        let server = Self { redis, lines: readme_acl_lines() };
+        let lines = readme_acl_lines()
+            .into_iter()
+            .map(|l| l.iter().map(|rule| edit(rule)).filter(|r| !r.is_empty()).collect())
+            .collect();
+        let server = Self { redis, lines };
         let mut admin = server.admin().await;
         for line in &server.lines {
             let mut cmd = redis::cmd(&line[0]);
