@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use quern_common::process::{ShutdownHandle, ShutdownSignals};
 use quern_common::throwaway_redis::{self, ThrowawayRedis};
-use quern_common::{Backoff, JobInfo, JobOptions, RedisConfig};
+use quern_common::{Backoff, JobInfo, JobOptions, RedisConfig, TlsFiles};
 use quern_producer::Queue;
 use quern_scheduler::{RunOutcome, Schedule, Scheduler, Schedules};
 use quern_worker::{JobContext, JobError, Retention, Worker, stock};
@@ -61,8 +61,8 @@ pub(crate) struct DemoArgs {
     pub(crate) throwaway_redis: bool,
 }
 
-async fn answers(url: &str) -> bool {
-    let cfg = RedisConfig::new(url).connect_timeout(Duration::from_millis(500));
+async fn answers(url: &str, tls: &TlsFiles) -> bool {
+    let cfg = RedisConfig::new(url).tls(tls.clone()).connect_timeout(Duration::from_millis(500));
     match cfg.connect().await {
         Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
         Err(_) => false,
@@ -72,13 +72,14 @@ async fn answers(url: &str) -> bool {
 /// Pick the Redis to use: an explicit URL, the local default, or a throwaway one.
 async fn choose_redis(
     explicit: Option<String>,
+    tls: &TlsFiles,
     args: &DemoArgs,
 ) -> CliResult<(String, Option<ThrowawayRedis>)> {
     if args.throwaway_redis {
         return start_redis(args.keep_redis).await;
     }
     if let Some(url) = explicit {
-        if !answers(&url).await {
+        if !answers(&url, tls).await {
             return Err(CliError::Failed(format!(
                 "no Redis answers at {} (from --redis-url or REDIS_URL)",
                 RedisConfig::new(&url).masked_url()
@@ -86,7 +87,7 @@ async fn choose_redis(
         }
         return Ok((url, None));
     }
-    if answers(LOCAL_REDIS).await {
+    if answers(LOCAL_REDIS, &TlsFiles::default()).await {
         return Ok((LOCAL_REDIS.to_owned(), None));
     }
     start_redis(args.keep_redis).await
@@ -326,13 +327,16 @@ fn quiet_demo_panics() {
 }
 
 /// `quern demo`.
-pub(crate) async fn run(explicit_url: Option<String>, args: DemoArgs) -> CliResult {
+pub(crate) async fn run(explicit_url: Option<String>, tls: TlsFiles, args: DemoArgs) -> CliResult {
     if args.duration < Duration::from_secs(1) {
         return Err(CliError::Usage("--duration must be at least 1s".into()));
     }
     let mut signals = ShutdownSignals::install()?;
-    let (url, server) = choose_redis(explicit_url, &args).await?;
-    let config = RedisConfig::new(&url).prefix(DEMO_PREFIX);
+    let explicit = explicit_url.is_some() && !args.throwaway_redis;
+    let (url, server) = choose_redis(explicit_url, &tls, &args).await?;
+    // The TLS files (--redis-ca, ...) belong to the URL given, not to a local or throwaway Redis.
+    let tls = if explicit { tls } else { TlsFiles::default() };
+    let config = RedisConfig::new(&url).tls(tls).prefix(DEMO_PREFIX);
     let source = match &server {
         Some(_) => "a throwaway redis-server started for this demo",
         None => "an existing Redis; the demo only touches keys under the prefix quern-demo",

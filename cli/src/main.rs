@@ -39,10 +39,11 @@ mod schedules;
 mod table;
 mod worker;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use quern_common::RedisConfig;
+use quern_common::{RedisConfig, TlsFiles};
 
 use crate::error::CliError;
 
@@ -56,10 +57,24 @@ use crate::error::CliError;
 #[derive(Debug, Parser)]
 #[command(name = "quern", version, about, long_about)]
 struct Cli {
-    /// Redis to use, e.g. redis://127.0.0.1:6379/0 (or rediss://, redis+unix:///path).
-    /// Default: redis://127.0.0.1:6379.
+    /// Redis to use, e.g. redis://127.0.0.1:6379/0, rediss://host:6380 (TLS) or
+    /// redis+unix:///path; an ACL user and password go in the URL:
+    /// redis://user:password@host:port. Default: redis://127.0.0.1:6379.
     #[arg(long, global = true, env = "REDIS_URL")]
     redis_url: Option<String>,
+
+    /// For a rediss:// URL: PEM file of the certificate authorities to trust
+    /// (default: the system's root certificates).
+    #[arg(long, global = true, env = "QUERN_REDIS_CA", value_name = "FILE")]
+    redis_ca: Option<PathBuf>,
+
+    /// For a rediss:// URL: PEM file of a client certificate to present (with --redis-key).
+    #[arg(long, global = true, env = "QUERN_REDIS_CERT", value_name = "FILE")]
+    redis_cert: Option<PathBuf>,
+
+    /// For a rediss:// URL: PEM file of the client certificate's private key.
+    #[arg(long, global = true, env = "QUERN_REDIS_KEY", value_name = "FILE")]
+    redis_key: Option<PathBuf>,
 
     /// Key prefix: queues under different prefixes never see each other.
     #[arg(long, global = true, env = "QUERN_PREFIX", default_value = quern_common::keys::DEFAULT_PREFIX)]
@@ -138,14 +153,19 @@ enum Command {
 impl Cli {
     fn redis_config(&self) -> RedisConfig {
         let url = self.redis_url.as_deref().unwrap_or(quern_common::connection::DEFAULT_REDIS_URL);
-        RedisConfig::new(url).prefix(&self.prefix)
+        RedisConfig::new(url).prefix(&self.prefix).tls(self.tls_files())
+    }
+
+    fn tls_files(&self) -> TlsFiles {
+        TlsFiles { ca: self.redis_ca.clone(), cert: self.redis_cert.clone(), key: self.redis_key.clone() }
     }
 }
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let config = cli.redis_config();
+    let tls = cli.tls_files();
     match cli.command {
-        Command::Demo(args) => demo::run(cli.redis_url, args).await,
+        Command::Demo(args) => demo::run(cli.redis_url, tls, args).await,
         Command::Worker(args) => worker::run(&config, args).await,
         Command::Scheduler(args) => schedules::run_scheduler(&config, args).await,
         Command::Schedules(args) => schedules::run_schedules(&config, args).await,

@@ -193,7 +193,8 @@ pub enum ErrorKind {
     /// over (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`). The only
     /// kind worth retrying as is.
     Unavailable,
-    /// Redis refused the credentials or the command (`NOPERM`, failed `AUTH`).
+    /// Redis refused the credentials or the command (`NOPERM`, failed `AUTH`,
+    /// a command of a script that the caller's ACL rules do not allow).
     Denied,
     /// Redis refused the command for another reason (out of memory,
     /// read-only replica, a script error, ...).
@@ -254,7 +255,8 @@ impl Error {
 /// - no connection, a timeout, a dropped connection, and the server replies
 ///   that say "not now" (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`):
 ///   [`ErrorKind::Unavailable`];
-/// - failed authentication and `NOPERM`: [`ErrorKind::Denied`];
+/// - failed authentication, `NOPERM`, and a command of a script that the
+///   caller's ACL rules refuse: [`ErrorKind::Denied`];
 /// - an invalid client configuration (from the URL): [`ErrorKind::InvalidInput`];
 /// - a reply the client cannot parse or convert, or a client-side failure:
 ///   [`ErrorKind::Internal`];
@@ -264,6 +266,11 @@ fn redis_kind(e: &redis::RedisError) -> ErrorKind {
     use redis::{ErrorKind as K, ServerErrorKind as S};
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         return ErrorKind::Unavailable;
+    }
+    // A command a script runs is checked against the caller's ACL rules too;
+    // Redis refuses it with a plain error, not `NOPERM`.
+    if e.detail().is_some_and(|d| d.contains("can't run this command or subcommand")) {
+        return ErrorKind::Denied;
     }
     match e.kind() {
         K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown) => ErrorKind::Unavailable,
@@ -394,6 +401,17 @@ mod tests {
             (Error::Io { what: s(), reason: s() }, ErrorKind::Io),
             (Error::Stopped(s()), ErrorKind::Internal),
         ]
+    }
+
+    #[test]
+    fn a_command_of_a_script_refused_by_the_acl_is_denied() {
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "The user executing the script can't run this command or subcommand script: f, on @user_function:1"
+                .to_owned(),
+        ));
+        assert_eq!(Error::Redis(refused).kind(), ErrorKind::Denied);
     }
 
     fn io_error(kind: std::io::ErrorKind) -> redis::RedisError {

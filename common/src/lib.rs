@@ -31,7 +31,7 @@ pub mod scripts;
 pub mod throwaway_redis;
 
 pub use backoff::Backoff;
-pub use connection::{RedisConfig, SelfHealingConnection};
+pub use connection::{RedisConfig, SelfHealingConnection, TlsFiles};
 pub use error::{Error, ErrorKind, Result, ScriptCode};
 pub use events::{Event, EventKind};
 pub use job::{Attempt, JobEntry, JobInfo, JobState, QueueCounts, UnreadableJob, WorkerInfo};

@@ -7,6 +7,7 @@
 //! dropped; SIGKILL), a small `sh` watchdog also kills the server as soon as
 //! the process that started it is gone, so no run leaves servers behind. A
 //! server meant to outlive its starter ([`Launch::keep`]) gets no watchdog.
+//! With [`Launch::tls`] it listens for TLS only (`rediss://`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,6 +28,20 @@ pub enum Persistence {
     AofEverySec,
 }
 
+/// The certificate files of a TLS-only server (PEM).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server certificate's private key.
+    pub key: PathBuf,
+    /// The CAs whose client certificates the server accepts.
+    pub ca: PathBuf,
+    /// Whether clients must present a certificate (`tls-auth-clients yes`)
+    /// or may (`optional`).
+    pub require_client_cert: bool,
+}
+
 /// How to start a [`ThrowawayRedis`].
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -35,6 +50,7 @@ pub struct Launch {
     keep: bool,
     ready_within: Duration,
     extra_args: Vec<String>,
+    tls: Option<ServerTls>,
 }
 
 impl Default for Launch {
@@ -45,6 +61,7 @@ impl Default for Launch {
             keep: false,
             ready_within: Duration::from_secs(10),
             extra_args: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -73,6 +90,12 @@ impl Launch {
     /// Further `redis-server` arguments (e.g. `--cluster-enabled yes`).
     pub fn args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Listen for TLS only, with these certificates (the plain port is off).
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -132,9 +155,24 @@ impl ThrowawayRedis {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut args: Vec<String> = vec![
-            "--port".into(),
-            self.port.to_string(),
+        let mut args: Vec<String> = match &self.launch.tls {
+            None => vec!["--port".into(), self.port.to_string()],
+            Some(tls) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.port.to_string(),
+                "--tls-cert-file".into(),
+                tls.cert.display().to_string(),
+                "--tls-key-file".into(),
+                tls.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                tls.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                if tls.require_client_cert { "yes" } else { "optional" }.into(),
+            ],
+        };
+        args.extend([
             "--bind".into(),
             "127.0.0.1".into(),
             "--dir".into(),
@@ -149,7 +187,7 @@ impl ThrowawayRedis {
             self.log_path().display().to_string(),
             "--maxmemory-policy".into(),
             "noeviction".into(),
-        ];
+        ]);
         match self.launch.persistence {
             Persistence::None => args.extend(["--appendonly".into(), "no".into()]),
             Persistence::AofAlways | Persistence::AofEverySec => {
@@ -196,7 +234,13 @@ impl ThrowawayRedis {
         }
         let deadline = Instant::now() + self.launch.ready_within;
         while Instant::now() < deadline {
-            if ping(self.addr()) {
+            // A TLS port cannot be PINGed in plain text; it accepts once ready.
+            let ready = if self.launch.tls.is_some() {
+                TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+            } else {
+                ping(self.addr())
+            };
+            if ready {
                 return Ok(());
             }
             if let Some(server) = self.server.as_mut()
@@ -215,9 +259,10 @@ impl ThrowawayRedis {
         ))
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>`, or `rediss://...` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.launch.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The listening address.

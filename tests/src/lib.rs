@@ -10,13 +10,17 @@
 //! - [`chaos`] and [`blackhole`] hold the kit of the fault-tolerance tests.
 //! - [`moves`] calls the Lua scripts one state move at a time, as a worker would;
 //!   [`workers`] runs a worker in the background of a test; [`sched`] runs schedulers.
+//! - [`acl`] starts a server with the README's ACL users.
+//! - [`tls`] makes certificates for tests of `rediss://` ([`TestRedis::start_tls`]).
 
+pub mod acl;
 pub mod blackhole;
 pub mod chaos;
 pub mod cluster;
 pub mod moves;
 mod redis_server;
 pub mod sched;
+pub mod tls;
 pub mod workers;
 
 use std::sync::OnceLock;

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use quern_common::throwaway_redis::{Launch, ThrowawayRedis};
+use quern_common::throwaway_redis::{Launch, ServerTls, ThrowawayRedis};
 pub use quern_common::throwaway_redis::{Persistence, ping};
 
 /// A `redis-server` process owned by the test.
@@ -31,7 +31,16 @@ impl TestRedis {
         }
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// Start a server without persistence that listens for TLS only, with
+    /// the certificates of `tls` (see [`crate::tls::TestCerts::server`]).
+    pub fn start_tls(tls: ServerTls) -> Self {
+        match Launch::default().tls(tls).dir_prefix("quern-test-redis-tls-").start() {
+            Ok(server) => Self(server),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// `redis://127.0.0.1:<port>` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
         self.0.url()
     }

@@ -34,10 +34,20 @@ impl Run {
     }
 }
 
-/// A `quern` command pointed at `config`'s Redis and prefix.
+/// A `quern` command pointed at `config`'s Redis and prefix (and its TLS
+/// files, through `QUERN_REDIS_CA`, `QUERN_REDIS_CERT`, `QUERN_REDIS_KEY`).
 pub fn quern(config: &RedisConfig) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_quern"));
     cmd.env("REDIS_URL", &config.url).env("QUERN_PREFIX", &config.prefix).env_remove("RUST_LOG");
+    let tls = &config.tls;
+    for (var, file) in
+        [("QUERN_REDIS_CA", &tls.ca), ("QUERN_REDIS_CERT", &tls.cert), ("QUERN_REDIS_KEY", &tls.key)]
+    {
+        match file {
+            Some(path) => cmd.env(var, path),
+            None => cmd.env_remove(var),
+        };
+    }
     cmd
 }
 

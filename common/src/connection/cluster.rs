@@ -53,11 +53,11 @@ impl RedisConfig {
             .map_err(|e| Error::InvalidUrl { url: self.masked_url(), reason: e.to_string() })
     }
 
-    /// A client for `info`, with the settings every quern connection has.
+    /// A client for `info`, with the settings every quern connection has
+    /// (no Nagle delay, the TLS files for `rediss://`).
     pub(super) fn client_for(&self, info: ConnectionInfo) -> Result<redis::Client> {
         let tcp = info.tcp_settings().clone().set_nodelay(true);
-        redis::Client::open(info.set_tcp_settings(tcp))
-            .map_err(|e| Error::InvalidUrl { url: self.masked_url(), reason: e.to_string() })
+        super::tls::client(info.set_tcp_settings(tcp), &self.tls, &self.masked_url())
     }
 }
 

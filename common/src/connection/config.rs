@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use redis::{Client, IntoConnectionInfo};
 
+use super::tls::{self, TlsFiles};
 use crate::keys::DEFAULT_PREFIX;
 use crate::{Error, Result};
 
@@ -22,6 +23,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Longest wait for the answer to one call.
     pub response_timeout: Duration,
+    /// Certificate files for a `rediss://` URL (none: trust the system's
+    /// root certificates, present no client certificate).
+    pub tls: TlsFiles,
 }
 
 impl Default for RedisConfig {
@@ -38,12 +42,15 @@ impl RedisConfig {
             prefix: DEFAULT_PREFIX.to_owned(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(2),
+            tls: TlsFiles::default(),
         }
     }
 
-    /// Settings from `REDIS_URL`, or the local default.
+    /// Settings from `REDIS_URL` (or the local default) and the TLS files of
+    /// `QUERN_REDIS_CA`, `QUERN_REDIS_CERT` and `QUERN_REDIS_KEY`.
     pub fn from_env() -> Self {
         Self::new(std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned()))
+            .tls(TlsFiles::from_env())
     }
 
     /// Use another key prefix.
@@ -64,12 +71,38 @@ impl RedisConfig {
         self
     }
 
+    /// Use these TLS certificate files (for a `rediss://` URL).
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = files;
+        self
+    }
+
+    /// Trust the certificate authorities in this PEM file instead of the
+    /// system's root certificates.
+    pub fn tls_ca(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca = Some(path.into());
+        self
+    }
+
+    /// Present this client certificate (PEM, with its private key) to a
+    /// server that asks for one.
+    pub fn tls_client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.cert = Some(cert.into());
+        self.tls.key = Some(key.into());
+        self
+    }
+
     /// The URL with any password replaced by `***`, for messages.
     pub fn masked_url(&self) -> String {
         mask_password(&self.url)
     }
 
-    /// A client for the URL; fails on a malformed URL.
+    /// A client for the URL (with the TLS files for `rediss://`); fails on a
+    /// malformed URL or unusable certificate files.
     pub fn client(&self) -> Result<Client> {
         crate::names::validate_prefix(&self.prefix)?;
         let invalid =
@@ -78,7 +111,7 @@ impl RedisConfig {
         // Small pipelined writes must not wait for Nagle's algorithm: without
         // TCP_NODELAY a round trip can stall for milliseconds.
         let tcp = info.tcp_settings().clone().set_nodelay(true);
-        Client::open(info.set_tcp_settings(tcp)).map_err(invalid)
+        tls::client(info.set_tcp_settings(tcp), &self.tls, &self.masked_url())
     }
 
     /// Bound a connection attempt by about twice the connect timeout; a
@@ -88,7 +121,9 @@ impl RedisConfig {
         let limit = self.connect_timeout * 2 + Duration::from_millis(500);
         match tokio::time::timeout(limit, attempt).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(Error::Connect { url: self.masked_url(), reason: e.to_string() }),
+            Ok(Err(e)) => {
+                Err(Error::Connect { url: self.masked_url(), reason: tls::failure_reason(&self.url, &e) })
+            }
             Err(_) => {
                 Err(Error::Connect { url: self.masked_url(), reason: format!("no answer within {limit:?}") })
             }

@@ -9,13 +9,14 @@
 //!   than the longest block, never shared with other calls.
 //!
 //! `config` turns settings into clients; `healing` holds the multiplexed
-//! connection. Each further kind of Redis deployment (TLS, Sentinel,
+//! connection; `tls` makes `rediss://` clients from certificate files. Each further kind of Redis deployment (TLS, Sentinel,
 //! Cluster) goes in a file of its own here, and `connect` /
 //! `connect_dedicated` below choose between them.
 
 mod cluster;
 mod config;
 mod healing;
+mod tls;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +26,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, Mul
 
 pub use config::{DEFAULT_REDIS_URL, RedisConfig};
 pub use healing::SelfHealingConnection;
+pub use tls::{ENV_CA, ENV_CERT, ENV_KEY, TlsFiles};
 
 use crate::Result;
 
