@@ -64,7 +64,7 @@ impl AclServer {
     }
 
     /// A connection as the default user (all permissions).
-    pub async fn admin(&self) -> redis::aio::MultiplexedConnection {
+    pub async fn admin(&self) -> quern_common::SelfHealingConnection {
         crate::raw_connection(&RedisConfig::new(self.redis.url())).await
     }
 

@@ -156,7 +156,7 @@ async fn a_wrong_ca_is_a_clear_error_naming_the_certificate_problem() {
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&expected), "{err}");
     // The dedicated connection for blocking waits says the same.
-    let err = cfg.connect_dedicated(Duration::from_secs(1)).await.unwrap_err();
+    let err = cfg.connect_dedicated("q", Duration::from_secs(1)).await.unwrap_err();
     assert!(err.to_string().contains(&expected), "{err}");
 }
 

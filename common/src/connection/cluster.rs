@@ -298,7 +298,7 @@ mod tests {
     #[test]
     fn slots_follow_the_hash_tag() {
         // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
-        assert_eq!(slot_of("123456789"), 0x31C3 % 16384);
+        assert_eq!(slot_of("123456789"), 0x31C3);
         assert_eq!(slot_of("foo"), 12182);
         assert_eq!(slot_of("quern:{emails}:wait"), slot_of("quern:{emails}:j:42"));
         assert_eq!(slot_of("quern:{emails}:wait"), slot_of("emails"));
