@@ -7,6 +7,8 @@
 //! dropped; SIGKILL), a small `sh` watchdog also kills the server as soon as
 //! the process that started it is gone, so no run leaves servers behind. A
 //! server meant to outlive its starter ([`Launch::keep`]) gets no watchdog.
+//! [`Launch::args`] adds options (such as `--replicaof`), and
+//! [`Launch::sentinel`] starts a Redis Sentinel instead of a server.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -34,6 +36,8 @@ pub struct Launch {
     dir_prefix: String,
     keep: bool,
     ready_within: Duration,
+    extra_args: Vec<String>,
+    sentinel_config: Option<String>,
 }
 
 impl Default for Launch {
@@ -43,6 +47,8 @@ impl Default for Launch {
             dir_prefix: "quern-redis-".into(),
             keep: false,
             ready_within: Duration::from_secs(10),
+            extra_args: Vec::new(),
+            sentinel_config: None,
         }
     }
 }
@@ -65,6 +71,22 @@ impl Launch {
     /// deleted on drop.
     pub fn keep(mut self, keep: bool) -> Self {
         self.keep = keep;
+        self
+    }
+
+    /// More command-line options, after quern's own (e.g. `--replicaof`,
+    /// `127.0.0.1`, `6380`).
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Start a Redis Sentinel (`redis-server <file> --sentinel`) instead of a
+    /// server; `config` is the text of its configuration file (its `sentinel
+    /// monitor ...` lines), written to `sentinel.conf` in its directory, which
+    /// the sentinel rewrites as it learns. No persistence options apply.
+    pub fn sentinel(mut self, config: impl Into<String>) -> Self {
+        self.sentinel_config = Some(config.into());
         self
     }
 
@@ -124,7 +146,17 @@ impl ThrowawayRedis {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut args: Vec<String> = vec![
+        let mut args: Vec<String> = Vec::new();
+        if let Some(config) = &self.launch.sentinel_config {
+            let path = self.dir().join("sentinel.conf");
+            // On a restart the sentinel's own rewrite of the file is kept.
+            if !path.exists() {
+                std::fs::write(&path, config)
+                    .map_err(|e| io_error("write the sentinel's configuration file", &e.to_string()))?;
+            }
+            args.extend([path.display().to_string(), "--sentinel".into()]);
+        }
+        args.extend([
             "--port".into(),
             self.port.to_string(),
             "--bind".into(),
@@ -139,17 +171,19 @@ impl ThrowawayRedis {
             "no".into(),
             "--logfile".into(),
             self.log_path().display().to_string(),
-            "--maxmemory-policy".into(),
-            "noeviction".into(),
-        ];
-        match self.launch.persistence {
-            Persistence::None => args.extend(["--appendonly".into(), "no".into()]),
-            Persistence::AofAlways | Persistence::AofEverySec => {
-                let fsync =
-                    if self.launch.persistence == Persistence::AofAlways { "always" } else { "everysec" };
-                args.extend(["--appendonly".into(), "yes".into(), "--appendfsync".into(), fsync.into()]);
+        ]);
+        if self.launch.sentinel_config.is_none() {
+            args.extend(["--maxmemory-policy".into(), "noeviction".into()]);
+            match self.launch.persistence {
+                Persistence::None => args.extend(["--appendonly".into(), "no".into()]),
+                Persistence::AofAlways | Persistence::AofEverySec => {
+                    let fsync =
+                        if self.launch.persistence == Persistence::AofAlways { "always" } else { "everysec" };
+                    args.extend(["--appendonly".into(), "yes".into(), "--appendfsync".into(), fsync.into()]);
+                }
             }
         }
+        args.extend(self.launch.extra_args.iter().cloned());
         let server = Command::new("redis-server")
             .args(&args)
             .stdin(Stdio::null())

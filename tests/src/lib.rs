@@ -16,6 +16,7 @@ pub mod chaos;
 pub mod moves;
 mod redis_server;
 pub mod sched;
+pub mod sentinel;
 pub mod workers;
 
 use std::sync::OnceLock;

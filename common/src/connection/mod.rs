@@ -9,12 +9,14 @@
 //!   than the longest block, never shared with other calls.
 //!
 //! `config` turns settings into clients; `healing` holds the multiplexed
-//! connection. Each further kind of Redis deployment (TLS, Sentinel,
+//! connection; `sentinel` finds the master through Redis Sentinel
+//! (`redis+sentinel://` URLs) and follows it across failovers. Each further kind of Redis deployment (TLS, Sentinel,
 //! Cluster) goes in a file of its own here, and `connect` /
 //! `connect_dedicated` below choose between them.
 
 mod config;
 mod healing;
+mod sentinel;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,17 +33,20 @@ impl RedisConfig {
     /// Open a self-healing multiplexed connection. Fails within about
     /// `connect_timeout` when nothing answers.
     pub async fn connect(&self) -> Result<SelfHealingConnection> {
-        let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
+        if let Some(url) = self.sentinel_url()? {
+            return sentinel::connect(self, url, config).await;
+        }
+        let client = self.client()?;
         let attempt = ConnectionManager::new_with_config(client.clone(), config.clone());
         let manager = self.bounded(attempt).await?;
         Ok(SelfHealingConnection {
-            shared: Arc::new(healing::Healing { client, config, current: Mutex::new((0, manager)) }),
+            shared: Arc::new(healing::Healing { client, config, current: Mutex::new((0, manager)), sentinel: None }),
         })
     }
 
@@ -49,12 +54,23 @@ impl RedisConfig {
     /// timeout is `longest_block` plus the usual response timeout, so a dead
     /// socket is noticed soon after the block should have ended.
     pub async fn connect_dedicated(&self, longest_block: Duration) -> Result<MultiplexedConnection> {
-        let client = self.client()?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(longest_block + self.response_timeout));
+        if let Some(url) = self.sentinel_url()? {
+            return sentinel::connect_dedicated(self, url, &config).await;
+        }
+        let client = self.client()?;
         let attempt = client.get_multiplexed_async_connection_with_config(&config);
         self.bounded(attempt).await
+    }
+}
+
+impl RedisConfig {
+    /// The parsed URL if it is a Sentinel one (`redis+sentinel://`).
+    fn sentinel_url(&self) -> Result<Option<sentinel::SentinelUrl>> {
+        sentinel::SentinelUrl::parse(&self.url)
+            .map_err(|reason| crate::Error::InvalidUrl { url: self.masked_url(), reason })
     }
 }
 
