@@ -212,10 +212,18 @@ async fn after_a_sentinel_failover_the_work_goes_on_by_itself() {
     );
     assert!(other.is_empty(), "acknowledged jobs neither completed nor lost: {other:?}");
     assert_eq!(completed + lost.len(), log.acked.len());
-    // Work goes on: what was added once the new master was in place ran there.
-    let late: Vec<&String> = log.acked.iter().filter(|(_, t)| *t > failover_at + promoted_after).map(|(id, _)| id).collect();
+    // Work goes on: what was added once the new master was in place (and
+    // the handles had time to notice) is on the new master and ran there.
+    let settled = failover_at + promoted_after + Duration::from_millis(1500);
+    let late: Vec<&String> = log.acked.iter().filter(|(_, t)| *t > settled).map(|(id, _)| id).collect();
     assert!(!late.is_empty(), "adds went through after the failover");
     assert!(late.iter().all(|id| !lost.contains(id)), "an add after the failover was lost");
+    let mut on_new =
+        redis::Client::open(SentinelSet::server_url(new)).unwrap().get_multiplexed_async_connection().await.unwrap();
+    for id in &late {
+        let exists: bool = redis::cmd("EXISTS").arg(queue.keys().job(id)).query_async(&mut on_new).await.unwrap();
+        assert!(exists, "job {id}, added after the failover, is on the new master");
+    }
     assert_ne!(old, new);
     assert!(!worker.is_finished());
     worker.stop().await;

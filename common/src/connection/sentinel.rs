@@ -10,12 +10,18 @@
 //! (the sentinels kill its clients, and a reconnect lands on a replica that
 //! answers `READONLY`). On any of these, the [`SelfHealingConnection`] asks
 //! the sentinels again in the background and swaps in a manager connected to
-//! the master they name. The failed call itself is returned as an error, as
+//! the master they name. A forced failover can also leave the old master
+//! working, and taking writes that are lost when the sentinels demote it
+//! seconds later: so a watcher task also asks a sentinel every 500 ms which
+//! master it names, and follows a new one at once. The failed call itself is returned as an error, as
 //! always: nothing is sent twice behind the caller's back. One look-up runs at
 //! a time per connection; while the sentinels name no master (the old one is
 //! down and no replica is promoted yet), each failed call starts another.
 //! Dedicated (blocking) connections ask the sentinels each time they connect;
-//! their owners reconnect after an error.
+//! their owners reconnect after an error, which comes when the old master
+//! dies or is demoted (the sentinels then kill its clients), not before: a
+//! worker's blocking wait can listen to a forced failover's old master until
+//! then, and work reaches it by its fetches, every idle block.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -237,6 +243,72 @@ pub(super) struct Follower {
     sentinels: Sentinels,
     /// A look-up is under way.
     busy: AtomicBool,
+    /// `host:port` of the master in use.
+    master: std::sync::Mutex<String>,
+}
+
+impl Follower {
+    fn master(&self) -> String {
+        self.master.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_master(&self, addr: String) {
+        *self.master.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+    }
+}
+
+/// `host:port` of a client's server.
+fn address(client: &Client) -> String {
+    match client.get_connection_info().addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+        other => other.to_string(),
+    }
+}
+
+/// How often the watcher asks a sentinel which master it names.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Ask a sentinel every [`WATCH_EVERY`] which master it names, and follow a
+/// new one. A failover does not always break the old master's connections: a
+/// forced failover (`SENTINEL FAILOVER`, or the old master cut off from the
+/// sentinels but not from its clients) leaves it a working master until the
+/// sentinels demote it, seconds later, and writes it takes meanwhile are
+/// lost. Ends when the connection's last handle is dropped.
+async fn watch(shared: std::sync::Weak<Healing>, follower: Arc<Follower>) {
+    let mut sentinel: Option<MultiplexedConnection> = None;
+    let mut next = 0;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(follower.sentinels.config.connect_timeout))
+        .set_response_timeout(Some(follower.sentinels.config.response_timeout));
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        if shared.strong_count() == 0 {
+            return;
+        }
+        if sentinel.is_none() {
+            let infos = follower.sentinels.url.sentinel_infos();
+            let Some(info) = infos.get(next % infos.len().max(1)).cloned() else { return };
+            next += 1;
+            let Ok(client) = Client::open(info) else { continue };
+            sentinel = client.get_multiplexed_async_connection_with_config(&config).await.ok();
+        }
+        let Some(conn) = sentinel.as_mut() else { continue };
+        let named: redis::RedisResult<Option<(String, u16)>> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&follower.sentinels.url.master)
+            .query_async(conn)
+            .await;
+        match named {
+            Ok(Some((host, port))) if format!("{host}:{port}") != follower.master() => {
+                let Some(shared) = shared.upgrade() else { return };
+                let conn = SelfHealingConnection { shared };
+                let generation = conn.shared.current.lock().unwrap_or_else(|e| e.into_inner()).0;
+                conn.follow_master(generation, &follower);
+            }
+            Ok(_) => {}
+            Err(_) => sentinel = None,
+        }
+    }
 }
 
 /// Open the self-healing connection of a Sentinel URL.
@@ -249,15 +321,16 @@ pub(super) async fn connect(
     let sentinels = Sentinels::new(config, url)?;
     let client = sentinels.master().await?;
     let current = config.bounded(ConnectionManager::new_with_config(client.clone(), manager.clone())).await?;
-    let follower = Follower { sentinels, busy: AtomicBool::new(false) };
-    Ok(SelfHealingConnection {
-        shared: Arc::new(Healing {
-            client,
-            config: manager,
-            current: std::sync::Mutex::new((0, current)),
-            sentinel: Some(Arc::new(follower)),
-        }),
-    })
+    let follower =
+        Arc::new(Follower { sentinels, busy: AtomicBool::new(false), master: std::sync::Mutex::new(address(&client)) });
+    let shared = Arc::new(Healing {
+        client,
+        config: manager,
+        current: std::sync::Mutex::new((0, current)),
+        sentinel: Some(follower.clone()),
+    });
+    tokio::spawn(watch(Arc::downgrade(&shared), follower));
+    Ok(SelfHealingConnection { shared })
 }
 
 /// Open a dedicated connection to the master the sentinels name now.
@@ -322,7 +395,11 @@ impl SelfHealingConnection {
                 let mut current = self.shared.current.lock().unwrap_or_else(|e| e.into_inner());
                 if current.0 == generation {
                     *current = (generation + 1, manager);
-                    tracing::info!(master = %client.get_connection_info().addr(), "following the Redis master the sentinels name");
+                    let master = address(&client);
+                    if master != follower.master() {
+                        tracing::info!(%master, "following the Redis master the sentinels name");
+                    }
+                    follower.set_master(master);
                 }
             }
             Err(e) => {
