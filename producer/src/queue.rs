@@ -229,7 +229,9 @@ impl Queue {
     async fn add_one(&self, job: NewJob) -> Result<Added> {
         self.validate(&job)?;
         self.batcher
-            .get_or_init(|| AddBatcher::start(self.conn(), self.inner.scripts.clone(), self.inner.replica_acks))
+            .get_or_init(|| {
+                AddBatcher::start(self.conn(), self.inner.scripts.clone(), self.inner.replica_acks)
+            })
             .add(job)
             .await
     }

@@ -43,11 +43,11 @@ impl SentinelSet {
         let master = start(Launch::default().dir_prefix("quern-test-master-"));
         let mut servers = Vec::new();
         for _ in 0..replicas {
-            servers.push(start(
-                Launch::default()
-                    .dir_prefix("quern-test-replica-")
-                    .args(["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port().to_string()]),
-            ));
+            servers.push(start(Launch::default().dir_prefix("quern-test-replica-").args([
+                "--replicaof".to_owned(),
+                "127.0.0.1".to_owned(),
+                master.port().to_string(),
+            ])));
         }
         let config = format!(
             "sentinel monitor {MASTER_NAME} 127.0.0.1 {port} 2\n\
@@ -108,32 +108,45 @@ impl SentinelSet {
                 let Ok(mut conn) = redis::Client::open(s.url()).and_then(|c| c.get_connection()) else {
                     return false;
                 };
-                let seen: Vec<redis::Value> =
-                    redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME).query(&mut conn).unwrap_or_default();
-                let others: Vec<redis::Value> =
-                    redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER_NAME).query(&mut conn).unwrap_or_default();
+                let seen: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(MASTER_NAME)
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                let others: Vec<redis::Value> = redis::cmd("SENTINEL")
+                    .arg("SENTINELS")
+                    .arg(MASTER_NAME)
+                    .query(&mut conn)
+                    .unwrap_or_default();
                 seen.len() == replicas && others.len() == 2
             });
             if ready && self.replicas_in_sync() == replicas {
                 return;
             }
-            assert!(Instant::now() < deadline, "the sentinels did not see the replica and each other within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the sentinels did not see the replica and each other within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     fn replicas_in_sync(&self) -> usize {
-        self.servers.iter().filter(|s| {
-            redis::Client::open(s.url())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("INFO").arg("replication").query::<String>(&mut c))
-                .is_ok_and(|info| info.contains("master_link_status:up"))
-        }).count()
+        self.servers
+            .iter()
+            .filter(|s| {
+                redis::Client::open(s.url())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("INFO").arg("replication").query::<String>(&mut c))
+                    .is_ok_and(|info| info.contains("master_link_status:up"))
+            })
+            .count()
     }
 
     /// `SENTINEL FAILOVER`: the replica is promoted, the master demoted.
     pub fn failover(&self) {
-        let _: () = redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query(&mut self.sentinel()).unwrap();
+        let _: () =
+            redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER_NAME).query(&mut self.sentinel()).unwrap();
     }
 
     /// `kill -9` the master the sentinels name now; returns its port.

@@ -218,10 +218,14 @@ async fn after_a_sentinel_failover_the_work_goes_on_by_itself() {
     let late: Vec<&String> = log.acked.iter().filter(|(_, t)| *t > settled).map(|(id, _)| id).collect();
     assert!(!late.is_empty(), "adds went through after the failover");
     assert!(late.iter().all(|id| !lost.contains(id)), "an add after the failover was lost");
-    let mut on_new =
-        redis::Client::open(SentinelSet::server_url(new)).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut on_new = redis::Client::open(SentinelSet::server_url(new))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     for id in &late {
-        let exists: bool = redis::cmd("EXISTS").arg(queue.keys().job(id)).query_async(&mut on_new).await.unwrap();
+        let exists: bool =
+            redis::cmd("EXISTS").arg(queue.keys().job(id)).query_async(&mut on_new).await.unwrap();
         assert!(exists, "job {id}, added after the failover, is on the new master");
     }
     assert_ne!(old, new);

@@ -46,7 +46,12 @@ impl RedisConfig {
         let attempt = ConnectionManager::new_with_config(client.clone(), config.clone());
         let manager = self.bounded(attempt).await?;
         Ok(SelfHealingConnection {
-            shared: Arc::new(healing::Healing { client, config, current: Mutex::new((0, manager)), sentinel: None }),
+            shared: Arc::new(healing::Healing {
+                client,
+                config,
+                current: Mutex::new((0, manager)),
+                sentinel: None,
+            }),
         })
     }
 

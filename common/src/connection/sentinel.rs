@@ -30,11 +30,13 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::io::tcp::TcpSettings;
 use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo,
+};
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::healing::{Healing, SelfHealingConnection};
 use super::RedisConfig;
+use super::healing::{Healing, SelfHealingConnection};
 use crate::{Error, Result};
 
 /// The scheme of Sentinel URLs.
@@ -64,7 +66,9 @@ impl SentinelUrl {
             return Err("query parameters and fragments are not supported in a Sentinel URL".into());
         }
         let Some((authority, path)) = rest.split_once('/') else {
-            return Err(format!("no master name: the form is {SCHEME}host:port[,host:port...]/<master-name>[/db]"));
+            return Err(format!(
+                "no master name: the form is {SCHEME}host:port[,host:port...]/<master-name>[/db]"
+            ));
         };
         let (userinfo, hosts) = match authority.rsplit_once('@') {
             Some((userinfo, hosts)) => (Some(userinfo), hosts),
@@ -90,12 +94,13 @@ impl SentinelUrl {
         if master.is_empty() {
             return Err("no master name after the sentinels' addresses".into());
         }
-        let db = match segments.next() {
-            None | Some("") => 0,
-            Some(db) => db.parse::<i64>().ok().filter(|db| *db >= 0).ok_or_else(|| {
-                format!("the database after the master name must be a number, got {db:?}")
-            })?,
-        };
+        let db =
+            match segments.next() {
+                None | Some("") => 0,
+                Some(db) => db.parse::<i64>().ok().filter(|db| *db >= 0).ok_or_else(|| {
+                    format!("the database after the master name must be a number, got {db:?}")
+                })?,
+            };
         if segments.any(|s| !s.is_empty()) {
             return Err("too many path segments: the form is .../<master-name>[/db]".into());
         }
@@ -260,7 +265,9 @@ impl Follower {
 /// `host:port` of a client's server.
 fn address(client: &Client) -> String {
     match client.get_connection_info().addr() {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            format!("{host}:{port}")
+        }
         other => other.to_string(),
     }
 }
@@ -321,8 +328,11 @@ pub(super) async fn connect(
     let sentinels = Sentinels::new(config, url)?;
     let client = sentinels.master().await?;
     let current = config.bounded(ConnectionManager::new_with_config(client.clone(), manager.clone())).await?;
-    let follower =
-        Arc::new(Follower { sentinels, busy: AtomicBool::new(false), master: std::sync::Mutex::new(address(&client)) });
+    let follower = Arc::new(Follower {
+        sentinels,
+        busy: AtomicBool::new(false),
+        master: std::sync::Mutex::new(address(&client)),
+    });
     let shared = Arc::new(Healing {
         client,
         config: manager,

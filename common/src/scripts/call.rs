@@ -218,7 +218,8 @@ async fn send<'a, C: ConnectionLike + Send>(
     if let Some(acks) = acks {
         pipe.add_command(acks.command());
     }
-    let mut replies: Vec<std::result::Result<Value, RedisError>> = pipe.ignore_errors().query_async(conn).await?;
+    let mut replies: Vec<std::result::Result<Value, RedisError>> =
+        pipe.ignore_errors().query_async(conn).await?;
     let acked = match acks {
         None => Ok(()),
         Some(acks) => match replies.pop() {
