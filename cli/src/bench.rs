@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use quern_common::RedisConfig;
 use quern_producer::{JobOptions, NewJob, Queue};
-use quern_worker::{JobContext, JobError, Retention, Worker};
+use quern_worker::{JobContext, JobError, Retention, Worker, WorkerBuilder};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -54,6 +54,14 @@ pub(crate) struct BenchArgs {
     /// chosen so that each primary serves as many of them.
     #[arg(long)]
     pub(crate) queues: Option<usize>,
+    /// Make every add and every worker state move wait until this many
+    /// replicas hold it (`WAIT` in the same pipeline; see `replica_acks` on
+    /// the queue and worker builders). Needs a master with replicas.
+    #[arg(long)]
+    pub(crate) replica_acks: Option<u32>,
+    /// The longest wait for those acknowledgements.
+    #[arg(long, default_value = "1s", value_parser = crate::duration::parse_duration, value_name = "DURATION")]
+    pub(crate) replica_acks_timeout: Duration,
     /// Value of the `system` field of each line.
     #[arg(long, default_value = "quern")]
     pub(crate) system: String,
@@ -92,8 +100,29 @@ impl Bench {
         self.args.only.is_empty() || self.args.only.iter().any(|s| s == scenario)
     }
 
+    /// A handle on queue `name`, with the replica acknowledgements asked for.
+    async fn queue(&self, name: &str) -> Result<Queue> {
+        let mut builder = Queue::builder(&self.config, name);
+        if let Some(n) = self.args.replica_acks {
+            builder = builder.replica_acks(n, self.args.replica_acks_timeout);
+        }
+        Ok(builder.connect().await?)
+    }
+
+    /// A worker builder for queue `name`, with the replica acknowledgements asked for.
+    fn worker(&self, name: &str) -> WorkerBuilder {
+        let builder = Worker::builder(&self.config, name);
+        match self.args.replica_acks {
+            Some(n) => builder.replica_acks(n, self.args.replica_acks_timeout),
+            None => builder,
+        }
+    }
+
     fn line(&self, scenario: &str, figures: serde_json::Value) {
         let mut line = json!({ "system": self.args.system, "scenario": scenario });
+        if let Some(n) = self.args.replica_acks {
+            line["replica_acks"] = json!(n);
+        }
         if let (Some(line), Some(figures)) = (line.as_object_mut(), figures.as_object()) {
             line.extend(figures.clone());
         }
@@ -129,7 +158,7 @@ impl Bench {
     async fn enqueue_single(&self) -> Result<()> {
         let (n, c) = (self.args.jobs, self.args.concurrency);
         eprintln!("enqueue_single: {n} jobs, {c} producers in flight");
-        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let queue = self.queue(QUEUE).await?;
         let mut admin = self.admin.clone();
         let cpu0 = redis_cpu(&mut admin).await?;
         let start = Instant::now();
@@ -143,7 +172,7 @@ impl Bench {
     async fn enqueue_bulk(&self) -> Result<()> {
         let n = self.args.jobs;
         eprintln!("enqueue_bulk: {n} jobs in batches of 1,000");
-        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let queue = self.queue(QUEUE).await?;
         let mut admin = self.admin.clone();
         let memory0 = used_memory(&mut admin).await?;
         let cpu0 = redis_cpu(&mut admin).await?;
@@ -165,9 +194,9 @@ impl Bench {
     async fn drain(&self) -> Result<()> {
         let (n, c) = (self.args.jobs, self.args.concurrency);
         eprintln!("drain: {n} waiting jobs, one worker, concurrency {c}");
-        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let queue = self.queue(QUEUE).await?;
         let mut admin = self.admin.clone();
-        let worker = noop_worker(&self.config, c).await?;
+        let worker = noop_worker(self.worker(QUEUE), c).await?;
         let stop = worker.shutdown_handle();
         let cpu0 = redis_cpu(&mut admin).await?;
         let start = Instant::now();
@@ -199,7 +228,7 @@ impl Bench {
     async fn scale(&self, backlog: usize) -> Result<()> {
         let (n, c, kind) = (self.args.jobs, self.args.concurrency, self.args.backlog_kind.as_str());
         eprintln!("scale: {n} jobs enqueued then drained on top of {backlog} {kind} jobs");
-        let queue = Queue::connect(&self.config, QUEUE).await?;
+        let queue = self.queue(QUEUE).await?;
         let mut admin = self.admin.clone();
         let options = if kind == "delayed" {
             JobOptions::new().delay(Duration::from_secs(86_400))
@@ -213,7 +242,7 @@ impl Bench {
         add_one_by_one(&queue, n, c).await?;
         let enqueue_cpu = redis_cpu(&mut admin).await? - cpu0;
 
-        let worker = noop_worker(&self.config, c).await?;
+        let worker = noop_worker(self.worker(QUEUE), c).await?;
         let stop = worker.shutdown_handle();
         let cpu0 = redis_cpu(&mut admin).await?;
         let running = tokio::spawn(worker.run_until(std::future::pending()));
@@ -323,12 +352,13 @@ impl Bench {
         let c = self.args.concurrency;
         let m = LATENCY_JOBS.min(self.args.jobs.max(100));
         eprintln!("latency: {m} jobs, one every {LATENCY_INTERVAL:?}, idle worker with concurrency {c}");
-        let queue = Queue::connect(&self.config, "latency").await?;
+        let queue = self.queue("latency").await?;
         let origin = Instant::now();
         let latencies = Arc::new(Mutex::new(Vec::with_capacity(m)));
         let started = Arc::new(AtomicU64::new(0));
         let (lat, count) = (latencies.clone(), started.clone());
-        let worker = Worker::builder(&self.config, "latency")
+        let worker = self
+            .worker("latency")
             .concurrency(c)
             .retention(Retention::keep_all())
             .handler("job", move |_ctx: JobContext, job: LatencyPayload| {
@@ -437,8 +467,8 @@ async fn add_in_batches(queue: &Queue, n: usize, options: &JobOptions) -> Result
 
 /// A worker with `c` slots and a no-op handler. Completed jobs are kept, as
 /// BullMQ keeps them by default.
-async fn noop_worker(config: &RedisConfig, c: usize) -> Result<Worker> {
-    Ok(Worker::builder(config, QUEUE)
+async fn noop_worker(builder: WorkerBuilder, c: usize) -> Result<Worker> {
+    Ok(builder
         .concurrency(c)
         .retention(Retention::keep_all())
         .handler("job", |_ctx: JobContext, _job: Payload| async { Ok::<(), JobError>(()) })

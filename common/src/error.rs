@@ -27,6 +27,28 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The sentinels of a `redis+sentinel://` URL monitor no master of that name.
+    #[error("the sentinels of {url} know no master named {master:?} (check the name in the URL)")]
+    UnknownSentinelMaster {
+        /// The URL given, with any password masked.
+        url: String,
+        /// The master name asked for.
+        master: String,
+    },
+    /// Fewer replicas than asked acknowledged a write in time (see
+    /// [`crate::ReplicaAcks`]). The write was applied on the master: only its
+    /// durability across a failover is in doubt.
+    #[error(
+        "the write was applied on the Redis master, but only {acked} of {wanted} replica(s) acknowledged it within {timeout:?}; a failover now could lose it (retrying an add with an explicit job id is safe; an add with a generated id would be added again)"
+    )]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that acknowledged in time.
+        acked: u32,
+        /// How long the call waited for them.
+        timeout: Duration,
+    },
     /// A Redis command failed (connection lost, server error, ...).
     #[error("Redis error: {0}")]
     Redis(#[from] redis::RedisError),
@@ -190,8 +212,9 @@ pub enum ErrorKind {
     Conflict,
     /// Redis cannot be reached or cannot serve now: the connection failed,
     /// timed out or dropped, or the server is loading its data or failing
-    /// over (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`). The only
-    /// kind worth retrying as is.
+    /// over (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`:
+    /// a master demoted by a failover), or fewer replicas than asked
+    /// acknowledged a write in time. The only kind worth retrying as is.
     Unavailable,
     /// Redis refused the credentials or the command (`NOPERM`, failed `AUTH`,
     /// a command of a script that the caller's ACL rules do not allow).
@@ -217,14 +240,15 @@ impl Error {
             | Error::InvalidJobId { .. }
             | Error::InvalidOptions(_)
             | Error::PayloadTooLarge { .. }
-            | Error::InvalidPayload(_) => ErrorKind::InvalidInput,
+            | Error::InvalidPayload(_)
+            | Error::UnknownSentinelMaster { .. } => ErrorKind::InvalidInput,
             Error::JobNotFound { .. } | Error::UnknownQueue(_) => ErrorKind::NotFound,
             Error::JobActive { .. }
             | Error::NotDeadLettered { .. }
             | Error::NotDelayed { .. }
             | Error::Finished { .. } => ErrorKind::WrongState,
             Error::LeaseLost { .. } | Error::QueueInUse { .. } => ErrorKind::Conflict,
-            Error::Connect { .. } | Error::Timeout(_) => ErrorKind::Unavailable,
+            Error::Connect { .. } | Error::Timeout(_) | Error::NotReplicated { .. } => ErrorKind::Unavailable,
             Error::Redis(e) => redis_kind(e),
             // A record in Redis that is not what quern writes: not the caller's input.
             Error::Protocol(_) | Error::Stopped(_) | Error::UnreadableJob { .. } => ErrorKind::Internal,
@@ -238,8 +262,9 @@ impl Error {
         self.kind() == ErrorKind::Unavailable
     }
 
-    /// True when Redis could not be reached or could not serve
-    /// ([`ErrorKind::Unavailable`]; today the same as [`Error::is_retryable`]).
+    /// True when Redis could not be reached or could not serve, including too
+    /// few replica acknowledgements ([`ErrorKind::Unavailable`]; today the
+    /// same as [`Error::is_retryable`]).
     pub fn is_connection_error(&self) -> bool {
         self.kind() == ErrorKind::Unavailable
     }
@@ -253,8 +278,9 @@ impl Error {
 
 /// The kind of an error from the Redis client:
 /// - no connection, a timeout, a dropped connection, and the server replies
-///   that say "not now" (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`):
-///   [`ErrorKind::Unavailable`];
+///   that say "not now" (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
+///   and `READONLY`: a failover demoted the server, and a connection through
+///   Sentinel finds the new master): [`ErrorKind::Unavailable`];
 /// - failed authentication, `NOPERM`, and a command of a script that the
 ///   caller's ACL rules refuse: [`ErrorKind::Denied`];
 /// - an invalid client configuration (from the URL): [`ErrorKind::InvalidInput`];
@@ -262,6 +288,9 @@ impl Error {
 ///   [`ErrorKind::Internal`];
 /// - every other error reply of the server (`ERR`, `OOM`, `READONLY`,
 ///   `NOSCRIPT`, script errors, ...): [`ErrorKind::Server`].
+///
+/// (A `READONLY` from a URL that names a replica for good repeats on every
+/// retry: the error says so.)
 fn redis_kind(e: &redis::RedisError) -> ErrorKind {
     use redis::{ErrorKind as K, ServerErrorKind as S};
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
@@ -273,13 +302,15 @@ fn redis_kind(e: &redis::RedisError) -> ErrorKind {
         return ErrorKind::Denied;
     }
     match e.kind() {
-        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown) => ErrorKind::Unavailable,
+        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly) => {
+            ErrorKind::Unavailable
+        }
         K::AuthenticationFailed | K::Server(S::NoPerm) => ErrorKind::Denied,
         K::InvalidClientConfig => ErrorKind::InvalidInput,
         K::Parse | K::UnexpectedReturnType | K::Client => ErrorKind::Internal,
         K::Server(_) | K::Extension => ErrorKind::Server,
-        // Sentinel and cluster errors (quern uses neither) and kinds added by
-        // later versions of the client.
+        // Cluster errors (quern does not use Cluster; Sentinel look-ups are
+        // turned into quern's own errors) and kinds added by later versions.
         _ => ErrorKind::Internal,
     }
 }
@@ -400,6 +431,11 @@ mod tests {
             (Error::UnreadableJob { queue: s(), id: s(), problem: s() }, ErrorKind::Internal),
             (Error::Io { what: s(), reason: s() }, ErrorKind::Io),
             (Error::Stopped(s()), ErrorKind::Internal),
+            (Error::UnknownSentinelMaster { url: s(), master: s() }, ErrorKind::InvalidInput),
+            (
+                Error::NotReplicated { wanted: 1, acked: 0, timeout: Duration::from_millis(1) },
+                ErrorKind::Unavailable,
+            ),
         ]
     }
 
@@ -454,7 +490,7 @@ mod tests {
             (server_error(K::InvalidClientConfig, "config"), ErrorKind::InvalidInput),
             (server_error(K::UnexpectedReturnType, "type"), ErrorKind::Internal),
             (server_error(K::Server(S::ResponseError), "ERR"), ErrorKind::Server),
-            (server_error(K::Server(S::ReadOnly), "readonly"), ErrorKind::Server),
+            (server_error(K::Server(S::ReadOnly), "readonly"), ErrorKind::Unavailable),
             (server_error(K::Server(S::NoScript), "noscript"), ErrorKind::Server),
         ];
         for (e, kind) in cases {

@@ -26,6 +26,7 @@ pub mod options;
 pub mod outcome;
 pub mod process;
 pub mod rate_limit;
+mod replica_acks;
 pub mod scripts;
 #[cfg(feature = "throwaway-redis")]
 pub mod throwaway_redis;
@@ -42,3 +43,4 @@ pub use options::JobOptions;
 pub use outcome::{AttemptOutcome, FailureKind};
 pub use process::ShutdownHandle;
 pub use rate_limit::RateLimit;
+pub use replica_acks::ReplicaAcks;

@@ -8,6 +8,8 @@
 //! the process that started it is gone, so no run leaves servers behind. A
 //! server meant to outlive its starter ([`Launch::keep`]) gets no watchdog.
 //! With [`Launch::tls`] it listens for TLS only (`rediss://`).
+//! [`Launch::args`] adds options (such as `--replicaof`), and
+//! [`Launch::sentinel`] starts a Redis Sentinel instead of a server.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -51,6 +53,7 @@ pub struct Launch {
     ready_within: Duration,
     extra_args: Vec<String>,
     tls: Option<ServerTls>,
+    sentinel_config: Option<String>,
 }
 
 impl Default for Launch {
@@ -62,6 +65,7 @@ impl Default for Launch {
             ready_within: Duration::from_secs(10),
             extra_args: Vec::new(),
             tls: None,
+            sentinel_config: None,
         }
     }
 }
@@ -96,6 +100,15 @@ impl Launch {
     /// Listen for TLS only, with these certificates (the plain port is off).
     pub fn tls(mut self, tls: ServerTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Start a Redis Sentinel (`redis-server <file> --sentinel`) instead of a
+    /// server; `config` is the text of its configuration file (its `sentinel
+    /// monitor ...` lines), written to `sentinel.conf` in its directory, which
+    /// the sentinel rewrites as it learns. No persistence options apply.
+    pub fn sentinel(mut self, config: impl Into<String>) -> Self {
+        self.sentinel_config = Some(config.into());
         self
     }
 
@@ -155,7 +168,17 @@ impl ThrowawayRedis {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let mut args: Vec<String> = match &self.launch.tls {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(config) = &self.launch.sentinel_config {
+            let path = self.dir().join("sentinel.conf");
+            // On a restart the sentinel's own rewrite of the file is kept.
+            if !path.exists() {
+                std::fs::write(&path, config)
+                    .map_err(|e| io_error("write the sentinel's configuration file", &e.to_string()))?;
+            }
+            args.extend([path.display().to_string(), "--sentinel".into()]);
+        }
+        args.extend(match &self.launch.tls {
             None => vec!["--port".into(), self.port.to_string()],
             Some(tls) => vec![
                 "--port".into(),
@@ -171,7 +194,7 @@ impl ThrowawayRedis {
                 "--tls-auth-clients".into(),
                 if tls.require_client_cert { "yes" } else { "optional" }.into(),
             ],
-        };
+        });
         args.extend([
             "--bind".into(),
             "127.0.0.1".into(),
@@ -185,15 +208,16 @@ impl ThrowawayRedis {
             "no".into(),
             "--logfile".into(),
             self.log_path().display().to_string(),
-            "--maxmemory-policy".into(),
-            "noeviction".into(),
         ]);
-        match self.launch.persistence {
-            Persistence::None => args.extend(["--appendonly".into(), "no".into()]),
-            Persistence::AofAlways | Persistence::AofEverySec => {
-                let fsync =
-                    if self.launch.persistence == Persistence::AofAlways { "always" } else { "everysec" };
-                args.extend(["--appendonly".into(), "yes".into(), "--appendfsync".into(), fsync.into()]);
+        if self.launch.sentinel_config.is_none() {
+            args.extend(["--maxmemory-policy".into(), "noeviction".into()]);
+            match self.launch.persistence {
+                Persistence::None => args.extend(["--appendonly".into(), "no".into()]),
+                Persistence::AofAlways | Persistence::AofEverySec => {
+                    let fsync =
+                        if self.launch.persistence == Persistence::AofAlways { "always" } else { "everysec" };
+                    args.extend(["--appendonly".into(), "yes".into(), "--appendfsync".into(), fsync.into()]);
+                }
             }
         }
         args.extend(self.launch.extra_args.iter().cloned());

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use quern_common::moves::Add;
-use quern_common::{Added, Error, NewJob, QueueScripts, Result, SelfHealingConnection};
+use quern_common::moves::Move;
+use quern_common::scripts::run_pipelined_acked;
+use quern_common::{Added, Error, NewJob, QueueScripts, ReplicaAcks, Result, SelfHealingConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Most jobs sent in one call (bounds the work of one script call).
@@ -44,6 +46,8 @@ pub(crate) struct AddBatcher {
 struct Lane {
     conn: SelfHealingConnection,
     scripts: QueueScripts,
+    /// Replicas each call waits for (a `WAIT` in the same pipeline).
+    replica_acks: Option<ReplicaAcks>,
     /// Held while a call is in flight.
     sending: Mutex<()>,
     /// The last call carried a single job.
@@ -52,9 +56,19 @@ struct Lane {
 
 impl AddBatcher {
     /// Start the sender task on the current Tokio runtime.
-    pub(crate) fn start(conn: SelfHealingConnection, scripts: QueueScripts) -> Self {
+    pub(crate) fn start(
+        conn: SelfHealingConnection,
+        scripts: QueueScripts,
+        replica_acks: Option<ReplicaAcks>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let lane = Arc::new(Lane { conn, scripts, sending: Mutex::new(()), solo: AtomicBool::new(true) });
+        let lane = Arc::new(Lane {
+            conn,
+            scripts,
+            replica_acks,
+            sending: Mutex::new(()),
+            solo: AtomicBool::new(true),
+        });
         tokio::spawn(send_loop(lane.clone(), rx));
         Self { tx, lane }
     }
@@ -78,9 +92,20 @@ fn stopped() -> Error {
 }
 
 impl Lane {
-    /// Add validated jobs in one script call.
+    /// Add validated jobs in one script call (and a `WAIT` after it, with
+    /// replica acknowledgements: the jobs are added even when it fails).
     async fn send(&self, jobs: &[NewJob]) -> Result<Vec<Added>> {
-        self.scripts.run(&mut self.conn.clone(), &Add { jobs }).await
+        let add = Add { jobs };
+        let Some(acks) = &self.replica_acks else {
+            return self.scripts.run(&mut self.conn.clone(), &add).await;
+        };
+        let call = self.scripts.call(&add);
+        let (mut results, acked) =
+            run_pipelined_acked(&mut self.conn.clone(), std::slice::from_ref(&call), Some(acks)).await?;
+        let reply = results.pop().ok_or_else(|| Error::Protocol("add returned no reply".into()))??;
+        let added = add.parse(reply)?;
+        acked?;
+        Ok(added)
     }
 }
 

@@ -12,7 +12,7 @@ use quern_common::names;
 use quern_common::scripts::{self, ScriptCall};
 use quern_common::{
     Added, Error, JobEntry, JobInfo, JobOptions, JobState, NewJob, QueueCounts, QueueScripts, RateLimit,
-    RedisConfig, Result, ScriptCode, SelfHealingConnection, UnreadableJob, WorkerInfo,
+    RedisConfig, ReplicaAcks, Result, ScriptCode, SelfHealingConnection, UnreadableJob, WorkerInfo,
 };
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -41,6 +41,8 @@ struct QueueInner {
     conn: SelfHealingConnection,
     scripts: QueueScripts,
     max_payload_bytes: usize,
+    /// Replicas every add waits for, if any.
+    replica_acks: Option<ReplicaAcks>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -56,6 +58,7 @@ pub struct QueueBuilder {
     config: RedisConfig,
     max_payload_bytes: usize,
     events_max_len: u64,
+    replica_acks: Option<ReplicaAcks>,
 }
 
 impl QueueBuilder {
@@ -72,10 +75,26 @@ impl QueueBuilder {
         self
     }
 
+    /// Make every add return only once `replicas` replicas hold it, waiting
+    /// at most `timeout` (shorter than the Redis response timeout). A `WAIT`
+    /// goes in the same pipeline as the add: no extra round trip, but each add
+    /// waits for replication, and so do the calls queued behind it on the
+    /// shared connection. When fewer replicas acknowledge in time, the add
+    /// fails with [`Error::NotReplicated`] (retryable), although the job *was*
+    /// added on the master: retrying an add with an explicit job id
+    /// ([`JobOptions::job_id`]) is idempotent, while retrying an add with a
+    /// generated id may add the job twice. Other calls (cancel, retry, ...)
+    /// do not wait.
+    pub fn replica_acks(mut self, replicas: u32, timeout: std::time::Duration) -> Self {
+        self.replica_acks = Some(ReplicaAcks::new(replicas, timeout));
+        self
+    }
+
     /// Connect and register the queue name.
     pub async fn connect(self) -> Result<Queue> {
-        // Bad names are refused before any network wait.
+        // Bad names and settings are refused before any network wait.
         QueueKeys::new(&self.config.prefix, &self.name)?;
+        self.check_replica_acks()?;
         let conn = self.config.connect().await?;
         let queue = self.with_connection(conn)?;
         queue.register().await?;
@@ -86,14 +105,23 @@ impl QueueBuilder {
     /// register the queue name; [`Queue::add`] works all the same.
     pub fn with_connection(self, conn: SelfHealingConnection) -> Result<Queue> {
         let keys = QueueKeys::new(&self.config.prefix, &self.name)?;
+        self.check_replica_acks()?;
         Ok(Queue {
             batcher: Arc::new(OnceLock::new()),
             inner: Arc::new(QueueInner {
                 conn,
                 scripts: QueueScripts::new(keys, self.events_max_len),
                 max_payload_bytes: self.max_payload_bytes,
+                replica_acks: self.replica_acks,
             }),
         })
+    }
+
+    fn check_replica_acks(&self) -> Result<()> {
+        match &self.replica_acks {
+            Some(acks) => acks.check(self.config.response_timeout),
+            None => Ok(()),
+        }
     }
 }
 
@@ -105,6 +133,7 @@ impl Queue {
             config: config.clone(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             events_max_len: DEFAULT_EVENTS_MAX_LEN,
+            replica_acks: None,
         }
     }
 
@@ -186,10 +215,12 @@ impl Queue {
         let adds: Vec<Add<'_>> = jobs.chunks(BULK_CHUNK).map(|jobs| Add { jobs }).collect();
         let calls: Vec<ScriptCall> = adds.iter().map(|add| self.inner.scripts.call(add)).collect();
         let mut out = Vec::with_capacity(jobs.len());
-        let results = scripts::run_pipelined(&mut self.conn(), &calls).await?;
+        let acks = self.inner.replica_acks.as_ref();
+        let (results, acked) = scripts::run_pipelined_acked(&mut self.conn(), &calls, acks).await?;
         for (result, add) in results.into_iter().zip(&adds) {
             out.extend(add.parse(result?)?);
         }
+        acked?;
         Ok(out)
     }
 
@@ -197,7 +228,12 @@ impl Queue {
     /// batcher, which combines concurrent adds into one script call.
     async fn add_one(&self, job: NewJob) -> Result<Added> {
         self.validate(&job)?;
-        self.batcher.get_or_init(|| AddBatcher::start(self.conn(), self.inner.scripts.clone())).add(job).await
+        self.batcher
+            .get_or_init(|| {
+                AddBatcher::start(self.conn(), self.inner.scripts.clone(), self.inner.replica_acks)
+            })
+            .add(job)
+            .await
     }
 
     fn validate(&self, job: &NewJob) -> Result<()> {

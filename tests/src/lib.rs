@@ -21,6 +21,7 @@ pub mod moves;
 mod redis_server;
 pub mod sched;
 pub mod tls;
+pub mod sentinel;
 pub mod workers;
 
 use std::sync::OnceLock;

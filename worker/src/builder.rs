@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use quern_common::keys::QueueKeys;
 use quern_common::scripts;
-use quern_common::{Error, RedisConfig, Result};
+use quern_common::{Error, RedisConfig, ReplicaAcks, Result};
 use redis::AsyncCommands;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,6 +89,20 @@ impl WorkerBuilder {
         self
     }
 
+    /// Make the worker's state moves (acknowledging completed jobs, recording
+    /// failures, handing jobs back at shutdown) wait until `replicas`
+    /// replicas hold them, at most `timeout` (shorter than the Redis response
+    /// timeout): a `WAIT` goes in the same pipeline. When fewer replicas
+    /// acknowledge in time, the moves were applied on the master all the same;
+    /// the worker logs it and sends them again with the next round trip (a
+    /// repeated acknowledgement is harmless), until replicas acknowledge.
+    /// Fetches and lease renewals do not wait: a fetch lost in a failover
+    /// leaves the job waiting, to run again.
+    pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.settings.replica_acks = Some(ReplicaAcks::new(replicas, timeout));
+        self
+    }
+
     /// Run jobs named `name` with `handler`. The payload is deserialized into
     /// `T`; one that does not fit fails permanently. The result is stored as
     /// JSON with the completed job (`()` stores nothing).
@@ -106,6 +120,9 @@ impl WorkerBuilder {
     /// Check the settings, connect, load the scripts and register the queue.
     pub async fn build(self) -> Result<Worker> {
         self.settings.check().map_err(Error::InvalidOptions)?;
+        if let Some(acks) = &self.settings.replica_acks {
+            acks.check(self.config.response_timeout)?;
+        }
         if self.handlers.is_empty() {
             return Err(Error::InvalidOptions("a worker needs at least one handler".into()));
         }

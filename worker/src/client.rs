@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use quern_common::moves::Move;
 use quern_common::scripts::{self, ScriptCall};
-use quern_common::{QueueScripts, Result, SelfHealingConnection};
+use quern_common::{QueueScripts, ReplicaAcks, Result, SelfHealingConnection};
 use redis::Value;
 
 #[derive(Clone)]
@@ -17,11 +17,23 @@ struct Inner {
     conn: SelfHealingConnection,
     scripts: QueueScripts,
     worker: String,
+    /// Replicas the worker's state moves wait for, if any.
+    replica_acks: Option<ReplicaAcks>,
 }
 
 impl QueueClient {
-    pub(crate) fn new(conn: SelfHealingConnection, scripts: QueueScripts, worker: String) -> Self {
-        Self { inner: Arc::new(Inner { conn, scripts, worker }) }
+    pub(crate) fn new(
+        conn: SelfHealingConnection,
+        scripts: QueueScripts,
+        worker: String,
+        replica_acks: Option<ReplicaAcks>,
+    ) -> Self {
+        Self { inner: Arc::new(Inner { conn, scripts, worker, replica_acks }) }
+    }
+
+    /// The replica acknowledgements state moves wait for, if any.
+    pub(crate) fn replica_acks(&self) -> Option<&ReplicaAcks> {
+        self.inner.replica_acks.as_ref()
     }
 
     /// This worker's id (`host:pid:random`).
@@ -49,8 +61,25 @@ impl QueueClient {
         self.inner.scripts.call(m)
     }
 
-    /// Send calls in one round trip (see [`scripts::run_pipelined`]).
-    pub(crate) async fn pipelined(&self, calls: &[ScriptCall]) -> Result<Vec<Result<Value>>> {
-        scripts::run_pipelined(&mut self.conn(), calls).await
+    /// Run state move `m`, then wait for the replica acknowledgements, if
+    /// the worker asks for them (the move ran on the master either way).
+    pub(crate) async fn run_acked<M: Move>(&self, m: &M) -> Result<M::Reply> {
+        let Some(acks) = self.replica_acks() else {
+            return self.run(m).await;
+        };
+        let (mut results, acked) = self.pipelined(&[self.call(m)], Some(acks)).await?;
+        let reply = m.parse(results.pop().unwrap_or_else(|| Ok(Value::Nil))?)?;
+        acked?;
+        Ok(reply)
+    }
+
+    /// Send calls in one round trip, with a `WAIT` for `acks` after them (see
+    /// [`scripts::run_pipelined_acked`]).
+    pub(crate) async fn pipelined(
+        &self,
+        calls: &[ScriptCall],
+        acks: Option<&ReplicaAcks>,
+    ) -> Result<(Vec<Result<Value>>, Result<()>)> {
+        scripts::run_pipelined_acked(&mut self.conn(), calls, acks).await
     }
 }

@@ -255,6 +255,8 @@ impl FetchLoop {
         match rt.fetched {
             Ok(fetched) => {
                 self.retries = 0;
+                // Moves too few replicas acknowledged go again (harmless repeats).
+                self.outbox.merge(rt.unsent);
                 if let Some(f) = fetched {
                     self.on_fetched(f, rt.wanted);
                 }
@@ -398,7 +400,7 @@ impl FetchLoop {
                     keep: self.settings.retention.max_count,
                 };
                 let rt = round_trip(self.client.clone(), ask, std::mem::take(&mut self.outbox)).await;
-                if rt.fetched.is_err() {
+                if rt.fetched.is_err() || !rt.unsent.is_empty() {
                     self.outbox.merge(rt.unsent);
                     ok = false;
                 }
@@ -426,7 +428,7 @@ impl FetchLoop {
 /// Hand leases `(id, token)` back to waiting, unrun and without using an
 /// attempt (leases lost meanwhile are skipped). Returns how many went back.
 async fn release(client: &QueueClient, leases: &[(String, String)]) -> Result<u64> {
-    client.run(&Release { leases }).await
+    client.run_acked(&Release { leases }).await
 }
 
 /// Give jobs leased while stopping back to the queue.

@@ -58,9 +58,10 @@ pub(crate) struct FetchAsk {
 }
 
 /// The result of one round trip. When the whole pipeline failed (connection
-/// trouble), `unsent` gives the acknowledgements and failures back for a
-/// retry; a repeated acknowledgement is harmless (the scripts answer
-/// `DUPLICATE`).
+/// trouble), or too few replicas acknowledged the moves (when the worker asks
+/// for replica acknowledgements), `unsent` gives the acknowledgements and
+/// failures back to send again; a repeated acknowledgement is harmless (the
+/// scripts answer `DUPLICATE`).
 pub(crate) struct RoundTrip {
     pub(crate) wanted: usize,
     pub(crate) fetched: Result<Option<FetchReply>>,
@@ -90,7 +91,10 @@ pub(crate) async fn round_trip(client: QueueClient, ask: FetchAsk, outbox: Outbo
     if ask.want > 0 {
         calls.push(client.call(&fetch));
     }
-    let results = match client.pipelined(&calls).await {
+    // Only state moves wait for replicas: a fetch lost in a failover leaves
+    // its jobs waiting, to run again.
+    let acks = if outbox.is_empty() { None } else { client.replica_acks() };
+    let (results, acked) = match client.pipelined(&calls, acks).await {
         Ok(r) => r,
         Err(e) => {
             drop(fails);
@@ -124,7 +128,15 @@ pub(crate) async fn round_trip(client: QueueClient, ask: FetchAsk, outbox: Outbo
     } else {
         results.next().expect("one result per call").and_then(|r| fetch.parse(r)).map(Some)
     };
-    RoundTrip { wanted: ask.want, fetched, unsent: Outbox::default() }
+    drop(fails);
+    let unsent = match acked {
+        Ok(()) => Outbox::default(),
+        Err(e) => {
+            warn!(worker = %client.worker(), error = %e, moves = outbox.len(), "too few replicas acknowledged; sending these moves again");
+            outbox
+        }
+    };
+    RoundTrip { wanted: ask.want, fetched, unsent }
 }
 
 fn report_code(worker: &str, what: &str, id: &str, code: ScriptCode) {

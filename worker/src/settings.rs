@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use quern_common::ReplicaAcks;
 use quern_common::moves::DEFAULT_EVENTS_MAX_LEN;
 
 /// How long completed jobs are kept. The newest `max_count` are kept, and
@@ -45,6 +46,7 @@ pub(crate) struct Settings {
     pub(crate) idle_block: Duration,
     pub(crate) retention: Retention,
     pub(crate) events_max_len: u64,
+    pub(crate) replica_acks: Option<ReplicaAcks>,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             idle_block: Duration::from_secs(5),
             retention: Retention::default(),
             events_max_len: DEFAULT_EVENTS_MAX_LEN,
+            replica_acks: None,
         }
     }
 }

@@ -59,7 +59,8 @@ impl Worker {
             worker: id.clone(),
         });
         let parking = ParkingSpec::new(&id, settings.lease, settings.idle_block, config.response_timeout);
-        let client = QueueClient::new(conn, QueueScripts::new(keys, settings.events_max_len), id.clone());
+        let scripts = QueueScripts::new(keys, settings.events_max_len);
+        let client = QueueClient::new(conn, scripts, id.clone(), settings.replica_acks);
         let leases = Arc::new(LeaseTable::default());
         let presence = Presence {
             concurrency: settings.concurrency,

@@ -27,6 +27,9 @@ impl RedisConfig {
     /// which makes it a cluster's; `None` for a URL of one server (which may
     /// still be a cluster node: see [`is_cluster`]).
     pub(super) fn cluster_seeds(&self) -> Result<Option<Vec<ConnectionInfo>>> {
+        if self.url.starts_with("redis+sentinel") {
+            return Ok(None);
+        }
         let (head, hosts, tail) = split_url(&self.url);
         if !hosts.contains(',') {
             return Ok(None);

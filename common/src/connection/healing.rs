@@ -13,8 +13,11 @@ use super::cluster::ClusterLink;
 /// reset, but not when it merely goes silent (the server host died, a NAT or
 /// load balancer forgot the flow, a failover moved a virtual IP): every call
 /// would then time out forever. So a timed-out call here also swaps in a fresh
-/// manager, which connects on its next call. Cheap to clone; clones share the
-/// socket and its replacement.
+/// manager, which connects on its next call. With a Sentinel URL, a call that
+/// fails on a dead, silent or refused socket, or meets a `READONLY` replica,
+/// makes it ask the sentinels for the master and swap in a manager connected
+/// to it (see `sentinel.rs`). Cheap to clone; clones share the socket and its
+/// replacement.
 ///
 /// On a Redis Cluster it is the cluster's connection: one multiplexed socket
 /// per node, each call routed to the node that serves its keys (see
@@ -37,6 +40,8 @@ pub(super) struct Healing {
     pub(super) config: ConnectionManagerConfig,
     /// The manager in use and its generation (bumped on every replacement).
     pub(super) current: Mutex<(u64, ConnectionManager)>,
+    /// With a Sentinel URL: how to find the master again (see `sentinel.rs`).
+    pub(super) sentinel: Option<Arc<super::sentinel::Follower>>,
 }
 
 impl std::fmt::Debug for SelfHealingConnection {
@@ -66,7 +71,7 @@ impl SelfHealingConnection {
         }
     }
 
-    fn shared(&self) -> &Arc<Healing> {
+    pub(super) fn shared(&self) -> &Arc<Healing> {
         match &self.kind {
             Kind::Single(shared) => shared,
             Kind::Cluster(_) => unreachable!("only a single server's connection heals itself here"),
@@ -81,6 +86,12 @@ impl SelfHealingConnection {
     /// After a call on generation `generation` failed: replace that manager
     /// if the error says the socket may be dead and nobody replaced it yet.
     fn after_error(&self, generation: u64, error: &redis::RedisError) {
+        if let Some(follower) = &self.shared().sentinel {
+            if super::sentinel::master_may_have_moved(error) {
+                self.follow_master(generation, follower);
+            }
+            return;
+        }
         if !error.is_timeout() {
             return;
         }
@@ -98,6 +109,19 @@ impl SelfHealingConnection {
     }
 }
 
+impl SelfHealingConnection {
+    /// After a call on generation `generation` was answered: with Sentinel, a
+    /// `READONLY` error in the replies means the server was demoted by a
+    /// failover, so find the master again.
+    fn after_reply(&self, generation: u64, replies: &[Value]) {
+        if let Some(follower) = &self.shared().sentinel
+            && replies.iter().any(super::sentinel::is_readonly_reply)
+        {
+            self.follow_master(generation, follower);
+        }
+    }
+}
+
 impl ConnectionLike for SelfHealingConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         if self.is_cluster() {
@@ -107,8 +131,9 @@ impl ConnectionLike for SelfHealingConnection {
         let (generation, mut conn) = self.current();
         Box::pin(async move {
             let reply = conn.req_packed_command(cmd).await;
-            if let Err(e) = &reply {
-                self.after_error(generation, e);
+            match &reply {
+                Err(e) => self.after_error(generation, e),
+                Ok(value) => self.after_reply(generation, std::slice::from_ref(value)),
             }
             reply
         })
@@ -127,8 +152,9 @@ impl ConnectionLike for SelfHealingConnection {
         let (generation, mut conn) = self.current();
         Box::pin(async move {
             let reply = conn.req_packed_commands(pipeline, offset, count).await;
-            if let Err(e) = &reply {
-                self.after_error(generation, e);
+            match &reply {
+                Err(e) => self.after_error(generation, e),
+                Ok(values) => self.after_reply(generation, values),
             }
             reply
         })

@@ -9,13 +9,16 @@
 //!   than the longest block, never shared with other calls.
 //!
 //! `config` turns settings into clients; `healing` holds the multiplexed
-//! connection; `tls` makes `rediss://` clients from certificate files. Each further kind of Redis deployment (TLS, Sentinel,
+//! connection; `tls` makes `rediss://` clients from certificate files;
+//! `sentinel` finds the master through Redis Sentinel (`redis+sentinel://`
+//! URLs) and follows it across failovers; `cluster` serves a Redis Cluster. Each further kind of Redis deployment (TLS, Sentinel,
 //! Cluster) goes in a file of its own here, and `connect` /
 //! `connect_dedicated` below choose between them.
 
 mod cluster;
 mod config;
 mod healing;
+mod sentinel;
 mod tls;
 
 use std::sync::{Arc, Mutex};
@@ -38,13 +41,16 @@ impl RedisConfig {
             let link = cluster::ClusterLink::connect(self, seeds).await?;
             return Ok(SelfHealingConnection { kind: healing::Kind::Cluster(link) });
         }
-        let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.response_timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
+        if let Some(url) = self.sentinel_url()? {
+            return sentinel::connect(self, url, config).await;
+        }
+        let client = self.client()?;
         let attempt = ConnectionManager::new_with_config(client.clone(), config.clone());
         let mut manager = self.bounded(attempt).await?;
         // A URL of one node of a cluster: use the cluster.
@@ -53,7 +59,7 @@ impl RedisConfig {
             let link = cluster::ClusterLink::connect(self, seeds).await?;
             return Ok(SelfHealingConnection { kind: healing::Kind::Cluster(link) });
         }
-        let healing = healing::Healing { client, config, current: Mutex::new((0, manager)) };
+        let healing = healing::Healing { client, config, current: Mutex::new((0, manager)), sentinel: None };
         Ok(SelfHealingConnection { kind: healing::Kind::Single(Arc::new(healing)) })
     }
 
@@ -71,6 +77,9 @@ impl RedisConfig {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(longest_block + self.response_timeout));
+        if let Some(url) = self.sentinel_url()? {
+            return sentinel::connect_dedicated(self, url, &config).await;
+        }
         let client = match self.cluster_seeds()? {
             Some(seeds) => self.client_for(seeds[0].clone())?,
             None => self.client()?,
@@ -123,6 +132,14 @@ impl RedisConfig {
         }
         let (host, port) = cluster::node_of(&mut conn, key).await?;
         Ok(format!("{host}:{port}"))
+    }
+}
+
+impl RedisConfig {
+    /// The parsed URL if it is a Sentinel one (`redis+sentinel://`).
+    fn sentinel_url(&self) -> Result<Option<sentinel::SentinelUrl>> {
+        sentinel::SentinelUrl::parse(&self.url)
+            .map_err(|reason| crate::Error::InvalidUrl { url: self.masked_url(), reason })
     }
 }
 

@@ -10,7 +10,7 @@ use redis::{Cmd, FromRedisValue, RedisError, ToRedisArgs, Value};
 use super::ScriptName;
 use super::source::library_source;
 use crate::keys::QueueKeys;
-use crate::{Error, Result};
+use crate::{Error, ReplicaAcks, Result};
 
 /// Set once a Redis refused `FCALL` or the library: from then on this process
 /// calls scripts with `EVALSHA`, which every supported Redis runs.
@@ -123,7 +123,19 @@ pub async fn run_pipelined<C: ConnectionLike + Send>(
     conn: &mut C,
     calls: &[ScriptCall],
 ) -> Result<Vec<Result<Value>>> {
-    let mut results = send(conn, calls.iter().map(|c| c.current())).await?;
+    Ok(run_pipelined_acked(conn, calls, None).await?.0)
+}
+
+/// [`run_pipelined`], with a `WAIT` for replica acknowledgements after the
+/// calls in the same pipeline (`acks`; none: no `WAIT`). Returns the calls'
+/// results and whether enough replicas acknowledged them; the calls ran on
+/// the master either way.
+pub async fn run_pipelined_acked<C: ConnectionLike + Send>(
+    conn: &mut C,
+    calls: &[ScriptCall],
+    acks: Option<&ReplicaAcks>,
+) -> Result<(Vec<Result<Value>>, Result<()>)> {
+    let (mut results, mut acked) = send(conn, calls.iter().map(|c| c.current()), acks).await?;
     for _ in 0..3 {
         let mut again = Vec::new();
         let mut repairs = Vec::new();
@@ -144,12 +156,14 @@ pub async fn run_pipelined<C: ConnectionLike + Send>(
         for repair in repairs {
             repair.apply(conn).await?;
         }
-        let replies = send(conn, again.iter().map(|&i| calls[i].current())).await?;
+        // The calls sent again get a `WAIT` of their own.
+        let (replies, acked_again) = send(conn, again.iter().map(|&i| calls[i].current()), acks).await?;
+        acked = acked.and(acked_again);
         for (i, r) in again.into_iter().zip(replies) {
             results[i] = r;
         }
     }
-    Ok(results.into_iter().map(|r| r.map_err(Error::from)).collect())
+    Ok((results.into_iter().map(|r| r.map_err(Error::from)).collect(), acked))
 }
 
 /// What lets a call that failed succeed when sent again. Such a call never
@@ -190,15 +204,30 @@ impl Repair {
     }
 }
 
+/// Send `calls` in one pipeline, then `WAIT` if `acks`: the calls' replies
+/// and the verdict of the `WAIT` (`Ok` without one).
 async fn send<'a, C: ConnectionLike + Send>(
     conn: &mut C,
     calls: impl Iterator<Item = Cow<'a, Cmd>>,
-) -> Result<Vec<std::result::Result<Value, RedisError>>> {
+    acks: Option<&ReplicaAcks>,
+) -> Result<(Vec<std::result::Result<Value, RedisError>>, Result<()>)> {
     let mut pipe = redis::pipe();
     for c in calls {
         pipe.add_command(c.into_owned());
     }
-    Ok(pipe.ignore_errors().query_async(conn).await?)
+    if let Some(acks) = acks {
+        pipe.add_command(acks.command());
+    }
+    let mut replies: Vec<std::result::Result<Value, RedisError>> =
+        pipe.ignore_errors().query_async(conn).await?;
+    let acked = match acks {
+        None => Ok(()),
+        Some(acks) => match replies.pop() {
+            Some(reply) => acks.verdict(reply),
+            None => Err(Error::Protocol("no reply to WAIT".into())),
+        },
+    };
+    Ok((replies, acked))
 }
 
 /// Make `name` callable: load the library (or, where functions are refused,

@@ -26,7 +26,7 @@ mod call;
 pub mod reply;
 mod source;
 
-pub use call::{ScriptCall, calls_functions, load, load_all, run_pipelined};
+pub use call::{ScriptCall, calls_functions, load, load_all, run_pipelined, run_pipelined_acked};
 pub use source::{library_name, library_source, with_prelude};
 
 /// Declares [`ScriptName`] from one table: variant, file stem, what it does.
