@@ -163,7 +163,7 @@ async fn sentinel_urls_fail_with_clear_errors_and_masked_passwords() {
     let err = Queue::connect(&config_for(&dead), "q").await.unwrap_err();
     assert!(err.to_string().contains("no sentinel reachable"), "{err}");
     assert!(!err.to_string().contains("s3cret") && err.is_retryable(), "{err}");
-    let err = RedisConfig::new(&dead).connect_dedicated(Duration::from_secs(1)).await.unwrap_err();
+    let err = RedisConfig::new(&dead).connect_dedicated("q", Duration::from_secs(1)).await.unwrap_err();
     assert!(err.to_string().contains("no sentinel reachable"), "{err}");
     // Malformed URLs.
     for bad in ["redis+sentinel://user:s3cret@127.0.0.1:26379", "redis+sentinel://127.0.0.1:x/m"] {

@@ -100,6 +100,12 @@ impl RedisConfig {
     /// must visit every node (scanning keys, reading `INFO` per shard);
     /// commands on these connections must not span slots.
     pub async fn node_connections(&self) -> Result<Vec<(String, MultiplexedConnection)>> {
+        if let Some(url) = self.sentinel_url()? {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(Some(self.response_timeout));
+            return Ok(vec![(self.masked_url(), sentinel::connect_dedicated(self, url, &config).await?)]);
+        }
         let client = match self.cluster_seeds()? {
             Some(seeds) => self.client_for(seeds[0].clone())?,
             None => self.client()?,
@@ -122,6 +128,9 @@ impl RedisConfig {
     /// `host:port` of the primary that serves `key` (on one server: its URL,
     /// password masked).
     pub async fn node_of_key(&self, key: &str) -> Result<String> {
+        if self.sentinel_url()?.is_some() {
+            return Ok(self.masked_url());
+        }
         let client = match self.cluster_seeds()? {
             Some(seeds) => self.client_for(seeds[0].clone())?,
             None => self.client()?,
