@@ -510,8 +510,7 @@ async fn spread_queue_names(config: &RedisConfig, count: usize) -> Result<Vec<St
             break;
         }
         let name = format!("{QUEUE}-{i}");
-        let node =
-            config.node_of_key(quern_common::QueueKeys::new(BENCH_PREFIX, &name)?.wait()).await?;
+        let node = config.node_of_key(quern_common::QueueKeys::new(BENCH_PREFIX, &name)?.wait()).await?;
         let served = per_node.entry(node).or_insert(0);
         if *served < quota {
             *served += 1;

@@ -20,8 +20,8 @@ pub mod cluster;
 pub mod moves;
 mod redis_server;
 pub mod sched;
-pub mod tls;
 pub mod sentinel;
+pub mod tls;
 pub mod workers;
 
 use std::sync::OnceLock;

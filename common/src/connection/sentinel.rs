@@ -395,7 +395,8 @@ impl SelfHealingConnection {
     async fn replace_with_master(&self, generation: u64, follower: &Follower) {
         let found = match follower.sentinels.master().await {
             Ok(client) => {
-                let manager = ConnectionManager::new_with_config(client.clone(), self.shared().config.clone());
+                let manager =
+                    ConnectionManager::new_with_config(client.clone(), self.shared().config.clone());
                 follower.sentinels.config.bounded(manager).await.map(|m| (client, m))
             }
             Err(e) => Err(e),
