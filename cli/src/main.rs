@@ -57,8 +57,10 @@ use crate::error::CliError;
 #[derive(Debug, Parser)]
 #[command(name = "quern", version, about, long_about)]
 struct Cli {
-    /// Redis to use, e.g. redis://127.0.0.1:6379/0, rediss://host:6380 (TLS) or
-    /// redis+unix:///path; an ACL user and password go in the URL:
+    /// Redis to use, e.g. redis://127.0.0.1:6379/0, rediss://host:6380 (TLS),
+    /// redis+unix:///path, redis+sentinel://host:26379,host:26379/<master> (Sentinel)
+    /// or redis://node1:7000,node2:7000 (a Redis Cluster's seeds; one node's URL
+    /// works too); an ACL user and password go in the URL:
     /// redis://user:password@host:port. Default: redis://127.0.0.1:6379.
     #[arg(long, global = true, env = "REDIS_URL")]
     redis_url: Option<String>,
