@@ -162,7 +162,7 @@ impl Bench {
         let mut admin = self.admin.clone();
         let cpu0 = redis_cpu(&mut admin).await?;
         let start = Instant::now();
-        add_one_by_one(&queue, n, c).await?;
+        add_one_by_one(std::slice::from_ref(&queue), n, c).await?;
         let secs = start.elapsed().as_secs_f64();
         let cpu = redis_cpu(&mut admin).await? - cpu0;
         self.line("enqueue_single", throughput(n, c, secs, cpu));
@@ -239,7 +239,7 @@ impl Bench {
         let memory = used_memory(&mut admin).await?;
 
         let cpu0 = redis_cpu(&mut admin).await?;
-        add_one_by_one(&queue, n, c).await?;
+        add_one_by_one(std::slice::from_ref(&queue), n, c).await?;
         let enqueue_cpu = redis_cpu(&mut admin).await? - cpu0;
 
         let worker = noop_worker(self.worker(QUEUE), c).await?;
@@ -282,24 +282,7 @@ impl Bench {
         let mut admin = self.admin.clone();
         let cpu0 = node_cpu(&mut admin).await?;
         let start = Instant::now();
-        let next = Arc::new(AtomicUsize::new(0));
-        let producers: Vec<_> = (0..c)
-            .map(|_| {
-                let (queues, next) = (queues.clone(), next.clone());
-                tokio::spawn(async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
-                            return Ok::<(), quern_common::Error>(());
-                        }
-                        queues[i % queues.len()].add("job", &payload(i)).await?;
-                    }
-                })
-            })
-            .collect();
-        for producer in producers {
-            producer.await.map_err(|e| CliError::Failed(format!("producer task failed: {e}")))??;
-        }
+        add_one_by_one(&queues, n, c).await?;
         let slots = (c / count).max(1);
         let mut running = Vec::with_capacity(count);
         for name in &names {
@@ -431,19 +414,21 @@ fn payload(i: usize) -> Payload {
     Payload { i: i as u64, pad: "x".repeat(100) }
 }
 
-/// `n` adds of one job each, `c` of them in flight (web handlers' way).
-async fn add_one_by_one(queue: &Queue, n: usize, c: usize) -> Result<()> {
+/// `n` adds of one job each, `c` of them in flight (web handlers' way),
+/// round-robin over `queues`.
+async fn add_one_by_one(queues: &[Queue], n: usize, c: usize) -> Result<()> {
+    let queues: Arc<[Queue]> = queues.into();
     let next = Arc::new(AtomicUsize::new(0));
     let producers: Vec<_> = (0..c)
         .map(|_| {
-            let (queue, next) = (queue.clone(), next.clone());
+            let (queues, next) = (queues.clone(), next.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= n {
                         return Ok::<(), quern_common::Error>(());
                     }
-                    queue.add("job", &payload(i)).await?;
+                    queues[i % queues.len()].add("job", &payload(i)).await?;
                 }
             })
         })
