@@ -177,6 +177,13 @@ async fn a_stopping_worker_returns_the_jobs_handed_over_that_nobody_took() {
     // worker is still parked) but stays on the list while the slot is busy.
     let busy = q.add("sleep", &400u64).await.unwrap().id;
     wait_for_state(&q, &busy, JobState::Active, WAIT).await;
+    // The add made it active; wait until the worker took it off the list, or
+    // the next add would not be handed over (one hand-off pending at a time).
+    quern_tests::eventually(WAIT, "the worker to take the first hand-off", || {
+        let m = m.clone();
+        async move { m.handoffs().await.is_empty().then_some(()) }
+    })
+    .await;
     let waiting = q.add("sleep", &0u64).await.unwrap().id;
     assert_eq!(m.handoffs().await.len(), 1);
     worker.stop().await;
