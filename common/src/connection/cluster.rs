@@ -50,7 +50,12 @@ impl RedisConfig {
     /// The connection settings of this URL with its host and port replaced
     /// by a node's (credentials, TLS and database kept).
     pub(super) fn node_info(&self, host: &str, port: u16) -> Result<ConnectionInfo> {
-        let (head, _, tail) = split_url(&self.url);
+        let (head, hosts, tail) = split_url(&self.url);
+        // A node that never met another one does not know its own address
+        // and reports an empty host (a one-node cluster): it is the one the
+        // URL names.
+        let seed_host = hosts.split(',').next().and_then(|h| h.rsplit_once(':')).map_or(hosts, |(h, _)| h);
+        let host = if host.is_empty() { seed_host } else { host };
         format!("{head}{host}:{port}{tail}")
             .into_connection_info()
             .map_err(|e| Error::InvalidUrl { url: self.masked_url(), reason: e.to_string() })
@@ -296,6 +301,10 @@ mod tests {
         assert_eq!(seeds.len(), 2);
         assert_eq!(seeds[1].redis_settings().username(), Some("u"));
         assert!(crate::RedisConfig::new("redis://h:1").cluster_seeds().unwrap().is_none());
+        let one = crate::RedisConfig::new("redis://u:p@10.0.0.5:7000/0");
+        let node = one.node_info("", 7000).unwrap();
+        assert_eq!(node.addr().to_string(), "10.0.0.5:7000", "an empty host is the URL's");
+        assert_eq!(one.node_info("10.0.0.6", 7001).unwrap().addr().to_string(), "10.0.0.6:7001");
     }
 
     #[test]
