@@ -80,12 +80,8 @@ impl RedisConfig {
         if let Some(url) = self.sentinel_url()? {
             return sentinel::connect_dedicated(self, url, &config).await;
         }
-        let client = match self.cluster_seeds()? {
-            Some(seeds) => self.client_for(seeds[0].clone())?,
-            None => self.client()?,
-        };
-        let mut conn = self.bounded(client.get_multiplexed_async_connection_with_config(&config)).await?;
-        if !cluster::is_cluster(&mut conn).await {
+        let (mut conn, on_cluster) = self.probe(&config).await?;
+        if !on_cluster {
             return Ok(conn);
         }
         let (host, port) = cluster::node_of(&mut conn, key).await?;
@@ -101,26 +97,22 @@ impl RedisConfig {
     /// commands on these connections must not span slots.
     pub async fn node_connections(&self) -> Result<Vec<(String, MultiplexedConnection)>> {
         if let Some(url) = self.sentinel_url()? {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(Some(self.response_timeout));
-            return Ok(vec![(self.masked_url(), sentinel::connect_dedicated(self, url, &config).await?)]);
+            return Ok(vec![(
+                self.masked_url(),
+                sentinel::connect_dedicated(self, url, &self.plain_config()).await?,
+            )]);
         }
-        let client = match self.cluster_seeds()? {
-            Some(seeds) => self.client_for(seeds[0].clone())?,
-            None => self.client()?,
-        };
-        let mut conn = self.bounded(client.get_multiplexed_async_connection()).await?;
-        if !cluster::is_cluster(&mut conn).await {
+        let (mut conn, on_cluster) = self.probe(&self.plain_config()).await?;
+        if !on_cluster {
             return Ok(vec![(self.masked_url(), conn)]);
         }
         let mut nodes = Vec::new();
         for (host, port) in cluster::primaries(&mut conn).await? {
             let client = self.client_for(self.node_info(&host, port)?)?;
-            nodes.push((
-                format!("{host}:{port}"),
-                self.bounded(client.get_multiplexed_async_connection()).await?,
-            ));
+            let conn = self
+                .bounded(client.get_multiplexed_async_connection_with_config(&self.plain_config()))
+                .await?;
+            nodes.push((format!("{host}:{port}"), conn));
         }
         Ok(nodes)
     }
@@ -131,12 +123,8 @@ impl RedisConfig {
         if self.sentinel_url()?.is_some() {
             return Ok(self.masked_url());
         }
-        let client = match self.cluster_seeds()? {
-            Some(seeds) => self.client_for(seeds[0].clone())?,
-            None => self.client()?,
-        };
-        let mut conn = self.bounded(client.get_multiplexed_async_connection()).await?;
-        if !cluster::is_cluster(&mut conn).await {
+        let (mut conn, on_cluster) = self.probe(&self.plain_config()).await?;
+        if !on_cluster {
             return Ok(self.masked_url());
         }
         let (host, port) = cluster::node_of(&mut conn, key).await?;
@@ -149,6 +137,27 @@ impl RedisConfig {
     fn sentinel_url(&self) -> Result<Option<sentinel::SentinelUrl>> {
         sentinel::SentinelUrl::parse(&self.url)
             .map_err(|reason| crate::Error::InvalidUrl { url: self.masked_url(), reason })
+    }
+}
+
+impl RedisConfig {
+    /// The connect and response timeouts of these settings, for plain connections.
+    fn plain_config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+    }
+
+    /// A plain connection to the server of the URL (or the first seed of a
+    /// cluster's URL), and whether it is a cluster node.
+    async fn probe(&self, config: &AsyncConnectionConfig) -> Result<(MultiplexedConnection, bool)> {
+        let client = match self.cluster_seeds()? {
+            Some(seeds) => self.client_for(seeds[0].clone())?,
+            None => self.client()?,
+        };
+        let mut conn = self.bounded(client.get_multiplexed_async_connection_with_config(config)).await?;
+        let on_cluster = cluster::is_cluster(&mut conn).await;
+        Ok((conn, on_cluster))
     }
 }
 
