@@ -324,3 +324,44 @@ local function register_worker(id, now, until_ms, info)
   redis.call('ZADD', K_WORKERS, tostring(until_ms), id)
   redis.call('HSET', K_WORKER_INFO, id, since .. ' ' .. tostring(now) .. ' ' .. info)
 end
+
+-- @block F_STEP_SEQ F_STEP_COUNT F_STEP_BYTES STEP_FIELD
+-- The job hash's fields of durable steps (only jobs that use steps have
+-- them; kept out of the header so other scripts do not define them).
+local F_STEP_SEQ = 'sx' -- durable steps recorded so far (numbers the records)
+local F_STEP_COUNT = 'sn' -- durable steps stored now
+local F_STEP_BYTES = 'sb' -- bytes the stored steps take
+-- A durable step's record is field STEP_FIELD .. '<name>#<occurrence>' of
+-- the job hash (see step.lua), so it lives and dies with the job.
+local STEP_FIELD = 's:'
+
+-- @block record_step
+-- Store durable step `key` of job `jk` (see step.lua for the record's form).
+-- A finished record ('ok' or 'sleep') is never replaced. Returns nil when
+-- stored, else {status, detail}: {'stored', the record there}, or {'limit',
+-- why} when the job would hold more than `max_steps` steps or `max_bytes`
+-- bytes of them.
+local function record_step(jk, key, outcome, took, value, attempt, now_text, max_steps, max_bytes)
+  local field = STEP_FIELD .. key
+  local v = redis.call('HMGET', jk, field, F_STEP_SEQ, F_STEP_COUNT, F_STEP_BYTES)
+  local old_size, count = 0, tonumber(v[3]) or 0
+  if v[1] then
+    if not string.find(v[1], '^%d+ %d+ %d+ %d+ failed\n') then
+      return { 'stored', v[1] }
+    end
+    old_size = #field + #v[1]
+    count = count - 1
+  end
+  local seq = (tonumber(v[2]) or 0) + 1
+  local record = seq .. ' ' .. attempt .. ' ' .. now_text .. ' ' .. took .. ' ' .. outcome .. '\n' .. value
+  local bytes = (tonumber(v[4]) or 0) - old_size + #field + #record
+  if count + 1 > max_steps then
+    return { 'limit', 'the job holds ' .. count .. ' durable steps, the most this worker allows' }
+  end
+  if bytes > max_bytes then
+    return { 'limit', 'storing step ' .. key .. ' (' .. #value .. ' bytes) would make the job\'s steps take ' .. bytes
+      .. ' bytes; this worker allows at most ' .. max_bytes }
+  end
+  redis.call('HSET', jk, field, record, F_STEP_SEQ, seq, F_STEP_COUNT, count + 1, F_STEP_BYTES, bytes)
+  return nil
+end

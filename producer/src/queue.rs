@@ -554,7 +554,7 @@ impl Queue {
     }
 
     async fn dead_letter_action(&self, action: DeadLetterAction, ids: &[&str]) -> Result<Vec<String>> {
-        self.run(&DeadLetter { action, batch: DEAD_LETTER_BATCH, ids }).await
+        self.run(&DeadLetter { action, batch: DEAD_LETTER_BATCH, ids, from_step: None }).await
     }
 }
 

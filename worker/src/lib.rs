@@ -59,6 +59,7 @@ mod leases;
 mod maintenance;
 mod outbox;
 mod settings;
+mod steps;
 #[cfg(feature = "stock")]
 pub mod stock;
 mod waker;
@@ -69,4 +70,5 @@ pub use handler::{JobContext, JobError, MAX_PROGRESS_BYTES};
 pub use quern_common::process::ShutdownHandle;
 pub use quern_common::{Backoff, Error, JobOptions, RedisConfig, Result};
 pub use settings::Retention;
+pub use steps::{DEFAULT_MAX_STEP_BYTES, DEFAULT_MAX_STEPS, Divergence, StepRetry};
 pub use worker::Worker;
