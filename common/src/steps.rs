@@ -249,15 +249,11 @@ mod tests {
 
     #[test]
     fn unreadable_records_are_problems_not_failures() {
-        let h: HashMap<String, String> = [
-            ("s:a#1", "1 1 5 1 ok\n1"),
-            ("s:b#1", "garbage"),
-            ("n", "job"),
-            ("s:c#1", "2 1 9 0 sleep\n100"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let h: HashMap<String, String> =
+            [("s:a#1", "1 1 5 1 ok\n1"), ("s:b#1", "garbage"), ("n", "job"), ("s:c#1", "2 1 9 0 sleep\n100")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         let (steps, problems) = StepRecord::from_hash(&h);
         assert_eq!(steps.iter().map(StepRecord::key).collect::<Vec<_>>(), ["a#1", "c#1"]);
         assert_eq!(steps[1].wake_at_ms(), Some(100));

@@ -126,10 +126,8 @@ impl StepBook {
             self.reached.insert(key.clone());
             return (key, Found::Finished(record));
         }
-        let mut not_reached: Vec<&StepRecord> = stored
-            .values()
-            .filter(|r| r.outcome.is_finished() && !self.reached.contains(&r.key()))
-            .collect();
+        let mut not_reached: Vec<&StepRecord> =
+            stored.values().filter(|r| r.outcome.is_finished() && !self.reached.contains(&r.key())).collect();
         let diverged = if not_reached.is_empty() || self.diverged {
             None
         } else {
@@ -278,11 +276,10 @@ impl JobContext {
             return Ok(());
         }
         let key = self.client().job_key(self.id());
-        let fields: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(&key)
-            .query_async(&mut self.client().conn())
-            .await
-            .map_err(|e| JobError::retryable(format!("cannot read the stored steps of job {}: {e}", self.id())))?;
+        let fields: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query_async(&mut self.client().conn()).await.map_err(|e| {
+                JobError::retryable(format!("cannot read the stored steps of job {}: {e}", self.id()))
+            })?;
         let mut book = self.step_book();
         if !book.is_loaded() {
             for problem in book.load(&fields) {
@@ -339,19 +336,30 @@ impl JobContext {
     /// Run a step or sleep write, again while Redis cannot be reached and
     /// the lease may still hold: a write whose reply was lost is found
     /// stored the second time, so retrying never stores twice.
-    async fn with_retries<M: Move<Reply = StepReply>>(&self, key: &str, write: &M) -> Result<StepReply, JobError> {
+    async fn with_retries<M: Move<Reply = StepReply>>(
+        &self,
+        key: &str,
+        write: &M,
+    ) -> Result<StepReply, JobError> {
         let give_up = Instant::now() + self.step_rules().lease;
         let mut pause = Duration::from_millis(50);
         loop {
             match self.client().run(write).await {
                 Ok(reply) => return Ok(reply),
-                Err(e) if e.kind() == ErrorKind::Unavailable && Instant::now() + pause < give_up && !self.is_lease_lost() => {
+                Err(e)
+                    if e.kind() == ErrorKind::Unavailable
+                        && Instant::now() + pause < give_up
+                        && !self.is_lease_lost() =>
+                {
                     warn!(job = %self.id(), step = %key, error = %e, "cannot store the step yet; trying again");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
-                    return Err(JobError::retryable(format!("cannot store step {key} of job {}: {e}", self.id())));
+                    return Err(JobError::retryable(format!(
+                        "cannot store step {key} of job {}: {e}",
+                        self.id()
+                    )));
                 }
             }
         }
@@ -363,10 +371,12 @@ impl JobContext {
                 "lease lost: step {key} of job {} was not stored (the job was taken over, and runs elsewhere)",
                 self.id()
             )),
-            StepReply::NotFound => JobError::retryable(format!("job {} is gone: step {key} was not stored", self.id())),
-            StepReply::Limit(why) => JobError::permanent(format!(
-                "step limit: {why} (WorkerBuilder::step_limits sets the limits)"
-            )),
+            StepReply::NotFound => {
+                JobError::retryable(format!("job {} is gone: step {key} was not stored", self.id()))
+            }
+            StepReply::Limit(why) => {
+                JobError::permanent(format!("step limit: {why} (WorkerBuilder::step_limits sets the limits)"))
+            }
             other => JobError::retryable(format!("unexpected reply storing step {key}: {other:?}")),
         }
     }
@@ -417,7 +427,10 @@ mod tests {
         let mut b = book(&[("a#1", "1 1 5 1 ok\n1"), ("a#2", "2 1 5 1 ok\n2"), ("b#1", "3 1 5 1 failed\nx")]);
         assert!(matches!(b.next_call("a"), (k, Found::Finished(r)) if k == "a#1" && r.value == "1"));
         assert!(matches!(b.next_call("a"), (k, Found::Finished(r)) if k == "a#2" && r.value == "2"));
-        assert!(matches!(b.next_call("b"), (k, Found::Run { diverged: None }) if k == "b#1"), "failed steps run again");
+        assert!(
+            matches!(b.next_call("b"), (k, Found::Run { diverged: None }) if k == "b#1"),
+            "failed steps run again"
+        );
     }
 
     #[test]
