@@ -335,33 +335,43 @@ local F_STEP_BYTES = 'sb' -- bytes the stored steps take
 -- the job hash (see step.lua), so it lives and dies with the job.
 local STEP_FIELD = 's:'
 
--- @block record_step
--- Store durable step `key` of job `jk` (see step.lua for the record's form).
--- A finished record ('ok' or 'sleep') is never replaced. Returns nil when
--- stored, else {status, detail}: {'stored', the record there}, or {'limit',
--- why} when the job would hold more than `max_steps` steps or `max_bytes`
--- bytes of them.
-local function record_step(jk, key, outcome, took, value, attempt, now_text, max_steps, max_bytes)
+-- @block read_for_step record_step
+-- What a step or sleep script needs of job `jk`, in one HMGET: state,
+-- token, attempts, then the record of step `key` and the step counters.
+local function read_for_step(jk, key)
+  return redis.call('HMGET', jk, F_STATE, F_TOKEN, F_ATTEMPTS, STEP_FIELD .. key, F_STEP_SEQ, F_STEP_COUNT,
+    F_STEP_BYTES)
+end
+
+-- Store durable step `key` of job `jk`, whose fields `v` were read by
+-- read_for_step (see step.lua for the record's form). A finished record
+-- ('ok' or 'sleep') is never replaced. Returns the record's seq (text) when
+-- stored, else nil and {status, detail}: {'stored', the record there}, or
+-- {'limit', why} when the job would hold more than `max_steps` steps or
+-- `max_bytes` bytes of them.
+local function record_step(jk, key, v, outcome, took, value, now_text, max_steps, max_bytes)
+  local old, count = v[4], tonumber(v[6]) or 0
   local field = STEP_FIELD .. key
-  local v = redis.call('HMGET', jk, field, F_STEP_SEQ, F_STEP_COUNT, F_STEP_BYTES)
-  local old_size, count = 0, tonumber(v[3]) or 0
-  if v[1] then
-    if not string.find(v[1], '^%d+ %d+ %d+ %d+ failed\n') then
-      return { 'stored', v[1] }
+  local old_size = 0
+  if old then
+    local failed = string.find(old, ' failed\n', 1, true)
+    if not failed or failed + 7 ~= string.find(old, '\n', 1, true) then
+      return nil, { 'stored', old }
     end
-    old_size = #field + #v[1]
+    old_size = #field + #old
     count = count - 1
   end
-  local seq = (tonumber(v[2]) or 0) + 1
-  local record = seq .. ' ' .. attempt .. ' ' .. now_text .. ' ' .. took .. ' ' .. outcome .. '\n' .. value
-  local bytes = (tonumber(v[4]) or 0) - old_size + #field + #record
+  local seq = tostring((tonumber(v[5]) or 0) + 1)
+  local record = seq .. ' ' .. (v[3] or '0') .. ' ' .. now_text .. ' ' .. took .. ' ' .. outcome .. '\n' .. value
+  local bytes = (tonumber(v[7]) or 0) - old_size + #field + #record
   if count + 1 > max_steps then
-    return { 'limit', 'the job holds ' .. count .. ' durable steps, the most this worker allows' }
+    return nil, { 'limit', 'the job holds ' .. count .. ' durable steps, the most this worker allows' }
   end
   if bytes > max_bytes then
-    return { 'limit', 'storing step ' .. key .. ' (' .. #value .. ' bytes) would make the job\'s steps take ' .. bytes
-      .. ' bytes; this worker allows at most ' .. max_bytes }
+    return nil, { 'limit', 'storing step ' .. key .. ' (' .. #value .. ' bytes) would make the job\'s steps take '
+      .. bytes .. ' bytes; this worker allows at most ' .. max_bytes }
   end
-  redis.call('HSET', jk, field, record, F_STEP_SEQ, seq, F_STEP_COUNT, count + 1, F_STEP_BYTES, bytes)
-  return nil
+  redis.call('HSET', jk, field, record, F_STEP_SEQ, seq, F_STEP_COUNT, tostring(count + 1), F_STEP_BYTES,
+    tostring(bytes))
+  return seq
 end

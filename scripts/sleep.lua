@@ -16,7 +16,7 @@
 -- must use it); {'lost', ''}; {'gone', ''}; {'limit', why}.
 local id, token, key = ARGV[3], ARGV[4], ARGV[5]
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_ATTEMPTS)
+local v = read_for_step(jk, key)
 if not v[1] then
   return { 'gone', '' }
 end
@@ -29,16 +29,16 @@ if ARGV[6] == 'in' then
   wake_at = now + wake_at
 end
 local wake_text = string.format('%d', wake_at)
-local attempt = tonumber(v[3]) or 1
-local refused = record_step(jk, key, 'sleep', '0', wake_text, attempt, now_text, tonumber(ARGV[8]), tonumber(ARGV[9]))
-if refused then
+local seq, refused = record_step(jk, key, v, 'sleep', '0', wake_text, now_text, tonumber(ARGV[8]), tonumber(ARGV[9]))
+if not seq then
   return refused
 end
 if wake_at <= now then
   return { 'awake', wake_text }
 end
+local attempt = tonumber(v[3]) or 1
 redis.call('ZREM', K_ACTIVE, id)
-redis.call('HSET', jk, F_STATE, 'delayed', F_TOKEN, '', F_ATTEMPTS, math.max(attempt - 1, 0))
+redis.call('HSET', jk, F_STATE, 'delayed', F_TOKEN, '', F_ATTEMPTS, tostring(math.max(attempt - 1, 0)))
 to_delayed(id, wake_text)
 emit('ev', 'sleeping', 'id', id, 'step', key, 'until', wake_text)
 return { 'sleeping', wake_text }

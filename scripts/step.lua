@@ -18,7 +18,7 @@
 -- lease holder: nothing stored); {'gone', ''} (no such job); {'limit', why}.
 local id, token, key, outcome = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_ATTEMPTS)
+local v = read_for_step(jk, key)
 if not v[1] then
   return { 'gone', '' }
 end
@@ -26,10 +26,9 @@ if v[1] ~= 'active' or v[2] ~= token then
   return { 'lost', '' }
 end
 local _, now_text = clock()
-local refused = record_step(jk, key, outcome, ARGV[7], ARGV[8], v[3] or '0', now_text, tonumber(ARGV[9]),
-  tonumber(ARGV[10]))
-if refused then
+local seq, refused = record_step(jk, key, v, outcome, ARGV[7], ARGV[8], now_text, tonumber(ARGV[9]), tonumber(ARGV[10]))
+if not seq then
   return refused
 end
 emit('ev', 'step', 'id', id, 'step', key, 'outcome', outcome)
-return { 'ok', redis.call('HGET', jk, F_STEP_SEQ) }
+return { 'ok', seq }
