@@ -344,12 +344,13 @@ local function read_for_step(jk, key)
 end
 
 -- Store durable step `key` of job `jk`, whose fields `v` were read by
--- read_for_step (see step.lua for the record's form). A finished record
--- ('ok' or 'sleep') is never replaced. Returns the record's seq (text) when
--- stored, else nil and {status, detail}: {'stored', the record there}, or
--- {'limit', why} when the job would hold more than `max_steps` steps or
--- `max_bytes` bytes of them.
-local function record_step(jk, key, v, outcome, took, value, now_text, max_steps, max_bytes)
+-- read_for_step (see step.lua for the record's form); `now` gives Redis'
+-- clock (ms, as text) and is called only once the record will be stored. A
+-- finished record ('ok' or 'sleep') is never replaced. Returns the record's
+-- seq (text) when stored, else nil and {status, detail}: {'stored', the
+-- record there}, or {'limit', why} when the job would hold more than
+-- `max_steps` steps or `max_bytes` bytes of them.
+local function record_step(jk, key, v, outcome, took, value, now, max_steps, max_bytes)
   local old, count = v[4], tonumber(v[6]) or 0
   local field = STEP_FIELD .. key
   local old_size = 0
@@ -362,8 +363,10 @@ local function record_step(jk, key, v, outcome, took, value, now_text, max_steps
     count = count - 1
   end
   local seq = tostring((tonumber(v[5]) or 0) + 1)
-  local record = seq .. ' ' .. (v[3] or '0') .. ' ' .. now_text .. ' ' .. took .. ' ' .. outcome .. '\n' .. value
-  local bytes = (tonumber(v[7]) or 0) - old_size + #field + #record
+  local attempt = v[3] or '0'
+  -- The clock's text has 13 digits (until the year 2286).
+  local size = #field + #seq + #attempt + 13 + #took + #outcome + #value + 5
+  local bytes = (tonumber(v[7]) or 0) - old_size + size
   if count + 1 > max_steps then
     return nil, { 'limit', 'the job holds ' .. count .. ' durable steps, the most this worker allows' }
   end
@@ -371,6 +374,7 @@ local function record_step(jk, key, v, outcome, took, value, now_text, max_steps
     return nil, { 'limit', 'storing step ' .. key .. ' (' .. #value .. ' bytes) would make the job\'s steps take '
       .. bytes .. ' bytes; this worker allows at most ' .. max_bytes }
   end
+  local record = seq .. ' ' .. attempt .. ' ' .. now() .. ' ' .. took .. ' ' .. outcome .. '\n' .. value
   redis.call('HSET', jk, field, record, F_STEP_SEQ, seq, F_STEP_COUNT, tostring(count + 1), F_STEP_BYTES,
     tostring(bytes))
   return seq

@@ -29,7 +29,9 @@ if ARGV[6] == 'in' then
   wake_at = now + wake_at
 end
 local wake_text = string.format('%d', wake_at)
-local seq, refused = record_step(jk, key, v, 'sleep', '0', wake_text, now_text, tonumber(ARGV[8]), tonumber(ARGV[9]))
+local seq, refused = record_step(jk, key, v, 'sleep', '0', wake_text, function()
+  return now_text
+end, tonumber(ARGV[8]), tonumber(ARGV[9]))
 if not seq then
   return refused
 end

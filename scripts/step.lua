@@ -25,10 +25,19 @@ end
 if v[1] ~= 'active' or v[2] ~= token then
   return { 'lost', '' }
 end
-local _, now_text = clock()
-local seq, refused = record_step(jk, key, v, outcome, ARGV[7], ARGV[8], now_text, tonumber(ARGV[9]), tonumber(ARGV[10]))
+-- Once the record will be stored: the event, whose stream id is Redis'
+-- clock (its ms stand in for a TIME call).
+local function now()
+  if MAX_EVENTS ~= '0' then
+    local event = redis.call('XADD', K_EVENTS, 'MAXLEN', '~', MAX_EVENTS, '*', 'ev', 'step', 'id', id, 'step', key,
+      'outcome', outcome)
+    return string.match(event, '^%d+')
+  end
+  local _, text = clock()
+  return text
+end
+local seq, refused = record_step(jk, key, v, outcome, ARGV[7], ARGV[8], now, tonumber(ARGV[9]), tonumber(ARGV[10]))
 if not seq then
   return refused
 end
-emit('ev', 'step', 'id', id, 'step', key, 'outcome', outcome)
 return { 'ok', seq }
