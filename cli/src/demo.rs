@@ -176,7 +176,9 @@ async fn demo_worker(config: &RedisConfig, done: Arc<AtomicU64>) -> CliResult<Wo
 /// payment does not reserve the stock again, and a durable sleep that holds
 /// no worker slot.
 async fn order_workflow(ctx: JobContext, order: serde_json::Value) -> Result<serde_json::Value, JobError> {
-    let reservation: String = ctx.step("reserve-stock", || async { Ok(format!("R-{}", order["sku"].as_str().unwrap_or("?"))) }).await?;
+    let reservation: String = ctx
+        .step("reserve-stock", || async { Ok(format!("R-{}", order["sku"].as_str().unwrap_or("?"))) })
+        .await?;
     let payment: String = ctx
         .step("charge-card", || async {
             if ctx.attempt() == 1 {

@@ -17,7 +17,8 @@ fn check_demo_output(out: &str) {
     // stock was reserved by attempt 1 only), and it slept, then finished.
     let workflow = out.lines().rev().find(|l| l.starts_with("order-workflow")).expect("a workflow line");
     assert!(
-        workflow.contains("reserve-stock ok (#1), charge-card ok (#2), slept, send-receipt ok (#2) -> completed"),
+        workflow
+            .contains("reserve-stock ok (#1), charge-card ok (#2), slept, send-receipt ok (#2) -> completed"),
         "{workflow}"
     );
     assert!(out.contains("steps:") && out.contains("payment gateway timed out"), "{out}");
