@@ -22,6 +22,11 @@
 //!   ones are retried after the job's backoff, the last one and permanent ones
 //!   land in the dead-letter list;
 //! - lets handlers record their progress ([`JobContext::progress`]);
+//! - runs workflows: durable steps ([`JobContext::step`]) whose results are
+//!   stored under the attempt's lease and returned to later runs without
+//!   running the step again, and durable sleeps ([`JobContext::sleep`]) that
+//!   park the job in `delayed` holding no worker (see the README's
+//!   "Workflows");
 //! - on SIGTERM/SIGINT (or [`ShutdownHandle::shutdown`]) stops fetching, lets
 //!   running jobs finish within a grace period, and hands the rest back to
 //!   `waiting` without using up an attempt.
@@ -53,6 +58,7 @@
 mod attempt;
 mod builder;
 mod client;
+mod durable;
 mod fetch_loop;
 mod handler;
 mod leases;
