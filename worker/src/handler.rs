@@ -150,9 +150,12 @@ impl JobContext {
         &self.inner.rules
     }
 
-    /// The job went to sleep: this attempt is over, whatever the handler returns.
+    /// The job went to sleep: this attempt is over, whatever the handler
+    /// returns, and its lease was given up (so a renewal that finds it gone
+    /// before the attempt is settled does not warn that it was lost).
     pub(crate) fn mark_slept(&self) {
         self.inner.slept.store(true, Ordering::Relaxed);
+        self.inner.lease_lost.store(true, Ordering::Relaxed);
     }
 }
 
