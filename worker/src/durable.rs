@@ -36,7 +36,8 @@ impl JobContext {
     /// as the step's failure and dead-letters the job, keeping the steps
     /// that finished. Use `?` on the result. A step runs at least once, and
     /// more than once only when its attempt lost its lease before the
-    /// result was stored (a crash, a partition, a pause longer than the lease).
+    /// result was stored (a crash, a partition, a pause longer than the
+    /// lease, or a shutdown whose grace period ended inside the step).
     ///
     /// The name: 1 to 100 bytes, without `#`, not starting with `~`.
     pub async fn step<T, F, Fut>(&self, name: &str, step: F) -> Result<T, JobError>
