@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quern_common::steps::StepOutcome;
-use quern_common::{Backoff, Error, JobOptions, JobState};
+use quern_common::{Backoff, Error, EventKind, JobOptions, JobState};
 use quern_producer::Queue;
 use quern_tests::workers::{RunningWorker, wait_for_state};
 use quern_tests::{RedisConfig, config};
@@ -234,6 +234,22 @@ async fn a_sleeping_job_holds_no_worker_slot_and_continues_after_its_sleep() {
     let keys: Vec<String> = done.steps.iter().map(|s| s.key()).collect();
     assert_eq!(keys, ["before#1", "~sleep#1", "after#1"]);
     assert!(done.steps[2].started_at_ms >= sleep.wake_at_ms().unwrap());
+    let events = q.recent_events(100).await.unwrap();
+    let of_sleeper: Vec<(EventKind, Option<&str>)> = events
+        .iter()
+        .filter(|e| {
+            e.field("id") == Some(sleeper.as_str()) && matches!(e.kind, EventKind::Step | EventKind::Sleeping)
+        })
+        .map(|e| (e.kind.clone(), e.field("step")))
+        .collect();
+    assert_eq!(
+        of_sleeper,
+        [
+            (EventKind::Step, Some("before#1")),
+            (EventKind::Sleeping, Some("~sleep#1")),
+            (EventKind::Step, Some("after#1"))
+        ]
+    );
     w.stop().await;
 }
 
