@@ -240,3 +240,17 @@ async fn a_job_deleted_on_completion_leaves_no_step_record_behind() {
     let exists: bool = m.conn().exists(m.keys().job(&id)).await.unwrap();
     assert!(!exists, "the steps live in the job hash and went with it");
 }
+
+#[tokio::test]
+async fn a_step_is_stored_with_redis_time_when_events_are_off() {
+    let (m, _q, id, token) = leased_job("steps-no-events").await;
+    let quiet = quern_common::QueueScripts::new(m.keys().clone(), 0);
+    let before = m.now_ms().await;
+    let step =
+        Step { id: &id, token: &token, key: "a#1", end: StepEnd::Ok, took_ms: 0, value: "1", limits: LIMITS };
+    let reply = quiet.run(&mut m.conn(), &step).await.unwrap();
+    assert_eq!(reply, StepReply::Stored("1".into()));
+    let record = StepRecord::parse("a#1", &m.hash(&id).await["s:a#1"]).unwrap();
+    assert!(record.started_at_ms >= before && record.started_at_ms <= m.now_ms().await);
+    assert!(!m.events().await.iter().any(|e| e == "step"), "no event written");
+}
