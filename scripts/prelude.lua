@@ -324,3 +324,58 @@ local function register_worker(id, now, until_ms, info)
   redis.call('ZADD', K_WORKERS, tostring(until_ms), id)
   redis.call('HSET', K_WORKER_INFO, id, since .. ' ' .. tostring(now) .. ' ' .. info)
 end
+
+-- @block F_STEP_SEQ F_STEP_COUNT F_STEP_BYTES STEP_FIELD
+-- The job hash's fields of durable steps (only jobs that use steps have
+-- them; kept out of the header so other scripts do not define them).
+local F_STEP_SEQ = 'sx' -- durable steps recorded so far (numbers the records)
+local F_STEP_COUNT = 'sn' -- durable steps stored now
+local F_STEP_BYTES = 'sb' -- bytes the stored steps take
+-- A durable step's record is field STEP_FIELD .. '<name>#<occurrence>' of
+-- the job hash (see step.lua), so it lives and dies with the job.
+local STEP_FIELD = 's:'
+
+-- @block read_for_step record_step
+-- What a step or sleep script needs of job `jk`, in one HMGET: state,
+-- token, attempts, then the record of step `key` and the step counters.
+local function read_for_step(jk, key)
+  return redis.call('HMGET', jk, F_STATE, F_TOKEN, F_ATTEMPTS, STEP_FIELD .. key, F_STEP_SEQ, F_STEP_COUNT,
+    F_STEP_BYTES)
+end
+
+-- Store durable step `key` of job `jk`, whose fields `v` were read by
+-- read_for_step (see step.lua for the record's form); `now` gives Redis'
+-- clock (ms, as text) and is called only once the record will be stored. A
+-- finished record ('ok' or 'sleep') is never replaced. Returns the record's
+-- seq (text) when stored, else nil and {status, detail}: {'stored', the
+-- record there}, or {'limit', why} when the job would hold more than
+-- `max_steps` steps or `max_bytes` bytes of them.
+local function record_step(jk, key, v, outcome, took, value, now, max_steps, max_bytes)
+  local old, count = v[4], tonumber(v[6]) or 0
+  local field = STEP_FIELD .. key
+  local old_size = 0
+  if old then
+    local failed = string.find(old, ' failed\n', 1, true)
+    if not failed or failed + 7 ~= string.find(old, '\n', 1, true) then
+      return nil, { 'stored', old }
+    end
+    old_size = #field + #old
+    count = count - 1
+  end
+  local seq = tostring((tonumber(v[5]) or 0) + 1)
+  local attempt = v[3] or '0'
+  -- The clock's text has 13 digits (until the year 2286).
+  local size = #field + #seq + #attempt + 13 + #took + #outcome + #value + 5
+  local bytes = (tonumber(v[7]) or 0) - old_size + size
+  if count + 1 > max_steps then
+    return nil, { 'limit', 'the job holds ' .. count .. ' durable steps, the most this worker allows' }
+  end
+  if bytes > max_bytes then
+    return nil, { 'limit', 'storing step ' .. key .. ' (' .. #value .. ' bytes) would make the job\'s steps take '
+      .. bytes .. ' bytes; this worker allows at most ' .. max_bytes }
+  end
+  local record = seq .. ' ' .. attempt .. ' ' .. now() .. ' ' .. took .. ' ' .. outcome .. '\n' .. value
+  redis.call('HSET', jk, field, record, F_STEP_SEQ, seq, F_STEP_COUNT, tostring(count + 1), F_STEP_BYTES,
+    tostring(bytes))
+  return seq
+end

@@ -24,6 +24,8 @@ use crate::error::{CliError, CliResult as Result};
 pub(crate) const BENCH_PREFIX: &str = "quern-bench";
 const QUEUE: &str = "bench";
 const LATENCY_JOBS: usize = 1_500;
+/// The step names of the `steps` scenario.
+const STEP_NAMES: [&str; 5] = ["step-1", "step-2", "step-3", "step-4", "step-5"];
 const LATENCY_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Options of `quern bench`.
@@ -36,7 +38,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 50)]
     pub(crate) concurrency: usize,
     /// Run only these scenarios (comma-separated: enqueue_single, enqueue_bulk,
-    /// memory_waiting, drain, latency); memory_waiting and drain need enqueue_bulk.
+    /// memory_waiting, drain, latency); memory_waiting and drain need
+    /// enqueue_bulk. Workflow scenarios run only when named: steps (N waiting
+    /// jobs of 5 durable steps each, one worker of C slots).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Instead of the protocol's scenarios, measure Redis CPU per job (enqueue
@@ -152,6 +156,63 @@ impl Bench {
             self.latency().await?;
             remove_own_keys(&mut admin).await?;
         }
+        if self.args.only.iter().any(|s| s == "steps") {
+            self.steps().await?;
+            remove_own_keys(&mut admin).await?;
+        }
+        Ok(())
+    }
+
+    /// `steps`: N waiting jobs (bulk-added, not timed); one worker with C
+    /// slots runs them, each job 5 durable steps whose results are stored
+    /// (a lease-checked script call each) before the next step starts.
+    async fn steps(&self) -> Result<()> {
+        const STEPS: u32 = 5;
+        let (n, c) = (self.args.jobs, self.args.concurrency);
+        eprintln!("steps: {n} waiting jobs of {STEPS} durable steps, one worker, concurrency {c}");
+        let queue = self.queue(QUEUE).await?;
+        add_in_batches(&queue, n, &JobOptions::new()).await?;
+        let mut admin = self.admin.clone();
+        let worker = self
+            .worker(QUEUE)
+            .concurrency(c)
+            .retention(Retention::keep_all())
+            .handler("job", |ctx: JobContext, _job: Payload| async move {
+                for s in 0..STEPS {
+                    ctx.step(STEP_NAMES[s as usize], || async move { Ok(s) }).await?;
+                }
+                Ok::<u32, JobError>(1)
+            })
+            .build()
+            .await?;
+        let stop = worker.shutdown_handle();
+        let cpu0 = redis_cpu(&mut admin).await?;
+        let start = Instant::now();
+        let running = tokio::spawn(worker.run_until(std::future::pending()));
+        let mut last_report = Instant::now();
+        loop {
+            let counts = queue.counts().await?;
+            if counts.completed + counts.failed >= n as u64 {
+                if counts.failed > 0 {
+                    return Err(CliError::Failed(format!("steps: {} jobs failed", counts.failed)));
+                }
+                break;
+            }
+            if last_report.elapsed() > Duration::from_secs(2) {
+                eprintln!("steps: {} of {n} completed", counts.completed);
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = redis_cpu(&mut admin).await? - cpu0;
+        stop.shutdown();
+        join_worker(running).await?;
+        let mut figures = throughput(n, c, secs, cpu);
+        if let Some(map) = figures.as_object_mut() {
+            map.insert("steps_per_job".into(), json!(STEPS));
+        }
+        self.line("steps", figures);
         Ok(())
     }
 

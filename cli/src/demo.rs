@@ -9,8 +9,10 @@
 //! `demo`: ordinary jobs completing, a flaky webhook that fails three times
 //! and is retried with growing backoff, a poisoned report that panics on every
 //! attempt and lands in the dead-letter list, a delayed job, a stock
-//! `command` job, and a cron schedule ticking every 2 s through the scheduler;
-//! then it prints a summary and the commands to inspect it all.
+//! `command` job, a cron schedule ticking every 2 s through the scheduler, and
+//! an order workflow of durable steps whose payment step fails once (the
+//! retry resumes at that step) and that sleeps 1.5 s holding no worker; then
+//! it prints a summary and the commands to inspect it all.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -39,6 +41,7 @@ const FLAKY_ID: &str = "flaky-webhook";
 const POISON_ID: &str = "poisoned-report";
 const DELAYED_ID: &str = "delayed-reminder";
 const COMMAND_ID: &str = "nightly-backup";
+const WORKFLOW_ID: &str = "order-workflow";
 /// Widest live display line (a narrower terminal would wrap and break the redraw).
 const LIVE_WIDTH: usize = 100;
 const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
@@ -163,9 +166,53 @@ async fn demo_worker(config: &RedisConfig, done: Arc<AtomicU64>) -> CliResult<Wo
             }
             Ok(())
         })
+        .handler("order", order_workflow)
         .handler("reminder", |_ctx: JobContext, _job: serde_json::Value| async move { Ok(()) })
         .handler("heartbeat", |_ctx: JobContext, _job: serde_json::Value| async move { Ok(()) });
     Ok(builder.build().await?)
+}
+
+/// The demo's workflow: durable steps, so the retry after the failed
+/// payment does not reserve the stock again, and a durable sleep that holds
+/// no worker slot.
+async fn order_workflow(ctx: JobContext, order: serde_json::Value) -> Result<serde_json::Value, JobError> {
+    let reservation: String = ctx
+        .step("reserve-stock", || async { Ok(format!("R-{}", order["sku"].as_str().unwrap_or("?"))) })
+        .await?;
+    let payment: String = ctx
+        .step("charge-card", || async {
+            if ctx.attempt() == 1 {
+                return Err(JobError::retryable("payment gateway timed out"));
+            }
+            Ok("P-4711".to_owned())
+        })
+        .await?;
+    // Wait for the courier without holding a worker: the job sleeps in `delayed`.
+    ctx.sleep(Duration::from_millis(1500)).await?;
+    ctx.step("send-receipt", || async { Ok(()) }).await?;
+    Ok(json!({ "reservation": reservation, "payment": payment }))
+}
+
+/// One line about a workflow's steps: each with the attempt that ran it.
+fn steps_line(job: Option<&JobInfo>) -> String {
+    let Some(job) = job else { return "not enqueued yet".into() };
+    let mut parts: Vec<String> = job
+        .steps
+        .iter()
+        .map(|s| match s.wake_at_ms() {
+            Some(_) => "slept".to_owned(),
+            None => format!("{} {} (#{})", s.name, s.outcome, s.attempt),
+        })
+        .collect();
+    match job.state {
+        quern_common::JobState::Delayed if job.steps.last().is_some_and(|s| s.is_sleep()) => {
+            parts.pop();
+            parts.push("sleeping".into());
+        }
+        quern_common::JobState::Delayed => parts.push("retrying after a failed step".into()),
+        state => return format!("{} -> {state}", parts.join(", ")),
+    }
+    parts.join(", ")
 }
 
 async fn seed(queue: &Queue) -> CliResult {
@@ -184,6 +231,9 @@ async fn seed(queue: &Queue) -> CliResult {
     queue.add_with("reminder", &json!({ "to": "ops@example.invalid" }), delayed).await?;
     let backup = json!({ "argv": ["sh", "-c", "echo backing up the database; sleep 0.3; echo backup done"] });
     queue.add_with("command", &backup, JobOptions::new().job_id(COMMAND_ID)).await?;
+    let workflow =
+        JobOptions::new().job_id(WORKFLOW_ID).attempts(3).backoff(Backoff::fixed(Duration::from_millis(300)));
+    queue.add_with("order", &json!({ "sku": "kettle-2l" }), workflow).await?;
     Ok(())
 }
 
@@ -306,6 +356,7 @@ async fn snapshot(
         format!("{POISON_ID:<17} {}", attempts_line(job(POISON_ID).await.as_ref())),
         format!("{DELAYED_ID:<17} {}", attempts_line(job(DELAYED_ID).await.as_ref())),
         format!("{COMMAND_ID:<17} {}", attempts_line(job(COMMAND_ID).await.as_ref())),
+        format!("{WORKFLOW_ID:<17} {}", steps_line(job(WORKFLOW_ID).await.as_ref())),
         cron,
     ]
 }
@@ -432,7 +483,7 @@ async fn summary(
         let parts: Vec<String> = totals.iter().map(|(k, v)| format!("{v} {k}")).collect();
         parts.join(", ")
     });
-    for id in [FLAKY_ID, POISON_ID] {
+    for id in [FLAKY_ID, POISON_ID, WORKFLOW_ID] {
         if let Some(job) = queue.job(id).await? {
             outln!("\n== quern job {QUEUE} {id}\n{}", render_job(&job));
         }
@@ -459,6 +510,7 @@ async fn summary(
         "stats".to_owned(),
         format!("jobs {QUEUE} --state completed --limit 10"),
         format!("job {QUEUE} {FLAKY_ID}"),
+        format!("job {QUEUE} {WORKFLOW_ID}"),
         "schedules list".to_owned(),
         format!("dlq {QUEUE} list"),
         format!("dlq {QUEUE} retry {POISON_ID}"),

@@ -33,7 +33,9 @@ pub(crate) enum DlqAction {
         #[arg(long)]
         json: bool,
     },
-    /// Move a job (or every job with --all) back to waiting, with a fresh attempt budget.
+    /// Move a job (or every job with --all) back to waiting, with a fresh
+    /// attempt budget. A job with durable steps resumes after the steps that
+    /// finished (their results are kept).
     Retry {
         /// The job to retry.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -41,6 +43,11 @@ pub(crate) enum DlqAction {
         /// Retry every dead-lettered job.
         #[arg(long)]
         all: bool,
+        /// Run the job again from this durable step: NAME (its first
+        /// occurrence) or NAME#N. That step and every step stored after it
+        /// run again; the steps before it keep their results.
+        #[arg(long, value_name = "STEP", requires = "id", conflicts_with = "all")]
+        from_step: Option<String>,
         /// Print {"retried": N} instead of a sentence.
         #[arg(long)]
         json: bool,
@@ -74,8 +81,12 @@ pub(crate) async fn run(config: &RedisConfig, args: DlqArgs) -> CliResult {
                 out!("{}", jobs_table(&jobs));
             }
         }
-        DlqAction::Retry { id, json, .. } => {
+        DlqAction::Retry { id, json, from_step, .. } => {
             let retried = match id {
+                Some(id) if from_step.is_some() => {
+                    queue.retry_dead_letter_from_step(&id, from_step.as_deref().unwrap_or_default()).await?;
+                    1
+                }
                 Some(id) => {
                     queue.retry_dead_letter(&id).await?;
                     1

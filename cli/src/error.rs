@@ -119,6 +119,10 @@ mod tests {
             (quern_common::Error::JobNotFound { queue: s(), id: s() }, EXIT_NOT_FOUND),
             (quern_common::Error::NotDeadLettered { queue: s(), id: s() }, EXIT_NOT_FOUND),
             (quern_common::Error::JobActive { queue: s(), id: s() }, EXIT_NOT_FOUND),
+            (
+                quern_common::Error::UnknownStep { queue: s(), id: s(), step: s(), stored: s() },
+                EXIT_NOT_FOUND,
+            ),
             (quern_common::Error::QueueInUse { queue: s(), running: 1, workers: 1 }, EXIT_FAILURE),
             (quern_common::Error::Timeout(std::time::Duration::from_secs(1)), EXIT_FAILURE),
             (quern_common::Error::Protocol(s()), EXIT_FAILURE),

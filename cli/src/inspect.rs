@@ -230,7 +230,8 @@ fn opt_time(ms: Option<u64>) -> String {
     ms.map(format_unix_ms).unwrap_or_else(|| "-".into())
 }
 
-/// The human view of one job: fields, then the attempt history.
+/// The human view of one job: fields, its durable steps (if any), then the
+/// attempt history.
 pub(crate) fn render_job(job: &JobInfo) -> String {
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<10} {v}\n"));
@@ -267,6 +268,27 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
         for p in &job.problems {
             out.push_str(&format!("  {p}\n"));
         }
+    }
+    if !job.steps.is_empty() {
+        out.push_str("\nsteps:\n");
+        let mut t =
+            Table::new(&["  STEP", "#", "ATTEMPT", "STARTED", "TOOK", "OUTCOME", "RESULT / ERROR / WAKE"]);
+        for step in &job.steps {
+            let detail = match step.wake_at_ms() {
+                Some(wake) => format!("until {}", format_unix_ms(wake)),
+                None => cell(&step.detail(), 200),
+            };
+            t.row(vec![
+                format!("  {}", step.name),
+                step.occurrence.to_string(),
+                step.attempt.to_string(),
+                format_unix_ms(step.started_at_ms),
+                format_duration(Duration::from_millis(step.took_ms)),
+                step.outcome.to_string(),
+                detail,
+            ]);
+        }
+        out.push_str(&t.render());
     }
     out.push_str("\nhistory:\n");
     if job.history.is_empty() {

@@ -66,3 +66,21 @@ async fn prints_every_scenario_and_removes_its_own_keys() {
     let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
     assert_eq!(size, 0, "bench left keys behind");
 }
+
+#[tokio::test]
+async fn the_steps_scenario_runs_only_when_named_and_removes_its_own_keys() {
+    let server = TestRedis::start();
+    let out = quern(&server.url(), &["bench", "--jobs", "200", "--concurrency", "8", "--only", "steps"]);
+    assert!(out.status.success(), "bench failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> =
+        stdout.lines().map(|l| serde_json::from_str(l).expect("each stdout line is JSON")).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let line = &lines[0];
+    assert_eq!((line["system"].as_str(), line["scenario"].as_str()), (Some("quern"), Some("steps")));
+    assert_eq!((line["jobs"].as_u64(), line["steps_per_job"].as_u64()), (Some(200), Some(5)));
+    assert!(line["jobs_per_s"].as_f64().unwrap() > 0.0 && line["redis_cpu_us_per_job"].as_f64().is_some());
+    let mut conn = raw_connection(&config_for(&server.url())).await;
+    let size: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    assert_eq!(size, 0, "bench left keys behind");
+}

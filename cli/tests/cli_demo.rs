@@ -13,6 +13,15 @@ fn check_demo_output(out: &str) {
     let ticks: u64 =
         cron.split("every 2 s: ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
     assert!(ticks >= 1, "the scheduler enqueued no tick: {cron}");
+    // The workflow: the payment failed once, the retry resumed there (the
+    // stock was reserved by attempt 1 only), and it slept, then finished.
+    let workflow = out.lines().rev().find(|l| l.starts_with("order-workflow")).expect("a workflow line");
+    assert!(
+        workflow
+            .contains("reserve-stock ok (#1), charge-card ok (#2), slept, send-receipt ok (#2) -> completed"),
+        "{workflow}"
+    );
+    assert!(out.contains("steps:") && out.contains("payment gateway timed out"), "{out}");
     let summary = out.lines().find(|l| l.starts_with("summary:")).expect("a summary line");
     assert!(summary.contains("1 dead-lettered"), "{summary}");
 }

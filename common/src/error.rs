@@ -127,6 +127,18 @@ pub enum Error {
         /// The job id.
         id: String,
     },
+    /// The job has no stored durable step of that key (`<name>#<occurrence>`).
+    #[error("job {id:?} of queue {queue:?} has no stored step {step:?} (its steps: {stored})")]
+    UnknownStep {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// The step asked for.
+        step: String,
+        /// The steps it has, comma-separated ("none" when it has none).
+        stored: String,
+    },
     /// The job is not delayed (it is waiting, running or finished).
     #[error("job {id:?} of queue {queue:?} is not delayed (it is {state})")]
     NotDelayed {
@@ -242,7 +254,9 @@ impl Error {
             | Error::PayloadTooLarge { .. }
             | Error::InvalidPayload(_)
             | Error::UnknownSentinelMaster { .. } => ErrorKind::InvalidInput,
-            Error::JobNotFound { .. } | Error::UnknownQueue(_) => ErrorKind::NotFound,
+            Error::JobNotFound { .. } | Error::UnknownQueue(_) | Error::UnknownStep { .. } => {
+                ErrorKind::NotFound
+            }
             Error::JobActive { .. }
             | Error::NotDeadLettered { .. }
             | Error::NotDelayed { .. }

@@ -25,6 +25,12 @@ open_enum! {
         Cancelled = "cancelled",
         /// A handler recorded progress (`id`, `progress`).
         Progress = "progress",
+        /// A running job stored a durable step (`id`, `step`: `<name>#<occurrence>`,
+        /// `outcome`: ok or failed).
+        Step = "step",
+        /// A job went to sleep: delayed until its wake time, holding no
+        /// worker (`id`, `step`: `~sleep#<occurrence>`, `until`: Unix ms).
+        Sleeping = "sleeping",
         /// Leases expired (`recovered` ids back to waiting, `failed` ids dead-lettered).
         Stalled = "stalled",
         /// Jobs went back to waiting unrun (`ids`): a worker stopped, or a

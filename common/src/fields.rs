@@ -1,7 +1,8 @@
 //! The fields of a job's hash (`<prefix>:{<queue>}:j:<id>`). Short names
 //! keep a job small in Redis' compact hash encoding. The Lua side names the
 //! same fields in the table at the top of `scripts/prelude.lua` (`F_STATE`,
-//! ...); a test checks that both agree.
+//! ...); a test checks that both agree. Durable steps add one field per
+//! step (`s:<name>#<occurrence>`, see [`crate::steps`]).
 
 /// `n`: the job name (selects the handler).
 pub const NAME: &str = "n";
@@ -39,6 +40,12 @@ pub const STALLS: &str = "stl";
 pub const HISTORY: &str = "h";
 /// `pg`: the latest progress: <token> <JSON>.
 pub const PROGRESS: &str = "pg";
+/// `sx`: durable steps recorded so far (numbers the step records).
+pub const STEP_SEQ: &str = "sx";
+/// `sn`: durable steps stored now.
+pub const STEP_COUNT: &str = "sn";
+/// `sb`: bytes the stored steps take.
+pub const STEP_BYTES: &str = "sb";
 
 /// Every field with its Lua name, as in the prelude's table.
 pub const ALL: &[(&str, &str)] = &[
@@ -60,6 +67,9 @@ pub const ALL: &[(&str, &str)] = &[
     ("F_STALLS", STALLS),
     ("F_HISTORY", HISTORY),
     ("F_PROGRESS", PROGRESS),
+    ("F_STEP_SEQ", STEP_SEQ),
+    ("F_STEP_COUNT", STEP_COUNT),
+    ("F_STEP_BYTES", STEP_BYTES),
 ];
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::options::RunOptions;
 use crate::outcome::AttemptOutcome;
+use crate::steps::StepRecord;
 use crate::{Error, Result};
 
 /// Where a job is in its life.
@@ -143,6 +144,12 @@ pub struct JobInfo {
     /// Every attempt, oldest first (the latest 25 failures and interruptions,
     /// then the running or successful attempt).
     pub history: Vec<Attempt>,
+    /// The job's durable steps and sleeps, in the order they were stored
+    /// (see `JobContext::step` in quern-worker); empty for a job without
+    /// steps, and then left out of its JSON. The JSON shows a result's size
+    /// (`result_bytes`), not the result.
+    #[serde(serialize_with = "crate::steps::serialize_steps", skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepRecord>,
     /// What could not be read from the stored record, one sentence per field
     /// naming the field and its value (e.g. `field t (created) is not a
     /// number: "yesterday"`). Empty for a healthy job, and then left out of
@@ -370,6 +377,8 @@ impl JobInfo {
             });
         }
         let payload = take_payload(&mut h, &mut problems);
+        let (steps, step_problems) = StepRecord::from_hash(&h);
+        problems.extend(step_problems);
         Ok(JobInfo {
             queue: queue.to_owned(),
             id: id.to_owned(),
@@ -388,6 +397,7 @@ impl JobInfo {
             result: h.remove("r"),
             progress: progress_of(state, h.get("tk").map(String::as_str), h.get("pg").map(String::as_str)),
             history,
+            steps,
             problems,
         })
     }

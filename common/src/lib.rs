@@ -28,6 +28,7 @@ pub mod process;
 pub mod rate_limit;
 mod replica_acks;
 pub mod scripts;
+pub mod steps;
 #[cfg(feature = "throwaway-redis")]
 pub mod throwaway_redis;
 

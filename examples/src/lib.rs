@@ -4,12 +4,16 @@
 //!   `welcome` job and answers `202 Accepted` with the job id, and whose
 //!   `GET /jobs/{id}` reports the job's state.
 //! - `quern-example-worker`: a worker with a typed handler for those jobs.
+//! - `quern-example-workflows`: a worker for two workflows written with
+//!   durable steps and sleeps ([`workflows`]): a nightly settlement and an
+//!   onboarding flow.
 //!
 //! Both read `REDIS_URL` (default `redis://127.0.0.1:6379`) and use the queue
 //! [`EMAILS_QUEUE`]; the payload type they share is [`Welcome`].
 #![forbid(unsafe_code)]
 
 pub mod web;
+pub mod workflows;
 
 use serde::{Deserialize, Serialize};
 

@@ -517,6 +517,34 @@ impl Queue {
         if done.is_empty() { Err(self.not_dead_lettered(id).await) } else { Ok(()) }
     }
 
+    /// Move dead-lettered job `id` back to waiting to run again from its
+    /// durable step `step` (`NAME`, its first occurrence, or `NAME#N`): that
+    /// step and every step stored after it are forgotten and run again; the
+    /// steps stored before it keep their results. Fails with
+    /// [`Error::UnknownStep`] when the job has no such step (nothing moves).
+    pub async fn retry_dead_letter_from_step(&self, id: &str, step: &str) -> Result<()> {
+        let key = quern_common::steps::parse_step_ref(step)?;
+        let ids = [id];
+        let done = self
+            .run(&DeadLetter { action: DeadLetterAction::Retry, batch: 1, ids: &ids, from_step: Some(&key) })
+            .await?;
+        if !done.is_empty() {
+            return Ok(());
+        }
+        match self.job(id).await? {
+            Some(job) if job.state == JobState::Failed => {
+                let stored: Vec<String> = job.steps.iter().map(|s| s.key()).collect();
+                Err(Error::UnknownStep {
+                    queue: self.name().to_owned(),
+                    id: id.to_owned(),
+                    step: key,
+                    stored: if stored.is_empty() { "none".to_owned() } else { stored.join(", ") },
+                })
+            }
+            _ => Err(self.not_dead_lettered(id).await),
+        }
+    }
+
     /// Move every dead-lettered job back to waiting. Returns how many moved.
     pub async fn retry_all_dead_letters(&self) -> Result<u64> {
         self.drain_dead_letters(DeadLetterAction::Retry).await
@@ -554,7 +582,7 @@ impl Queue {
     }
 
     async fn dead_letter_action(&self, action: DeadLetterAction, ids: &[&str]) -> Result<Vec<String>> {
-        self.run(&DeadLetter { action, batch: DEAD_LETTER_BATCH, ids }).await
+        self.run(&DeadLetter { action, batch: DEAD_LETTER_BATCH, ids, from_step: None }).await
     }
 }
 

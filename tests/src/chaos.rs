@@ -25,6 +25,50 @@ pub struct ChaosJob {
     pub fail_attempts: u32,
 }
 
+/// What a `workflow` job does: `steps` durable steps (`step-1`, `step-2`,
+/// ...), each appending `step <job id> <step> <pid> <token>` to the ledger
+/// (its side effect) before sleeping `step_ms`; after step `sleep_after`, a
+/// durable sleep of `sleep_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowJob {
+    /// How many steps.
+    pub steps: u32,
+    /// Milliseconds each step takes.
+    pub step_ms: u64,
+    /// Sleep after this step (0: never).
+    pub sleep_after: u32,
+    /// How long the sleep lasts.
+    pub sleep_ms: u64,
+}
+
+/// One run of a workflow step, as a `workflow` job recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepRun {
+    /// The job id.
+    pub job_id: String,
+    /// The step's name.
+    pub step: String,
+    /// The worker process.
+    pub pid: u32,
+    /// The lease token of the attempt that ran it.
+    pub token: String,
+}
+
+/// The step runs in a ledger (lines starting with `step `).
+pub fn read_step_runs(path: &Path) -> Result<Vec<StepRun>, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut runs = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("step ")) {
+        let parts: Vec<&str> = line.split(' ').collect();
+        let [_, job_id, step, pid, token] = parts[..] else {
+            return Err(format!("malformed step line {line:?}"));
+        };
+        let pid = pid.parse().map_err(|_| format!("bad pid in {line:?}"))?;
+        runs.push(StepRun { job_id: job_id.into(), step: step.into(), pid, token: token.into() });
+    }
+    Ok(runs)
+}
+
 /// One execution of a handler, as the worker recorded it before doing the work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Execution {

@@ -19,6 +19,9 @@ pub(crate) enum Outcome {
     Completed(Option<String>),
     /// It failed; `kind` says how.
     Failed { kind: FailureKind, message: String },
+    /// It went to sleep (`JobContext::sleep`): the sleep script moved the
+    /// job to delayed and took back the lease, so there is nothing to tell.
+    Slept,
 }
 
 /// An attempt that ended, on its way to the outbox.
@@ -57,6 +60,7 @@ impl Finished {
                 }
                 outbox.failed.push(Failure { id: self.id, token: self.token, kind, message, retry_in });
             }
+            Outcome::Slept => debug!(job = %self.id, attempt = self.attempt, "job asleep"),
         }
     }
 }
@@ -78,6 +82,7 @@ pub(crate) async fn run_attempt(fut: HandlerFuture, timeout: Option<Duration>) -
     };
     match result {
         Ok(Ok(value)) => Outcome::Completed(value),
+        Ok(Err(e)) if e.is_sleeping() => Outcome::Slept,
         Ok(Err(e)) => Outcome::Failed {
             kind: if e.is_permanent() { FailureKind::Permanent } else { FailureKind::Error },
             message: e.message().to_owned(),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quern_common::keys::QueueKeys;
+use quern_common::moves::StepLimits;
 use quern_common::scripts;
 use quern_common::{Error, RedisConfig, ReplicaAcks, Result};
 use redis::AsyncCommands;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::handler::{Handlers, JobContext, JobError, TypedHandler};
 use crate::settings::{Retention, Settings};
+use crate::steps::Divergence;
 use crate::worker::Worker;
 
 /// Builds a [`Worker`]; see [`Worker::builder`].
@@ -100,6 +102,22 @@ impl WorkerBuilder {
     /// leaves the job waiting, to run again.
     pub fn replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
         self.settings.replica_acks = Some(ReplicaAcks::new(replicas, timeout));
+        self
+    }
+
+    /// What to do when a job's code no longer matches its stored durable
+    /// steps (see [`Divergence`]; default: warn and run on).
+    pub fn step_divergence(mut self, policy: Divergence) -> Self {
+        self.settings.steps.divergence = policy;
+        self
+    }
+
+    /// The most durable steps (sleeps included) one job may store, and the
+    /// most bytes they may take (defaults: 1000 steps, 1 MiB). A step that
+    /// would go over fails its job permanently with an error starting with
+    /// "step limit:".
+    pub fn step_limits(mut self, max_steps: u32, max_bytes: u64) -> Self {
+        self.settings.steps.limits = StepLimits { max_steps, max_bytes };
         self
     }
 

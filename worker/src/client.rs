@@ -41,6 +41,11 @@ impl QueueClient {
         &self.inner.worker
     }
 
+    /// Key of the hash of job `id`.
+    pub(crate) fn job_key(&self, id: &str) -> String {
+        self.inner.scripts.keys().job(id)
+    }
+
     /// The queue's name.
     pub(crate) fn queue(&self) -> &str {
         self.inner.scripts.queue()

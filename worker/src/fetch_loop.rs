@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,6 +26,7 @@ use crate::leases::LeaseTable;
 use crate::maintenance::{Presence, Reaper, Renewer, Running};
 use crate::outbox::{FetchAsk, Outbox, RoundTrip, round_trip};
 use crate::settings::Settings;
+use crate::steps::StepRules;
 use crate::waker::{ParkingSpec, Waker, Woken};
 
 /// Jobs asked for per fetch call at most (bounds one call's work).
@@ -364,18 +366,25 @@ impl FetchLoop {
             RunOptions::default()
         });
         let lease_lost = self.leases.hold(&job.id, &job.token);
-        let ctx = JobContext::new(self.client.clone(), &job, run.attempts, lease_lost);
+        let slept = Arc::new(AtomicBool::new(false));
+        let rules = StepRules { lease: self.settings.lease, ..self.settings.steps };
+        let ctx = JobContext::new(self.client.clone(), &job, run.attempts, lease_lost, rules, slept.clone());
         let started = self.handlers.start(ctx, &job.payload);
         let LeasedJob { id, token, attempt, .. } = job;
         let done = self.done_tx.clone();
         self.jobs.spawn(async move {
-            let outcome = match started {
+            let mut outcome = match started {
                 Ok(fut) => run_attempt(fut, run.timeout).await,
                 Err(e) => Outcome::Failed {
                     kind: quern_common::FailureKind::Permanent,
                     message: e.message().to_owned(),
                 },
             };
+            // A handler that slept but did not return the sleep's error
+            // still ends its attempt there: the job is delayed already.
+            if slept.load(Ordering::Relaxed) {
+                outcome = Outcome::Slept;
+            }
             let _ = done.send(Finished { id, token, attempt, run, outcome });
         });
     }

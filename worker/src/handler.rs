@@ -5,14 +5,15 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use quern_common::moves::{LeasedJob, Progress};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::QueueClient;
+use crate::steps::{StepBook, StepRules};
 
 /// What a handler knows about the job it runs.
 #[derive(Clone)]
@@ -29,6 +30,11 @@ struct ContextInner {
     attempt: u32,
     max_attempts: u32,
     lease_lost: Arc<AtomicBool>,
+    /// This attempt's durable steps (see `steps.rs`).
+    steps: Mutex<StepBook>,
+    rules: StepRules,
+    /// Up once a sleep moved the job to delayed: the attempt is over.
+    slept: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for JobContext {
@@ -51,6 +57,8 @@ impl JobContext {
         job: &LeasedJob,
         max_attempts: u32,
         lease_lost: Arc<AtomicBool>,
+        rules: StepRules,
+        slept: Arc<AtomicBool>,
     ) -> Self {
         Self {
             inner: Arc::new(ContextInner {
@@ -61,6 +69,9 @@ impl JobContext {
                 attempt: job.attempt,
                 max_attempts,
                 lease_lost,
+                steps: Mutex::new(StepBook::default()),
+                rules,
+                slept,
             }),
         }
     }
@@ -125,6 +136,27 @@ impl JobContext {
     pub fn is_lease_lost(&self) -> bool {
         self.inner.lease_lost.load(Ordering::Relaxed)
     }
+
+    pub(crate) fn client(&self) -> &QueueClient {
+        &self.inner.client
+    }
+
+    /// This attempt's durable steps (held briefly, never across an await).
+    pub(crate) fn step_book(&self) -> std::sync::MutexGuard<'_, StepBook> {
+        self.inner.steps.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn step_rules(&self) -> &StepRules {
+        &self.inner.rules
+    }
+
+    /// The job went to sleep: this attempt is over, whatever the handler
+    /// returns, and its lease was given up (so a renewal that finds it gone
+    /// before the attempt is settled does not warn that it was lost).
+    pub(crate) fn mark_slept(&self) {
+        self.inner.slept.store(true, Ordering::Relaxed);
+        self.inner.lease_lost.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A failed attempt, as a handler reports it.
@@ -132,20 +164,36 @@ impl JobContext {
 /// Any `std::error::Error` converts into a retryable `JobError`, so `?` works
 /// in handlers; use [`JobError::permanent`] for failures that retrying cannot
 /// fix (bad input, a 4xx from an API).
+///
+/// [`JobContext::sleep`] also ends an attempt through a `JobError`: one that
+/// says the job is asleep ([`JobError::is_sleeping`]). Pass it on with `?`.
 pub struct JobError {
     message: String,
-    permanent: bool,
+    kind: ErrorKindOfJob,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorKindOfJob {
+    Retryable,
+    Permanent,
+    Sleeping,
 }
 
 impl JobError {
     /// A failure worth retrying (after the job's backoff, while attempts remain).
     pub fn retryable(message: impl fmt::Display) -> Self {
-        Self { message: message.to_string(), permanent: false }
+        Self { message: message.to_string(), kind: ErrorKindOfJob::Retryable }
     }
 
     /// A failure that retrying cannot fix: the job goes to the dead-letter list now.
     pub fn permanent(message: impl fmt::Display) -> Self {
-        Self { message: message.to_string(), permanent: true }
+        Self { message: message.to_string(), kind: ErrorKindOfJob::Permanent }
+    }
+
+    /// The job went to sleep: the attempt ends here, and the job runs again
+    /// at its wake time.
+    pub(crate) fn sleeping(wake_at_ms: u64) -> Self {
+        Self { message: format!("asleep until {wake_at_ms} (Unix ms)"), kind: ErrorKindOfJob::Sleeping }
     }
 
     /// The message stored with the attempt.
@@ -155,7 +203,15 @@ impl JobError {
 
     /// Whether the job should skip its remaining attempts.
     pub fn is_permanent(&self) -> bool {
-        self.permanent
+        self.kind == ErrorKindOfJob::Permanent
+    }
+
+    /// Whether this is not a failure but [`JobContext::sleep`] ending the
+    /// attempt: the job sleeps, holding no worker, and runs again (without
+    /// spending an attempt) at its wake time. A handler must return it (`?`)
+    /// rather than carry on.
+    pub fn is_sleeping(&self) -> bool {
+        self.kind == ErrorKindOfJob::Sleeping
     }
 }
 
@@ -174,7 +230,11 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for JobError {
 
 impl fmt::Debug for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.permanent { "permanent" } else { "retryable" };
+        let kind = match self.kind {
+            ErrorKindOfJob::Retryable => "retryable",
+            ErrorKindOfJob::Permanent => "permanent",
+            ErrorKindOfJob::Sleeping => "sleeping",
+        };
         write!(f, "JobError({kind}: {})", self.message)
     }
 }

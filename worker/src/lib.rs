@@ -22,6 +22,11 @@
 //!   ones are retried after the job's backoff, the last one and permanent ones
 //!   land in the dead-letter list;
 //! - lets handlers record their progress ([`JobContext::progress`]);
+//! - runs workflows: durable steps ([`JobContext::step`]) whose results are
+//!   stored under the attempt's lease and returned to later runs without
+//!   running the step again, and durable sleeps ([`JobContext::sleep`]) that
+//!   park the job in `delayed` holding no worker (see the README's
+//!   "Workflows");
 //! - on SIGTERM/SIGINT (or [`ShutdownHandle::shutdown`]) stops fetching, lets
 //!   running jobs finish within a grace period, and hands the rest back to
 //!   `waiting` without using up an attempt.
@@ -53,12 +58,14 @@
 mod attempt;
 mod builder;
 mod client;
+mod durable;
 mod fetch_loop;
 mod handler;
 mod leases;
 mod maintenance;
 mod outbox;
 mod settings;
+mod steps;
 #[cfg(feature = "stock")]
 pub mod stock;
 mod waker;
@@ -69,4 +76,5 @@ pub use handler::{JobContext, JobError, MAX_PROGRESS_BYTES};
 pub use quern_common::process::ShutdownHandle;
 pub use quern_common::{Backoff, Error, JobOptions, RedisConfig, Result};
 pub use settings::Retention;
+pub use steps::{DEFAULT_MAX_STEP_BYTES, DEFAULT_MAX_STEPS, Divergence, StepRetry};
 pub use worker::Worker;

@@ -5,6 +5,8 @@ use std::time::Duration;
 use quern_common::ReplicaAcks;
 use quern_common::moves::DEFAULT_EVENTS_MAX_LEN;
 
+use crate::steps::StepRules;
+
 /// How long completed jobs are kept. The newest `max_count` are kept, and
 /// those older than `max_age` are trimmed by the reaper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,7 @@ pub(crate) struct Settings {
     pub(crate) retention: Retention,
     pub(crate) events_max_len: u64,
     pub(crate) replica_acks: Option<ReplicaAcks>,
+    pub(crate) steps: StepRules,
 }
 
 impl Default for Settings {
@@ -61,6 +64,7 @@ impl Default for Settings {
             retention: Retention::default(),
             events_max_len: DEFAULT_EVENTS_MAX_LEN,
             replica_acks: None,
+            steps: StepRules::default(),
         }
     }
 }
@@ -79,6 +83,13 @@ impl Settings {
         }
         if self.idle_block < Duration::from_millis(10) {
             return Err(format!("idle block must be at least 10 ms, got {:?}", self.idle_block));
+        }
+        let limits = self.steps.limits;
+        if limits.max_steps == 0 || limits.max_bytes == 0 {
+            return Err(format!(
+                "step limits must be at least 1 step and 1 byte, got {} steps and {} bytes",
+                limits.max_steps, limits.max_bytes
+            ));
         }
         Ok(())
     }

@@ -10,7 +10,8 @@ use crate::scripts::{ScriptCall, ScriptName};
 /// What to do with dead-lettered jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadLetterAction {
-    /// Make them waiting again with a fresh attempt budget (history kept).
+    /// Make them waiting again with a fresh attempt budget (history and
+    /// finished durable steps kept).
     Retry,
     /// Delete them.
     Purge,
@@ -35,6 +36,11 @@ pub struct DeadLetter<'a> {
     pub batch: usize,
     /// The jobs (ids not in the dead-letter list are skipped).
     pub ids: &'a [&'a str],
+    /// With [`DeadLetterAction::Retry`]: forget this durable step
+    /// (`<name>#<occurrence>`) and every step stored after it, so they run
+    /// again; jobs without that step are skipped. `None`: keep every
+    /// finished step (the job resumes after them).
+    pub from_step: Option<&'a str>,
 }
 
 impl Move for DeadLetter<'_> {
@@ -43,7 +49,14 @@ impl Move for DeadLetter<'_> {
     type Reply = Vec<String>;
 
     fn args(&self, call: &mut ScriptCall) {
-        call.arg(self.action.as_str()).arg(self.batch);
+        match (self.action, self.from_step) {
+            (DeadLetterAction::Retry, Some(step)) => {
+                call.arg("retry_from").arg(self.batch).arg(step);
+            }
+            (action, _) => {
+                call.arg(action.as_str()).arg(self.batch);
+            }
+        }
         for id in self.ids {
             call.arg(*id);
         }

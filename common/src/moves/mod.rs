@@ -36,6 +36,8 @@ pub mod reap;
 pub mod release;
 pub mod remove;
 pub mod renew;
+pub mod sleep;
+pub mod step;
 pub mod tick;
 pub mod unpark;
 
@@ -55,6 +57,8 @@ pub use reap::{Reap, ReapReply, Registration};
 pub use release::Release;
 pub use remove::Remove;
 pub use renew::Renew;
+pub use sleep::{Sleep, WakeAt};
+pub use step::{Step, StepEnd, StepLimits, StepReply};
 pub use tick::{Tick, TickAction, TickReply, TickStatus};
 pub use unpark::{Listing, Unpark};
 

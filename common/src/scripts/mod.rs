@@ -105,6 +105,10 @@ scripts! {
     Cancel => "cancel",
     /// Delete a queue with its jobs and keys, in bounded calls.
     Obliterate => "obliterate",
+    /// Store the outcome of a running job's durable step (lease checked).
+    Step => "step",
+    /// Put a running job to sleep: active to delayed, no attempt spent.
+    Sleep => "sleep",
 }
 
 impl ScriptName {

@@ -6,6 +6,9 @@
 //! interleave) *before* doing the work, sleeps, then fails or succeeds as the
 //! job says. Prints `ready <worker-id>` on stdout once connected and `stopped`
 //! after a clean shutdown (SIGTERM/SIGINT); logs go to stderr.
+//!
+//! Also serves `workflow` jobs ([`quern_tests::chaos::WorkflowJob`]): durable
+//! steps that each append `step <job id> <step> <pid> <token>` to the ledger.
 
 #![forbid(unsafe_code)]
 
@@ -14,7 +17,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quern_tests::chaos::ChaosJob;
+use quern_tests::chaos::{ChaosJob, WorkflowJob};
 use quern_worker::{JobContext, JobError, RedisConfig, Retention, Worker};
 
 /// The command line, parsed by hand (`--name=value`).
@@ -67,6 +70,10 @@ fn parse_args() -> Result<Args, String> {
 /// Append one line with a single `write` on an `O_APPEND` file.
 fn record(ledger: &File, ctx: &JobContext) -> std::io::Result<()> {
     let line = format!("{} {} {} {}\n", ctx.id(), ctx.token(), std::process::id(), ctx.attempt());
+    append(ledger, &line)
+}
+
+fn append(ledger: &File, line: &str) -> std::io::Result<()> {
     let written = (&*ledger).write(line.as_bytes())?;
     if written != line.len() {
         return Err(std::io::Error::other(format!("short ledger write: {written} of {} bytes", line.len())));
@@ -88,6 +95,7 @@ async fn run(args: Args) -> Result<(), String> {
     if let Some(prefix) = args.prefix {
         config = config.prefix(prefix);
     }
+    let workflow_ledger = ledger.clone();
     let worker = Worker::builder(&config, &args.queue)
         .concurrency(args.concurrency)
         .lease(args.lease)
@@ -110,6 +118,39 @@ async fn run(args: Args) -> Result<(), String> {
                     )));
                 }
                 Ok(())
+            }
+        })
+        .handler("workflow", {
+            let ledger = workflow_ledger;
+            move |ctx: JobContext, job: WorkflowJob| {
+                let ledger = ledger.clone();
+                async move {
+                    for i in 1..=job.steps {
+                        let name = format!("step-{i}");
+                        let done: u32 = ctx
+                            .step(&name, || {
+                                let line = format!(
+                                    "step {} {name} {} {}\n",
+                                    ctx.id(),
+                                    std::process::id(),
+                                    ctx.token()
+                                );
+                                let ledger = ledger.clone();
+                                async move {
+                                    append(&ledger, &line)
+                                        .map_err(|e| JobError::retryable(format!("ledger: {e}")))?;
+                                    tokio::time::sleep(Duration::from_millis(job.step_ms)).await;
+                                    Ok(i)
+                                }
+                            })
+                            .await?;
+                        assert_eq!(done, i, "a stored step result comes back as stored");
+                        if i == job.sleep_after {
+                            ctx.sleep(Duration::from_millis(job.sleep_ms)).await?;
+                        }
+                    }
+                    Ok(job.steps)
+                }
             }
         })
         .build()
