@@ -43,7 +43,15 @@ pub(crate) struct EnqueueArgs {
     /// default is exp:1s:1h), `fixed:DELAY`, or `none`.
     #[arg(long, value_parser = parse_backoff, value_name = "SPEC")]
     pub(crate) backoff: Option<Backoff>,
-    /// Print {"id": ..., "created": ...} instead of the bare id.
+    /// Idempotency key: within its window (--idempotency-window), enqueueing
+    /// the same key again adds nothing and prints the first job's id,
+    /// whatever became of that job (completed, removed, dead-lettered).
+    #[arg(long, value_name = "KEY", requires = "idempotency_window")]
+    pub(crate) idempotency_key: Option<String>,
+    /// How long the idempotency key holds after the first add, e.g. 24h.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "idempotency_key")]
+    pub(crate) idempotency_window: Option<Duration>,
+    /// Print {"id": ..., "created": ..., "deduplicated": ...} instead of the bare id.
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -104,6 +112,9 @@ fn options(args: &EnqueueArgs) -> JobOptions {
     if let Some(b) = args.backoff {
         o = o.backoff(b);
     }
+    if let (Some(key), Some(window)) = (&args.idempotency_key, args.idempotency_window) {
+        o = o.idempotency_key(key, window);
+    }
     o
 }
 
@@ -121,10 +132,18 @@ pub(crate) async fn run(config: &RedisConfig, args: EnqueueArgs) -> CliResult {
     let queue = Queue::connect(config, &args.queue).await?;
     let added = queue.add_json(&args.name, &payload, opts).await?;
     if args.json {
-        outln!("{}", serde_json::json!({ "id": added.id, "created": added.created }));
+        outln!(
+            "{}",
+            serde_json::json!({ "id": added.id, "created": added.created, "deduplicated": added.deduplicated })
+        );
     } else {
         outln!("{}", added.id);
-        if !added.created {
+        if added.deduplicated {
+            eprintln!(
+                "note: idempotency key already used for job {} in queue {}; nothing was added",
+                added.id, args.queue
+            );
+        } else if !added.created {
             eprintln!("note: job {} existed already in queue {}; nothing was added", added.id, args.queue);
         }
     }

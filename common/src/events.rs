@@ -13,6 +13,9 @@ open_enum! {
     pub enum EventKind {
         /// Jobs were added (`id`, or `count`, `first` and `last`).
         Added = "added",
+        /// An add was deduplicated by its idempotency key (`id` = the first
+        /// job's id, `key`): nothing was added.
+        Deduplicated = "deduplicated",
         /// Jobs were leased to a worker (`ids`, `worker`).
         Active = "active",
         /// Jobs completed (`ids`).

@@ -168,6 +168,13 @@ impl QueueKeys {
         &self.worker_info
     }
 
+    /// String holding the id of the first job added with idempotency key
+    /// `key`, expiring when the key's window ends (see `scripts/add.lua`).
+    /// Scripts derive it from [`Self::meta`].
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.meta())
+    }
+
     /// A key of this queue with a custom suffix, in the same hash slot
     /// (used by the scheduler for its per-schedule watermarks).
     pub fn custom(&self, suffix: &str) -> String {
