@@ -53,7 +53,8 @@ use crate::error::CliError;
 /// job record that cannot be read);
 /// 2 usage or bad input (unknown flag, malformed duration, invalid JSON);
 /// 3 not found (unknown queue, no such job, a job not in a state the command
-/// applies to).
+/// applies to); `enqueue --wait` only: 4 dead-lettered, 5 cancelled,
+/// 6 removed, 7 timed out.
 #[derive(Debug, Parser)]
 #[command(name = "quern", version, about, long_about)]
 struct Cli {

@@ -58,6 +58,7 @@
 mod batcher;
 mod events;
 mod queue;
+mod wait;
 
 pub use events::EventFollower;
 pub use quern_common::{
@@ -66,6 +67,7 @@ pub use quern_common::{
     WorkerInfo,
 };
 pub use queue::{Queue, QueueBuilder, known_queues};
+pub use wait::JobOutcome;
 
 /// Largest serialized payload accepted unless configured otherwise: 512 KiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 512 * 1024;

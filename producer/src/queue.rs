@@ -39,6 +39,8 @@ pub struct Queue {
 
 struct QueueInner {
     conn: SelfHealingConnection,
+    /// Where to open dedicated connections for blocking reads (waits).
+    config: RedisConfig,
     scripts: QueueScripts,
     max_payload_bytes: usize,
     /// Replicas every add waits for, if any.
@@ -110,6 +112,7 @@ impl QueueBuilder {
             batcher: Arc::new(OnceLock::new()),
             inner: Arc::new(QueueInner {
                 conn,
+                config: self.config,
                 scripts: QueueScripts::new(keys, self.events_max_len),
                 max_payload_bytes: self.max_payload_bytes,
                 replica_acks: self.replica_acks,
@@ -169,6 +172,11 @@ impl Queue {
 
     fn conn(&self) -> SelfHealingConnection {
         self.inner.conn.clone()
+    }
+
+    /// The Redis settings this handle was built with.
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.inner.config
     }
 
     /// Run state move `m` on this queue.
