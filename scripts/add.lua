@@ -8,8 +8,9 @@
 --            payload tail.
 --   'full':  7 arguments per job: id ('' = generate), name, payload head,
 --            payload tail, options ('' = defaults), priority, delay ms.
---   'idem':  as 'full', plus 2 arguments per job: idempotency key ('' =
---            none) and its window in ms (see below).
+--   'keyed': as 'full', plus 3 arguments per job: idempotency key ('' =
+--            none), its window in ms (see below), concurrency key ('' =
+--            none; such a job is never handed over, see fetch.lua).
 -- The client cuts a payload of 65 to 128 bytes into two pieces of at most 64
 -- bytes (head, tail) when it can (see write_split_job); otherwise head is the
 -- whole payload and tail is ''.
@@ -19,12 +20,12 @@
 -- adds nothing and answers that first job's id, whatever became of that job;
 -- otherwise the add sets the key to the job's id for the window.
 -- Returns, for 'plain', the first generated id (the others follow it); for
--- 'full' and 'idem', a flat list: id, created (1), already existed (0) or
+-- 'full' and 'keyed', a flat list: id, created (1), already existed (0) or
 -- deduplicated by its idempotency key (2), per job.
 local n = tonumber(ARGV[3])
 local plain = ARGV[4] == 'plain'
-local idem = ARGV[4] == 'idem'
-local stride = plain and 3 or (idem and 9 or 7)
+local keyed = ARGV[4] == 'keyed'
+local stride = plain and 3 or (keyed and 10 or 7)
 local now, now_text = clock()
 
 -- Generated ids: one HINCRBY reserves them all, and their text is built from a
@@ -111,7 +112,8 @@ else
       delay = tonumber(ARGV[b + 6])
     end
     local created = 1
-    local idem_key = idem and ARGV[b + 7] ~= '' and K_META .. ':idem:' .. ARGV[b + 7]
+    local idem_key = keyed and ARGV[b + 7] ~= '' and K_META .. ':idem:' .. ARGV[b + 7]
+    local ckey = keyed and ARGV[b + 9] ~= '' and ARGV[b + 9]
     local earlier = idem_key and redis.call('GET', idem_key)
     if earlier then
       created = 2
@@ -130,6 +132,15 @@ else
       first_created = first_created or id
       last_created = id
       local jk = JOB_PREFIX .. id
+      if keyed then
+        if idem_key and ckey then
+          redis.call('HSET', jk, F_IDEM, ARGV[b + 7], F_CKEY, ckey)
+        elseif idem_key then
+          redis.call('HSET', jk, F_IDEM, ARGV[b + 7])
+        elseif ckey then
+          redis.call('HSET', jk, F_CKEY, ckey)
+        end
+      end
       if delay > 0 then
         write_split_job(jk, name, head, tail, opts, prio, 'delayed', now_text)
         local due = now + delay
@@ -142,7 +153,7 @@ else
         if prio > 0 then
           to_waiting(id, prio, false)
           prio_ready = true
-        elseif not (n == 1 and hand_off(id, name, head, tail, opts)) then
+        elseif not (n == 1 and not ckey and hand_off(id, name, head, tail, opts)) then
           nf = nf + 1
           fifo[nf] = id
         end

@@ -43,6 +43,10 @@ pub(crate) struct EnqueueArgs {
     /// default is exp:1s:1h), `fixed:DELAY`, or `none`.
     #[arg(long, value_parser = parse_backoff, value_name = "SPEC")]
     pub(crate) backoff: Option<Backoff>,
+    /// Concurrency key: when the queue has a per-key limit (`quern keys`),
+    /// at most that many jobs of this key run at once, across all workers.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) concurrency_key: Option<String>,
     /// Idempotency key: within its window (--idempotency-window), enqueueing
     /// the same key again adds nothing and prints the first job's id,
     /// whatever became of that job (completed, removed, dead-lettered).
@@ -121,6 +125,9 @@ fn options(args: &EnqueueArgs) -> JobOptions {
     }
     if let Some(b) = args.backoff {
         o = o.backoff(b);
+    }
+    if let Some(key) = &args.concurrency_key {
+        o = o.concurrency_key(key);
     }
     if let (Some(key), Some(window)) = (&args.idempotency_key, args.idempotency_window) {
         o = o.idempotency_key(key, window);

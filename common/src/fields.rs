@@ -39,6 +39,10 @@ pub const STALLS: &str = "stl";
 pub const HISTORY: &str = "h";
 /// `pg`: the latest progress: <token> <JSON>.
 pub const PROGRESS: &str = "pg";
+/// `ck`: its concurrency key (absent: none).
+pub const CONCURRENCY_KEY: &str = "ck";
+/// `ik`: its idempotency key (absent: none).
+pub const IDEMPOTENCY_KEY: &str = "ik";
 
 /// Every field with its Lua name, as in the prelude's table.
 pub const ALL: &[(&str, &str)] = &[
@@ -60,6 +64,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("F_STALLS", STALLS),
     ("F_HISTORY", HISTORY),
     ("F_PROGRESS", PROGRESS),
+    ("F_CKEY", CONCURRENCY_KEY),
+    ("F_IDEM", IDEMPOTENCY_KEY),
 ];
 
 #[cfg(test)]

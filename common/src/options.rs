@@ -22,6 +22,8 @@ pub const MAX_PRIORITY: u32 = (1 << 21) - 1;
 pub const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Longest idempotency key accepted, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 512;
+/// Longest concurrency key accepted, in bytes.
+pub const MAX_CONCURRENCY_KEY_BYTES: usize = 256;
 /// Longest idempotency window accepted: about ten years.
 pub const MAX_IDEMPOTENCY_WINDOW: Duration = MAX_DELAY;
 
@@ -68,6 +70,8 @@ pub struct JobOptions {
     pub timeout: Option<Duration>,
     /// An idempotency key with its window: see [`JobOptions::idempotency_key`].
     pub idempotency: Option<Idempotency>,
+    /// A concurrency key: see [`JobOptions::concurrency_key`].
+    pub concurrency_key: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -80,6 +84,7 @@ impl Default for JobOptions {
             backoff: Backoff::default(),
             timeout: None,
             idempotency: None,
+            concurrency_key: None,
         }
     }
 }
@@ -139,6 +144,15 @@ impl JobOptions {
         self
     }
 
+    /// Run under concurrency key `key`: when the queue has a per-key limit
+    /// (or `key` has its own), at most that many jobs of the key run at
+    /// once, across all workers. A job whose key is at its limit waits aside
+    /// without blocking other jobs, and runs when a job of its key ends.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
     /// Check every option; the error names the one out of range.
     pub fn validate(&self) -> Result<()> {
         if let Some(id) = &self.job_id {
@@ -156,6 +170,14 @@ impl JobOptions {
         }
         if self.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
             return bad("timeout must be at least 1 ms".into());
+        }
+        if let Some(key) = &self.concurrency_key
+            && (key.is_empty() || key.len() > MAX_CONCURRENCY_KEY_BYTES)
+        {
+            return bad(format!(
+                "concurrency key must be 1 to {MAX_CONCURRENCY_KEY_BYTES} bytes, got {}",
+                key.len()
+            ));
         }
         if let Some(Idempotency { key, window }) = &self.idempotency {
             if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {

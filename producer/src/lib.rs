@@ -57,10 +57,12 @@
 
 mod batcher;
 mod events;
+mod keys;
 mod queue;
 mod wait;
 
 pub use events::EventFollower;
+pub use keys::{ConcurrencyKeys, KeyOverride, KeyUse, MAX_KEY_LIMIT};
 pub use quern_common::{
     Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobEntry, JobInfo, JobOptions,
     JobState, NewJob, QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, UnreadableJob,

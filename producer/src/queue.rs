@@ -180,7 +180,7 @@ impl Queue {
     }
 
     /// Run state move `m` on this queue.
-    async fn run<M: Move>(&self, m: &M) -> Result<M::Reply> {
+    pub(crate) async fn run<M: Move>(&self, m: &M) -> Result<M::Reply> {
         self.inner.scripts.run(&mut self.conn(), m).await
     }
 
@@ -307,6 +307,11 @@ impl Queue {
                     let more: Vec<String> =
                         conn.zrange(k.prioritized(), skip, skip + (limit - ids.len()) as isize - 1).await?;
                     ids.extend(more);
+                    if ids.len() < limit {
+                        let listed = listed + conn.zcard::<_, usize>(k.prioritized()).await?;
+                        let skip = offset.saturating_sub(listed);
+                        ids.extend(self.held_ids(skip, limit - ids.len()).await?);
+                    }
                 }
                 ids
             }
@@ -384,7 +389,15 @@ impl Queue {
             JobState::Waiting => {
                 let at: Option<i64> = in_list(k.wait()).query_async(&mut conn).await?;
                 let score: Option<f64> = conn.zscore(k.prioritized(), id).await?;
-                at.is_some() || score.is_some()
+                let mut listed = at.is_some() || score.is_some();
+                for key in self.held_keys().await? {
+                    if listed {
+                        break;
+                    }
+                    let list = format!("{}:ck:w:{key}", k.meta());
+                    listed = in_list(&list).query_async::<Option<i64>>(&mut conn).await?.is_some();
+                }
+                listed
             }
             JobState::Delayed => conn.zscore::<_, _, Option<f64>>(k.delayed(), id).await?.is_some(),
             JobState::Active => conn.zscore::<_, _, Option<f64>>(k.active(), id).await?.is_some(),
@@ -393,6 +406,36 @@ impl Queue {
             }
             JobState::Failed => conn.zscore::<_, _, Option<f64>>(k.dead_letter(), id).await?.is_some(),
         })
+    }
+
+    /// Keys with jobs held aside for their concurrency key, sorted.
+    async fn held_keys(&self) -> Result<Vec<String>> {
+        let mut keys: Vec<String> = self.conn().hkeys(format!("{}:ck:held", self.keys().meta())).await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Ids of jobs held aside for their concurrency key (waiting too), key
+    /// by key: `limit` of them after skipping `offset`.
+    async fn held_ids(&self, offset: usize, limit: usize) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let (mut skip, mut ids) = (offset, Vec::new());
+        for key in self.held_keys().await? {
+            if ids.len() >= limit {
+                break;
+            }
+            let list = format!("{}:ck:w:{key}", self.keys().meta());
+            let len: usize = conn.llen(&list).await?;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let want = (limit - ids.len()) as isize;
+            let more: Vec<String> = conn.lrange(&list, skip as isize, skip as isize + want - 1).await?;
+            skip = 0;
+            ids.extend(more);
+        }
+        Ok(ids)
     }
 
     /// Remove a job that is not active.

@@ -26,18 +26,14 @@ impl Move for Add<'_> {
         let stored: Vec<String> = self.jobs.iter().map(|j| j.options.encode_stored()).collect();
         let plain = self.jobs.iter().zip(&stored).all(|(j, s)| {
             let o = &j.options;
-            o.job_id.is_none()
-                && s.is_empty()
-                && o.priority == 0
-                && o.delay.is_zero()
-                && o.idempotency.is_none()
+            o.job_id.is_none() && s.is_empty() && o.priority == 0 && o.delay.is_zero() && !has_keys(o)
         });
-        // Only a batch with an idempotency key pays for the longer form.
-        let idem = self.jobs.iter().any(|j| j.options.idempotency.is_some());
+        // Only a batch with an idempotency or concurrency key pays for the longer form.
+        let keyed = self.jobs.iter().any(|j| has_keys(&j.options));
         call.arg(if plain {
             "plain"
-        } else if idem {
-            "idem"
+        } else if keyed {
+            "keyed"
         } else {
             "full"
         });
@@ -54,11 +50,12 @@ impl Move for Add<'_> {
                     .arg(stored)
                     .arg(o.priority)
                     .arg(super::millis(o.delay));
-                if idem {
+                if keyed {
                     match &o.idempotency {
                         Some(i) => call.arg(&i.key).arg(super::millis(i.window).max(1)),
                         None => call.arg("").arg(0),
                     };
+                    call.arg(o.concurrency_key.as_deref().unwrap_or(""));
                 }
             }
         }
@@ -88,6 +85,11 @@ impl Move for Add<'_> {
             })
             .collect()
     }
+}
+
+/// Whether the job has an idempotency or a concurrency key.
+fn has_keys(o: &crate::JobOptions) -> bool {
+    o.idempotency.is_some() || o.concurrency_key.is_some()
 }
 
 /// Largest value Redis keeps in a hash's compact listpack encoding

@@ -105,6 +105,8 @@ scripts! {
     Cancel => "cancel",
     /// Delete a queue with its jobs and keys, in bounded calls.
     Obliterate => "obliterate",
+    /// Set or remove a concurrency-key limit; requeue the jobs held for it.
+    KeyLimit => "key_limit",
 }
 
 impl ScriptName {

@@ -1,0 +1,163 @@
+//! Concurrency keys, one state move at a time: fetch leases at most the
+//! key's limit of its jobs, holds the others aside (never leasing a job to
+//! give it back) without blocking other jobs, and every way a lease ends
+//! frees its slot for the oldest held job. Held jobs still count and list
+//! as waiting.
+
+use std::time::Duration;
+
+use quern_common::{FailureKind, JobOptions, JobState, RedisConfig};
+use quern_producer::{KeyUse, Queue};
+use quern_tests::config;
+use quern_tests::moves::Mover;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn setup() -> (RedisConfig, Queue, Mover) {
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let m = Mover::new(&cfg, "q").await;
+    (cfg, q, m)
+}
+
+async fn add(q: &Queue, key: &str) -> String {
+    q.add_with("job", &(), JobOptions::new().concurrency_key(key)).await.unwrap().id
+}
+
+async fn key_use(q: &Queue, key: &str) -> Option<KeyUse> {
+    q.concurrency_keys().await.unwrap().busy.into_iter().find(|k| k.key == key)
+}
+
+#[tokio::test]
+async fn fetch_leases_up_to_the_limit_and_holds_the_rest_without_blocking_other_keys() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    let a: Vec<String> = [add(&q, "a").await, add(&q, "a").await, add(&q, "a").await].into();
+    let b = add(&q, "b").await;
+    let plain = q.add("job", &()).await.unwrap().id;
+    let got = m.fetch(10, LEASE, "w1").await;
+    assert_eq!(got.ids(), [a[0].clone(), b.clone(), plain.clone()], "a's second and third are held");
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.waiting, c.active), (2, 3), "held jobs count as waiting");
+    let waiting = q.job_ids(JobState::Waiting, 0, 10).await.unwrap();
+    assert_eq!(waiting, a[1..], "and are listed as waiting");
+    assert_eq!(q.job(&a[1]).await.unwrap().unwrap().concurrency_key.as_deref(), Some("a"));
+    let use_a = key_use(&q, "a").await.unwrap();
+    assert_eq!((use_a.active, use_a.waiting, use_a.limit, use_a.at_limit()), (1, 2, Some(1), true));
+    assert!(m.fetch(10, LEASE, "w2").await.jobs.is_empty(), "nothing leased beyond the limit");
+}
+
+#[tokio::test]
+async fn every_end_of_a_lease_frees_its_slot_for_the_oldest_held_job() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    let ids: Vec<String> = futures_free_adds(&q, "a", 5).await;
+    let first = m.fetch(10, LEASE, "w").await.jobs.pop().unwrap();
+    assert_eq!(first.id, ids[0]);
+    // Completed: the next one runs.
+    m.complete(-1, &[(&first.id, &first.token, "")]).await;
+    let second = m.fetch(10, LEASE, "w").await.jobs.pop().unwrap();
+    assert_eq!(second.id, ids[1]);
+    // Failed and retried later: its slot frees meanwhile.
+    m.fail(&second.id, &second.token, "boom", FailureKind::Error, 60_000).await;
+    let third = m.fetch(10, LEASE, "w").await.jobs.pop().unwrap();
+    assert_eq!(third.id, ids[2]);
+    // Released by a stopping worker: it goes back first, and runs again first.
+    assert_eq!(m.release(&[(&third.id, &third.token)]).await, 1);
+    let again = m.fetch(10, LEASE, "w").await;
+    assert_eq!(again.ids(), [ids[2].clone()]);
+    // Cancelled while running.
+    q.cancel(&ids[2], "stop").await.unwrap();
+    let fourth = m.fetch(10, LEASE, "w").await;
+    assert_eq!(fourth.ids(), [ids[3].clone()]);
+    // Dead-lettered.
+    let job = &fourth.jobs[0];
+    m.fail(&job.id, &job.token, "no", FailureKind::Permanent, -1).await;
+    assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [ids[4].clone()]);
+    assert_eq!(key_use(&q, "a").await.map(|k| (k.active, k.waiting)), Some((1, 0)));
+}
+
+#[tokio::test]
+async fn an_expired_lease_frees_its_slot_when_the_reaper_takes_the_job_back() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    let ids = futures_free_adds(&q, "a", 2).await;
+    let lost = m.fetch(10, Duration::from_millis(100), "crashed").await;
+    assert_eq!(lost.ids(), [ids[0].clone()]);
+    assert!(m.fetch(10, LEASE, "w").await.jobs.is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reaped = m.reap(3, 100, 0).await;
+    assert_eq!(reaped.recovered, [ids[0].clone()]);
+    // Both wait again; one runs at a time, the held one first (it waited longest).
+    let next = m.fetch(10, LEASE, "w").await;
+    assert_eq!(next.ids().len(), 1);
+    assert_eq!(q.counts().await.unwrap().waiting, 1);
+}
+
+#[tokio::test]
+async fn removing_or_cancelling_a_held_job_takes_it_off_its_key() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    let ids = futures_free_adds(&q, "a", 3).await;
+    m.fetch(10, LEASE, "w").await;
+    q.remove(&ids[1]).await.unwrap();
+    q.cancel(&ids[2], "not needed").await.unwrap();
+    let c = q.counts().await.unwrap();
+    assert_eq!((c.waiting, c.active, c.failed), (0, 1, 1));
+    assert_eq!(key_use(&q, "a").await.map(|k| (k.active, k.waiting)), Some((1, 0)));
+}
+
+#[tokio::test]
+async fn a_key_of_its_own_and_a_raised_limit_take_effect_for_held_jobs() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    futures_free_adds(&q, "a", 4).await;
+    futures_free_adds(&q, "b", 4).await;
+    assert_eq!(m.fetch(10, LEASE, "w").await.jobs.len(), 2, "one of each key");
+    q.set_key_limit_for("b", Some(3)).await.unwrap();
+    assert_eq!(m.fetch(10, LEASE, "w").await.jobs.len(), 2, "b's own limit lets two more run");
+    q.set_key_limit(None).await.unwrap();
+    assert_eq!(m.fetch(10, LEASE, "w").await.jobs.len(), 3, "a is unlimited now; b keeps its own limit");
+    let keys = q.concurrency_keys().await.unwrap();
+    assert_eq!(keys.limit, None);
+    assert_eq!(keys.overrides.len(), 1);
+    let b = keys.busy.iter().find(|k| k.key == "b").unwrap();
+    assert_eq!((b.active, b.waiting, b.limit), (3, 1, Some(3)));
+    assert!(q.set_key_limit(Some(0)).await.is_err(), "0 is refused");
+}
+
+#[tokio::test]
+async fn a_keyed_job_is_never_handed_straight_to_a_parked_worker() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    m.park("w", LEASE, LEASE).await;
+    add(&q, "a").await;
+    assert!(m.handoffs().await.is_empty());
+    assert_eq!(m.fetch(10, LEASE, "w").await.jobs.len(), 1);
+}
+
+#[tokio::test]
+async fn deleting_the_queue_deletes_held_jobs_and_key_state() {
+    let (cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    let ids = futures_free_adds(&q, "a", 3).await;
+    let job = m.fetch(10, LEASE, "w").await.jobs.pop().unwrap();
+    m.complete(-1, &[(&job.id, &job.token, "")]).await;
+    q.obliterate(true).await.unwrap();
+    for id in &ids {
+        assert!(q.job(id).await.unwrap().is_none());
+    }
+    let mut conn = quern_tests::raw_connection(&cfg).await;
+    let left: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{}*", m.keys().base())).query_async(&mut conn).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Add `n` jobs of `key`, one after another (in order).
+async fn futures_free_adds(q: &Queue, key: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(add(q, key).await);
+    }
+    ids
+}
