@@ -94,9 +94,9 @@ impl Queue {
         let meta = self.keys().meta();
         let mut conn = self.connection();
         let limit: Option<String> = conn.hget(meta, "ckl").await?;
-        let own: HashMap<String, String> = conn.hgetall(format!("{meta}:ck:limits")).await?;
-        let active: HashMap<String, u64> = conn.hgetall(format!("{meta}:ck:active")).await?;
-        let held: HashMap<String, u64> = conn.hgetall(format!("{meta}:ck:held")).await?;
+        let own: HashMap<String, String> = conn.hgetall(self.keys().key_limits()).await?;
+        let active: HashMap<String, u64> = conn.hgetall(self.keys().keys_active()).await?;
+        let held: HashMap<String, u64> = conn.hgetall(self.keys().keys_held()).await?;
         let number = |what: &str, text: &str| {
             text.parse::<u32>()
                 .map_err(|_| Error::Protocol(format!("unreadable {what} {text:?} on queue {}", self.name())))

@@ -394,7 +394,7 @@ impl Queue {
                     if listed {
                         break;
                     }
-                    let list = format!("{}:ck:w:{key}", k.meta());
+                    let list = k.key_held_list(&key);
                     listed = in_list(&list).query_async::<Option<i64>>(&mut conn).await?.is_some();
                 }
                 listed
@@ -410,7 +410,7 @@ impl Queue {
 
     /// Keys with jobs held aside for their concurrency key, sorted.
     async fn held_keys(&self) -> Result<Vec<String>> {
-        let mut keys: Vec<String> = self.conn().hkeys(format!("{}:ck:held", self.keys().meta())).await?;
+        let mut keys: Vec<String> = self.conn().hkeys(self.keys().keys_held()).await?;
         keys.sort();
         Ok(keys)
     }
@@ -424,7 +424,7 @@ impl Queue {
             if ids.len() >= limit {
                 break;
             }
-            let list = format!("{}:ck:w:{key}", self.keys().meta());
+            let list = self.keys().key_held_list(&key);
             let len: usize = conn.llen(&list).await?;
             if skip >= len {
                 skip -= len;
