@@ -171,3 +171,26 @@ fn keys_shows_sets_and_removes_limits_and_job_shows_the_keys() {
     assert_eq!(job["concurrency_key"], "merchant-7");
     assert!(run(&cfg, &["job", "ops", &id]).ok().contains("merchant-7"));
 }
+
+#[test]
+fn metrics_count_the_keys_at_their_limit_per_queue() {
+    let cfg = config();
+    run(&cfg, &["keys", "m", "--limit", "1"]).ok();
+    let payload = r#"{"argv":["sleep","5"]}"#;
+    for key in ["a", "a", "b"] {
+        run(&cfg, &["enqueue", "m", "command", "--payload", payload, "--concurrency-key", key]).ok();
+    }
+    run(&cfg, &["enqueue", "idle", "n"]).ok();
+    let _worker = WorkerProcess::start(&cfg, "m", &[]);
+    until("both keys to run", Duration::from_secs(15), || {
+        json(&run(&cfg, &["stats", "m", "--json"]).ok())["m"]["active"] == 2
+    });
+    let text = run(&cfg, &["metrics", "--once"]).ok();
+    assert!(text.lines().any(|l| l == r#"quern_queue_concurrency_keys_at_limit{queue="m"} 2"#), "{text}");
+    assert!(text.lines().any(|l| l == r#"quern_queue_concurrency_keys_at_limit{queue="idle"} 0"#), "{text}");
+    let table = run(&cfg, &["keys", "m"]).ok();
+    assert!(table.contains("(full)"), "{table}");
+    let shown = json(&run(&cfg, &["keys", "m", "--json"]).ok());
+    let a = shown["busy"].as_array().unwrap().iter().find(|k| k["key"] == "a").unwrap().clone();
+    assert_eq!((a["active"].as_u64(), a["waiting"].as_u64()), (Some(1), Some(1)), "{shown}");
+}
