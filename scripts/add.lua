@@ -8,9 +8,11 @@
 --            payload tail.
 --   'full':  7 arguments per job: id ('' = generate), name, payload head,
 --            payload tail, options ('' = defaults), priority, delay ms.
---   'keyed': as 'full', plus 3 arguments per job: idempotency key ('' =
+--   'keyed': as 'full', plus 4 arguments per job: idempotency key ('' =
 --            none), its window in ms (see below), concurrency key ('' =
---            none; such a job is never handed over, see fetch.lua).
+--            none; such a job is never handed over, see fetch.lua), and
+--            '1' to add nothing when that key is busy (a job of it running,
+--            holding it between attempts, or set aside), else ''.
 -- The client cuts a payload of 65 to 128 bytes into two pieces of at most 64
 -- bytes (head, tail) when it can (see write_split_job); otherwise head is the
 -- whole payload and tail is ''.
@@ -20,12 +22,13 @@
 -- adds nothing and answers that first job's id, whatever became of that job;
 -- otherwise the add sets the key to the job's id for the window.
 -- Returns, for 'plain', the first generated id (the others follow it); for
--- 'full' and 'keyed', a flat list: id, created (1), already existed (0) or
--- deduplicated by its idempotency key (2), per job.
+-- 'full' and 'keyed', a flat list: id, created (1), already existed (0),
+-- deduplicated by its idempotency key (2), or skipped because its key was
+-- busy (3; the id is then the key's singleton holder, or ''), per job.
 local n = tonumber(ARGV[3])
 local plain = ARGV[4] == 'plain'
 local keyed = ARGV[4] == 'keyed'
-local stride = plain and 3 or (keyed and 10 or 7)
+local stride = plain and 3 or (keyed and 11 or 7)
 local now, now_text = clock()
 
 -- Generated ids: one HINCRBY reserves them all, and their text is built from a
@@ -119,12 +122,16 @@ else
       created = 2
       emit('ev', 'deduplicated', 'id', earlier, 'key', ARGV[b + 7])
       id = earlier
+    elseif ckey and ARGV[b + 10] == '1' and (redis.call('HEXISTS', ck_key('active'), ckey) == 1
+        or redis.call('HEXISTS', ck_key('held'), ckey) == 1) then
+      created = 3
+      id = redis.call('HGET', ck_key('active'), '\n' .. ckey) or ''
     elseif id == '' then
       id = new_id()
     elseif redis.call('EXISTS', JOB_PREFIX .. id) == 1 then
       created = 0
     end
-    if idem_key and not earlier then
+    if idem_key and not earlier and created ~= 3 then
       redis.call('SET', idem_key, id, 'PX', ARGV[b + 8])
     end
     if created == 1 then

@@ -31,10 +31,16 @@ if s == 'active' then
   end
 elseif s == 'delayed' then
   redis.call('ZREM', K_DELAYED, id)
+  if v[6] then
+    drop_holder(id, v[6])
+  end
   push_history(jk, { out = 'cancelled', fin = now, err = reason })
 else
   if redis.call('LREM', K_WAIT, 1, id) == 0 and not (v[6] and drop_held(id, v[6])) then
     redis.call('ZREM', K_PRIO, id)
+  end
+  if v[6] then
+    drop_holder(id, v[6])
   end
   push_history(jk, { out = 'cancelled', fin = now, err = reason })
 end

@@ -22,7 +22,9 @@ if v[2] ~= 'active' then
 end
 push_history(jk, { n = tonumber(v[4]), out = kind, st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token, err = message })
 redis.call('ZREM', K_ACTIVE, id)
-if v[7] then
+-- The job's concurrency key slot frees, unless the job holds a singleton
+-- key and will run again: it keeps the key across the backoff.
+if v[7] and (delay < 0 or not is_holder(id, v[7])) then
   free_key_slot(v[7])
 end
 if delay < 0 then

@@ -98,19 +98,33 @@ end
 -- their key is ready: a slot of it freed.
 local KEY_SCAN = k + 200
 local key_limits = nil
-local function key_has_room(key)
+local function limit_of(key)
   if key_limits == nil then
     key_limits = redis.call('EXISTS', ck_key('limits')) == 1
   end
-  local limit = key_limits and redis.call('HGET', ck_key('limits'), key) or state[3]
+  return key_limits and redis.call('HGET', ck_key('limits'), key) or state[3]
+end
+local function key_has_room(key, limit)
+  limit = limit or limit_of(key)
+  if limit == 's' then
+    limit = '1'
+  end
   return not limit or tonumber(redis.call('HGET', ck_key('active'), key) or '0') < tonumber(limit)
 end
 local function take_key_slot(key, id)
-  if not key_has_room(key) then
+  local limit = limit_of(key)
+  -- A singleton key's holder back from its backoff has the slot already.
+  if limit == 's' and redis.call('HGET', ck_key('active'), '\n' .. key) == id then
+    return true
+  end
+  if not key_has_room(key, limit) then
     hold(id, key, false)
     return false
   end
   redis.call('HINCRBY', ck_key('active'), key, 1)
+  if limit == 's' then
+    redis.call('HSET', ck_key('active'), '\n' .. key, id)
+  end
   return true
 end
 -- Held jobs of ready keys, oldest of each key first, one per key in turn
@@ -127,11 +141,15 @@ local function from_ready(n)
     if not key then
       break
     end
-    if key_has_room(key) then
+    local limit = limit_of(key)
+    if key_has_room(key, limit) then
       local id = redis.call('LPOP', ck_key('w:' .. key))
       if id then
         unhold(key)
         redis.call('HINCRBY', ck_key('active'), key, 1)
+        if limit == 's' then
+          redis.call('HSET', ck_key('active'), '\n' .. key, id)
+        end
         ids[#ids + 1] = id
         slotted[id] = key
         if redis.call('HEXISTS', ck_key('held'), key) == 1 and key_has_room(key) then

@@ -166,7 +166,7 @@ local function announce_released(ids)
   end
 end
 
--- @block ck_key unhold hold free_key_slot drop_held
+-- @block ck_key unhold hold free_key_slot drop_held is_holder drop_holder
 -- Concurrency keys. A job with a key (F_CKEY) waits like any job; when fetch
 -- meets it while its key is at its limit, it sets the job aside ("held") on
 -- the key's list instead of leasing it. When a slot of the key frees, the key
@@ -176,7 +176,10 @@ end
 -- <meta>:ck:w:<key> (list: those jobs, oldest first), <meta>:ck:ready (list
 -- of keys that may have a slot free for a held job; an entry may be stale),
 -- <meta>:ck:limits (hash: key -> its own limit); the queue's limit is field
--- 'ckl' of K_META, and field 'ckw' counts all held jobs.
+-- 'ckl' of K_META, and field 'ckw' counts all held jobs. A limit 's' is the
+-- singleton mode: one job of the key at a time, and that job (its holder,
+-- field '\n<key>' of <meta>:ck:active) keeps the key's slot across its
+-- retries' backoff, until it ends for good.
 local function ck_key(suffix)
   return K_META .. ':ck:' .. suffix
 end
@@ -201,13 +204,26 @@ end
 -- the key is ready, and a worker is woken for it.
 local function free_key_slot(key)
   if redis.call('HINCRBY', ck_key('active'), key, -1) <= 0 then
-    redis.call('HDEL', ck_key('active'), key)
+    redis.call('HDEL', ck_key('active'), key, '\n' .. key)
   end
   if redis.call('HEXISTS', ck_key('held'), key) == 1 then
     redis.call('RPUSH', ck_key('ready'), key)
     if not is_paused() then
       wake()
     end
+  end
+end
+
+-- Whether job `id` holds its singleton key `key` (see fetch.lua).
+local function is_holder(id, key)
+  return redis.call('HGET', ck_key('active'), '\n' .. key) == id
+end
+
+-- Job `id`, not running, ends for good (cancelled, removed): if it is its
+-- singleton key's holder (between attempts), the key's slot frees.
+local function drop_holder(id, key)
+  if is_holder(id, key) then
+    free_key_slot(key)
   end
 end
 

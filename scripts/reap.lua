@@ -45,7 +45,10 @@ for _, id in ipairs(expired) do
     else
       -- A stall does not use up an attempt: stalls have their own limit.
       redis.call('HSET', jk, F_STATE, 'waiting', F_STALLS, stalls, F_TOKEN, '', F_ATTEMPTS, attempt - 1)
-      if v[8] then
+      if v[8] and is_holder(id, v[8]) then
+        -- A singleton key's holder keeps the key's slot (see fetch.lua).
+        to_waiting(id, v[5], true)
+      elseif v[8] then
         -- First among the jobs held for its key; its freed slot readies the key.
         hold(id, v[8], true)
         free_key_slot(v[8])

@@ -14,7 +14,10 @@ for b = #ARGV - 1, 3, -2 do
     local attempt = tonumber(v[4]) or 1
     push_history(jk, { n = attempt, out = 'released', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token,
       err = 'worker shut down before the job finished' })
-    if v[7] then
+    if v[7] and is_holder(id, v[7]) then
+      -- A singleton key's holder keeps the key's slot (see fetch.lua).
+      requeue(id, jk, attempt, v[6])
+    elseif v[7] then
       -- A job of a concurrency key goes back first among the jobs held for
       -- its key, and the slot it frees readies the key (see fetch.lua).
       redis.call('ZREM', K_ACTIVE, id)

@@ -18,8 +18,14 @@ if s == 'waiting' then
   if redis.call('LREM', K_WAIT, 1, id) == 0 and not (v[2] and drop_held(id, v[2])) then
     redis.call('ZREM', K_PRIO, id)
   end
+  if v[2] then
+    drop_holder(id, v[2])
+  end
 elseif s == 'delayed' then
   redis.call('ZREM', K_DELAYED, id)
+  if v[2] then
+    drop_holder(id, v[2])
+  end
 elseif s == 'completed' then
   redis.call('LREM', K_COMPLETED, 1, id)
 elseif s == 'failed' then

@@ -47,6 +47,11 @@ pub(crate) struct EnqueueArgs {
     /// at most that many jobs of this key run at once, across all workers.
     #[arg(long, value_name = "KEY")]
     pub(crate) concurrency_key: Option<String>,
+    /// With --concurrency-key: add nothing when the key is busy (a job of it
+    /// running, holding a singleton key between attempts, or waiting aside for
+    /// it); a note goes to stderr and the exit code is 0 (with --wait too).
+    #[arg(long, requires = "concurrency_key")]
+    pub(crate) skip_if_key_busy: bool,
     /// Idempotency key: within its window (--idempotency-window), enqueueing
     /// the same key again adds nothing and prints the first job's id,
     /// whatever became of that job (completed, removed, dead-lettered).
@@ -129,6 +134,9 @@ fn options(args: &EnqueueArgs) -> JobOptions {
     if let Some(key) = &args.concurrency_key {
         o = o.concurrency_key(key);
     }
+    if args.skip_if_key_busy {
+        o = o.skip_if_key_busy();
+    }
     if let (Some(key), Some(window)) = (&args.idempotency_key, args.idempotency_window) {
         o = o.idempotency_key(key, window);
     }
@@ -148,6 +156,14 @@ pub(crate) async fn run(config: &RedisConfig, args: EnqueueArgs) -> CliResult {
     opts.validate()?;
     let queue = Queue::connect(config, &args.queue).await?;
     let added = queue.add_json(&args.name, &payload, opts).await?;
+    if added.skipped {
+        if args.json {
+            outln!("{}", serde_json::json!({ "id": added.id, "created": false, "skipped": true }));
+        }
+        let holder = if added.id.is_empty() { String::new() } else { format!(" (held by job {})", added.id) };
+        eprintln!("note: concurrency key busy{holder} in queue {}; nothing was added", args.queue);
+        return Ok(());
+    }
     if let Some(timeout) = args.wait {
         return wait(&queue, &added, timeout, args.json).await;
     }

@@ -16,8 +16,13 @@ pub(crate) struct KeysArgs {
     pub(crate) key: Option<String>,
     /// Set the limit: at most N jobs of one key run at once, across all
     /// workers (for the queue: every key without its own limit).
-    #[arg(long, value_name = "N", conflicts_with = "off")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["off", "singleton"])]
     pub(crate) limit: Option<u32>,
+    /// Singleton mode: one job of the key at a time, and a job that will be
+    /// retried keeps the key through its backoff (for the queue: every key
+    /// without a limit of its own).
+    #[arg(long, conflicts_with = "off")]
+    pub(crate) singleton: bool,
     /// Remove the limit (the queue's: keys run unlimited; a key's: it
     /// follows the queue's limit again).
     #[arg(long)]
@@ -30,6 +35,15 @@ pub(crate) struct KeysArgs {
 /// Show, set or remove concurrency-key limits.
 pub(crate) async fn run(config: &RedisConfig, args: KeysArgs) -> CliResult {
     quern_common::names::validate_queue_name(&args.queue)?;
+    if args.singleton {
+        let queue = Queue::connect(config, &args.queue).await?;
+        queue.set_key_singleton(args.key.as_deref()).await?;
+        match &args.key {
+            Some(key) => outln!("queue {}, key {key}: singleton", args.queue),
+            None => outln!("queue {}: every key a singleton", args.queue),
+        }
+        return Ok(());
+    }
     if args.limit.is_some() || args.off {
         if args.limit == Some(0) {
             return Err(CliError::Usage("--limit must be at least 1 (use --off to remove a limit)".into()));
@@ -60,20 +74,26 @@ pub(crate) async fn run(config: &RedisConfig, args: KeysArgs) -> CliResult {
         outln!("{}", serde_json::to_string(&keys).map_err(|e| CliError::Failed(e.to_string()))?);
         return Ok(());
     }
-    let limit = keys.limit.map_or_else(|| "off".to_owned(), |l| l.to_string());
+    let limit = match keys.limit {
+        None => "off".to_owned(),
+        Some(_) if keys.singleton => "1 (singleton)".to_owned(),
+        Some(l) => l.to_string(),
+    };
     outln!("queue {}: per-key limit {limit}", args.queue);
     for o in &keys.overrides {
-        outln!("key {}: limit {} (its own)", o.key, o.limit);
+        let mode = if o.singleton { " singleton" } else { "" };
+        outln!("key {}: limit {}{mode} (its own)", o.key, o.limit);
     }
     if keys.busy.is_empty() {
         outln!("no busy keys");
         return Ok(());
     }
-    let mut table = Table::new(&["KEY", "ACTIVE", "WAITING", "LIMIT"]);
+    let mut table = Table::new(&["KEY", "ACTIVE", "WAITING", "LIMIT", "HOLDER"]);
     for k in &keys.busy {
         let limit = k.limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
         let limit = if k.at_limit() { format!("{limit} (full)") } else { limit };
-        table.row(vec![k.key.clone(), k.active.to_string(), k.waiting.to_string(), limit]);
+        let holder = k.holder.clone().unwrap_or_else(|| "-".to_owned());
+        table.row(vec![k.key.clone(), k.active.to_string(), k.waiting.to_string(), limit, holder]);
     }
     out!("{}", table.render());
     Ok(())

@@ -194,3 +194,27 @@ fn metrics_count_the_keys_at_their_limit_per_queue() {
     let a = shown["busy"].as_array().unwrap().iter().find(|k| k["key"] == "a").unwrap().clone();
     assert_eq!((a["active"].as_u64(), a["waiting"].as_u64()), (Some(1), Some(1)), "{shown}");
 }
+
+#[test]
+fn a_singleton_key_shows_its_holder_and_a_skipping_enqueue_adds_nothing_while_it_runs() {
+    let cfg = config();
+    assert!(run(&cfg, &["keys", "sg", "settle", "--singleton"]).ok().contains("singleton"));
+    let payload = r#"{"argv":["sleep","3"]}"#;
+    let id =
+        run(&cfg, &["enqueue", "sg", "command", "--payload", payload, "--concurrency-key", "settle"]).ok();
+    let id = id.trim();
+    let _worker = WorkerProcess::start(&cfg, "sg", &[]);
+    until("the settlement to run", Duration::from_secs(15), || {
+        json(&run(&cfg, &["stats", "sg", "--json"]).ok())["sg"]["active"] == 1
+    });
+    let args = ["enqueue", "sg", "command", "--concurrency-key", "settle", "--skip-if-key-busy"];
+    let skipped = run(&cfg, &args);
+    assert!(skipped.stderr.contains(&format!("held by job {id}")), "{}", skipped.stderr);
+    assert_eq!(skipped.code, 0);
+    let stats = json(&run(&cfg, &["stats", "sg", "--json"]).ok());
+    assert_eq!((stats["sg"]["waiting"].as_u64(), stats["sg"]["active"].as_u64()), (Some(0), Some(1)));
+    let shown = json(&run(&cfg, &["keys", "sg", "--json"]).ok());
+    assert_eq!(shown["overrides"][0]["singleton"], true);
+    assert_eq!(shown["busy"][0]["holder"], id);
+    run(&cfg, &["enqueue", "sg", "command", "--skip-if-key-busy"]).fails_with(2);
+}

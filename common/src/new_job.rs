@@ -65,4 +65,8 @@ pub struct Added {
     /// True when the job's idempotency key was used less than its window
     /// ago: nothing was added and `id` is the first job's id.
     pub deduplicated: bool,
+    /// True when the job asked to be skipped if its concurrency key was busy
+    /// ([`crate::JobOptions::skip_if_key_busy`]) and it was: nothing was
+    /// added; `id` is the key's singleton holder, or empty.
+    pub skipped: bool,
 }

@@ -72,6 +72,9 @@ pub struct JobOptions {
     pub idempotency: Option<Idempotency>,
     /// A concurrency key: see [`JobOptions::concurrency_key`].
     pub concurrency_key: Option<String>,
+    /// Add nothing when the concurrency key is busy: see
+    /// [`JobOptions::skip_if_key_busy`].
+    pub skip_if_key_busy: bool,
 }
 
 impl Default for JobOptions {
@@ -85,6 +88,7 @@ impl Default for JobOptions {
             timeout: None,
             idempotency: None,
             concurrency_key: None,
+            skip_if_key_busy: false,
         }
     }
 }
@@ -153,6 +157,16 @@ impl JobOptions {
         self
     }
 
+    /// With a concurrency key: add nothing when the key is busy (a job of it
+    /// running, holding a singleton key between attempts, or waiting aside
+    /// for the key) and answer [`crate::Added::skipped`], instead of queueing
+    /// behind it. Meant for singleton keys ("run the settlement unless one is
+    /// under way"); jobs of the key that no worker has met yet are not seen.
+    pub fn skip_if_key_busy(mut self) -> Self {
+        self.skip_if_key_busy = true;
+        self
+    }
+
     /// Check every option; the error names the one out of range.
     pub fn validate(&self) -> Result<()> {
         if let Some(id) = &self.job_id {
@@ -171,13 +185,18 @@ impl JobOptions {
         if self.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
             return bad("timeout must be at least 1 ms".into());
         }
-        if let Some(key) = &self.concurrency_key
-            && (key.is_empty() || key.len() > MAX_CONCURRENCY_KEY_BYTES)
-        {
-            return bad(format!(
-                "concurrency key must be 1 to {MAX_CONCURRENCY_KEY_BYTES} bytes, got {}",
-                key.len()
-            ));
+        if let Some(key) = &self.concurrency_key {
+            if key.is_empty() || key.len() > MAX_CONCURRENCY_KEY_BYTES {
+                return bad(format!(
+                    "concurrency key must be 1 to {MAX_CONCURRENCY_KEY_BYTES} bytes, got {}",
+                    key.len()
+                ));
+            }
+            if key.contains('\n') {
+                return bad("a concurrency key cannot hold a newline".into());
+            }
+        } else if self.skip_if_key_busy {
+            return bad("skip_if_key_busy needs a concurrency key".into());
         }
         if let Some(Idempotency { key, window }) = &self.idempotency {
             if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {

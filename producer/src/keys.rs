@@ -17,6 +17,8 @@ pub const MAX_KEY_LIMIT: u32 = 1_000_000;
 pub struct ConcurrencyKeys {
     /// The queue's per-key limit, for every key without its own (`None`: off).
     pub limit: Option<u32>,
+    /// Whether that limit is the singleton mode (limit 1, kept across retries).
+    pub singleton: bool,
     /// Keys with a limit of their own, by key.
     pub overrides: Vec<KeyOverride>,
     /// Keys with jobs running or held, by key.
@@ -30,6 +32,8 @@ pub struct KeyOverride {
     pub key: String,
     /// Its limit.
     pub limit: u32,
+    /// Whether it is a singleton key (limit 1, kept across retries).
+    pub singleton: bool,
 }
 
 /// One key in use.
@@ -45,6 +49,13 @@ pub struct KeyUse {
     pub waiting: u64,
     /// The limit that applies to the key (`None`: unlimited).
     pub limit: Option<u32>,
+    /// For a singleton key, the job holding it (running, or between attempts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
+}
+
+fn check_key(key: &str) -> Result<()> {
+    quern_common::JobOptions::new().concurrency_key(key).validate()
 }
 
 impl KeyUse {
@@ -60,23 +71,32 @@ impl Queue {
     /// without a limit of its own. Jobs waiting aside for their key are sorted
     /// again under the new limit. Running jobs are not interrupted.
     pub async fn set_key_limit(&self, limit: Option<u32>) -> Result<()> {
-        self.key_limit(None, limit).await
+        self.key_limit(None, limit, false).await
+    }
+
+    /// Make every key of the queue without a limit of its own a singleton
+    /// key (`Some(key)`: that key only): one job of the key at a time, and
+    /// a job that fails and will be retried keeps the key through its
+    /// backoff, so the next job of the key starts only once it has ended for
+    /// good (completed, dead-lettered, cancelled or removed). A holder whose
+    /// worker dies keeps the key too; it runs again when the reaper takes it
+    /// back. Remove with [`Queue::set_key_limit`] or
+    /// [`Queue::set_key_limit_for`] and `None`.
+    pub async fn set_key_singleton(&self, key: Option<&str>) -> Result<()> {
+        if let Some(key) = key {
+            check_key(key)?;
+        }
+        self.key_limit(key, None, true).await
     }
 
     /// Set the limit of concurrency key `key` (`None`: the key follows the
     /// queue's limit again).
     pub async fn set_key_limit_for(&self, key: &str, limit: Option<u32>) -> Result<()> {
-        if key.is_empty() || key.len() > quern_common::options::MAX_CONCURRENCY_KEY_BYTES {
-            return Err(Error::InvalidOptions(format!(
-                "concurrency key must be 1 to {} bytes, got {}",
-                quern_common::options::MAX_CONCURRENCY_KEY_BYTES,
-                key.len()
-            )));
-        }
-        self.key_limit(Some(key), limit).await
+        check_key(key)?;
+        self.key_limit(Some(key), limit, false).await
     }
 
-    async fn key_limit(&self, key: Option<&str>, limit: Option<u32>) -> Result<()> {
+    async fn key_limit(&self, key: Option<&str>, limit: Option<u32>, singleton: bool) -> Result<()> {
         if let Some(l) = limit
             && (l == 0 || l > MAX_KEY_LIMIT)
         {
@@ -84,7 +104,7 @@ impl Queue {
                 "a key limit must be 1 to {MAX_KEY_LIMIT}, got {l} (remove the limit instead, or pause the queue)"
             )));
         }
-        self.run(&KeyLimit { key, limit }).await?;
+        self.run(&KeyLimit { key, limit, singleton }).await?;
         Ok(())
     }
 
@@ -95,30 +115,44 @@ impl Queue {
         let mut conn = self.connection();
         let limit: Option<String> = conn.hget(meta, "ckl").await?;
         let own: HashMap<String, String> = conn.hgetall(self.keys().key_limits()).await?;
-        let active: HashMap<String, u64> = conn.hgetall(self.keys().keys_active()).await?;
+        let active: HashMap<String, String> = conn.hgetall(self.keys().keys_active()).await?;
         let held: HashMap<String, u64> = conn.hgetall(self.keys().keys_held()).await?;
-        let number = |what: &str, text: &str| {
-            text.parse::<u32>()
-                .map_err(|_| Error::Protocol(format!("unreadable {what} {text:?} on queue {}", self.name())))
+        // A limit's text: a number, or 's' for the singleton mode (limit 1).
+        let read = |text: &str| match text {
+            "s" => Ok((1, true)),
+            _ => text.parse::<u32>().map(|l| (l, false)).map_err(|_| {
+                Error::Protocol(format!("unreadable key limit {text:?} on queue {}", self.name()))
+            }),
         };
-        let limit = limit.map(|l| number("key limit", &l)).transpose()?;
+        let (limit, singleton) = match limit {
+            Some(text) => read(&text).map(|(l, s)| (Some(l), s))?,
+            None => (None, false),
+        };
         let mut overrides = own
             .iter()
-            .map(|(key, l)| Ok(KeyOverride { key: key.clone(), limit: number("key limit", l)? }))
+            .map(|(key, text)| {
+                let (limit, singleton) = read(text)?;
+                Ok(KeyOverride { key: key.clone(), limit, singleton })
+            })
             .collect::<Result<Vec<_>>>()?;
         overrides.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut names: Vec<&String> = active.keys().chain(held.keys()).collect();
+        // Field '\n<key>' of the active hash names a singleton key's holder.
+        let holders: HashMap<&str, &String> =
+            active.keys().filter_map(|f| f.strip_prefix('\n').map(|k| (k, f))).collect();
+        let mut names: Vec<&String> =
+            active.keys().filter(|k| !k.starts_with('\n')).chain(held.keys()).collect();
         names.sort();
         names.dedup();
         let busy = names
             .into_iter()
             .map(|key| KeyUse {
                 key: key.clone(),
-                active: active.get(key).copied().unwrap_or(0),
+                active: active.get(key).and_then(|n| n.parse().ok()).unwrap_or(0),
                 waiting: held.get(key).copied().unwrap_or(0),
                 limit: overrides.iter().find(|o| &o.key == key).map(|o| o.limit).or(limit),
+                holder: holders.get(key.as_str()).and_then(|f| active.get(*f)).cloned(),
             })
             .collect();
-        Ok(ConcurrencyKeys { limit, overrides, busy })
+        Ok(ConcurrencyKeys { limit, singleton, overrides, busy })
     }
 }

@@ -161,3 +161,85 @@ async fn futures_free_adds(q: &Queue, key: &str, n: usize) -> Vec<String> {
     }
     ids
 }
+
+/// Two jobs of singleton key `s`, the first leased: (first, its token, second).
+async fn singleton_pair(q: &Queue, m: &Mover) -> (String, String, String) {
+    q.set_key_singleton(Some("s")).await.unwrap();
+    let ids = futures_free_adds(q, "s", 2).await;
+    let job = m.fetch(10, LEASE, "w").await.jobs.pop().unwrap();
+    assert_eq!(job.id, ids[0]);
+    (ids[0].clone(), job.token, ids[1].clone())
+}
+
+#[tokio::test]
+async fn a_singleton_holder_keeps_its_key_through_its_retry_backoff() {
+    let (_cfg, q, m) = setup().await;
+    let (first, token, second) = singleton_pair(&q, &m).await;
+    m.fail(&first, &token, "try later", FailureKind::Error, 60_000).await;
+    assert!(m.fetch(10, LEASE, "w").await.jobs.is_empty(), "the key is still held while the first backs off");
+    let held = key_use(&q, "s").await.unwrap();
+    assert_eq!((held.active, held.waiting, held.holder.as_deref()), (1, 1, Some(first.as_str())));
+    q.promote(&first).await.unwrap();
+    let again = m.fetch(10, LEASE, "w").await;
+    assert_eq!(again.ids(), [first.clone()], "its holder runs again, on its slot");
+    m.complete(-1, &[(&first, &again.jobs[0].token, "")]).await;
+    assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [second], "the next one once the holder has ended");
+}
+
+#[tokio::test]
+async fn a_singleton_key_frees_when_its_holder_is_dead_lettered_cancelled_or_removed() {
+    let (_cfg, q, m) = setup().await;
+    let (first, token, second) = singleton_pair(&q, &m).await;
+    m.fail(&first, &token, "no", FailureKind::Permanent, -1).await;
+    let next = m.fetch(10, LEASE, "w").await;
+    assert_eq!(next.ids(), [second.clone()]);
+    // The second backs off holding the key; cancelling it frees the key.
+    m.fail(&second, &next.jobs[0].token, "later", FailureKind::Error, 60_000).await;
+    let third = add(&q, "s").await;
+    assert!(m.fetch(10, LEASE, "w").await.jobs.is_empty());
+    q.cancel(&second, "enough").await.unwrap();
+    let run = m.fetch(10, LEASE, "w").await;
+    assert_eq!(run.ids(), [third.clone()]);
+    // The third backs off holding the key; removing it frees the key.
+    m.fail(&third, &run.jobs[0].token, "later", FailureKind::Error, 60_000).await;
+    let fourth = add(&q, "s").await;
+    q.remove(&third).await.unwrap();
+    assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [fourth]);
+}
+
+#[tokio::test]
+async fn a_singleton_holder_whose_lease_expired_keeps_its_key_and_runs_again_first() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_singleton(Some("s")).await.unwrap();
+    let ids = futures_free_adds(&q, "s", 2).await;
+    assert_eq!(m.fetch(10, Duration::from_millis(100), "crashed").await.ids(), [ids[0].clone()]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(m.reap(3, 100, 0).await.recovered, [ids[0].clone()]);
+    assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [ids[0].clone()]);
+    assert_eq!(key_use(&q, "s").await.map(|k| (k.active, k.waiting)), Some((1, 1)));
+}
+
+#[tokio::test]
+async fn an_add_that_skips_a_busy_key_adds_nothing_and_names_the_holder() {
+    let (_cfg, q, m) = setup().await;
+    let (first, token, _second) = singleton_pair(&q, &m).await;
+    let skip = JobOptions::new().concurrency_key("s").skip_if_key_busy();
+    let added = q.add_with("job", &(), skip.clone()).await.unwrap();
+    assert_eq!((added.skipped, added.created, added.id.as_str()), (true, false, first.as_str()));
+    assert_eq!(q.counts().await.unwrap().waiting, 1, "only the second, queued behind the first");
+    let other = q.add_with("job", &(), JobOptions::new().concurrency_key("idle").skip_if_key_busy()).await;
+    assert!(other.unwrap().created, "an idle key adds");
+    m.complete(-1, &[(&first, &token, "")]).await;
+    m.fetch(10, LEASE, "w").await;
+    assert!(q.add_with("job", &(), skip).await.unwrap().skipped, "busy again with the second");
+}
+
+#[tokio::test]
+async fn leaving_the_singleton_mode_gives_a_backing_off_holder_slot_back() {
+    let (_cfg, q, m) = setup().await;
+    let (first, token, second) = singleton_pair(&q, &m).await;
+    m.fail(&first, &token, "later", FailureKind::Error, 60_000).await;
+    q.set_key_limit_for("s", Some(1)).await.unwrap();
+    assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [second], "the slot is free for the next job");
+    assert_eq!(key_use(&q, "s").await.map(|k| (k.active, k.holder)), Some((1, None)));
+}

@@ -55,7 +55,11 @@ impl Move for Add<'_> {
                         Some(i) => call.arg(&i.key).arg(super::millis(i.window).max(1)),
                         None => call.arg("").arg(0),
                     };
-                    call.arg(o.concurrency_key.as_deref().unwrap_or(""));
+                    call.arg(o.concurrency_key.as_deref().unwrap_or("")).arg(if o.skip_if_key_busy {
+                        "1"
+                    } else {
+                        ""
+                    });
                 }
             }
         }
@@ -67,7 +71,12 @@ impl Move for Add<'_> {
         let jobs = self.jobs.len();
         if let Value::Int(first) = reply {
             return Ok((0..jobs as i64)
-                .map(|i| Added { id: (first + i).to_string(), created: true, deduplicated: false })
+                .map(|i| Added {
+                    id: (first + i).to_string(),
+                    created: true,
+                    deduplicated: false,
+                    skipped: false,
+                })
                 .collect());
         }
         let items = array(reply)?;
@@ -79,7 +88,9 @@ impl Move for Add<'_> {
             .map(|pair| {
                 let (id, flag) = (string(&pair[0])?, int(&pair[1])?);
                 match flag {
-                    0..=2 => Ok(Added { id, created: flag == 1, deduplicated: flag == 2 }),
+                    0..=3 => {
+                        Ok(Added { id, created: flag == 1, deduplicated: flag == 2, skipped: flag == 3 })
+                    }
                     _ => Err(Error::Protocol(format!("add answered flag {flag} for job {id}"))),
                 }
             })
@@ -201,10 +212,10 @@ mod tests {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let full = Value::Array(vec![bulk("x"), Value::Int(1), bulk("y"), Value::Int(0)]);
         let added = add.parse(full).unwrap();
-        assert_eq!(added[1], Added { id: "y".into(), created: false, deduplicated: false });
+        assert_eq!(added[1], Added { id: "y".into(), created: false, deduplicated: false, skipped: false });
         let dedup =
             add.parse(Value::Array(vec![bulk("x"), Value::Int(2), bulk("y"), Value::Int(1)])).unwrap();
-        assert_eq!(dedup[0], Added { id: "x".into(), created: false, deduplicated: true });
+        assert_eq!(dedup[0], Added { id: "x".into(), created: false, deduplicated: true, skipped: false });
         assert!(add.parse(Value::Array(vec![bulk("x"), Value::Int(1)])).is_err(), "one outcome per job");
     }
 }

@@ -13,8 +13,11 @@ use crate::scripts::{ScriptCall, ScriptName};
 pub struct KeyLimit<'a> {
     /// The key; `None` for the queue's limit.
     pub key: Option<&'a str>,
-    /// The limit; `None` removes it.
+    /// The limit; `None` removes it (ignored with `singleton`).
     pub limit: Option<u32>,
+    /// The singleton mode instead of a limit: one job at a time, which keeps
+    /// the key across its retries' backoff.
+    pub singleton: bool,
 }
 
 impl Move for KeyLimit<'_> {
@@ -23,7 +26,12 @@ impl Move for KeyLimit<'_> {
     type Reply = u64;
 
     fn args(&self, call: &mut ScriptCall) {
-        call.arg(self.key.unwrap_or("")).arg(self.limit.map(|l| l.to_string()).unwrap_or_default());
+        let limit = match (self.singleton, self.limit) {
+            (true, _) => "s".to_owned(),
+            (false, Some(l)) => l.to_string(),
+            (false, None) => String::new(),
+        };
+        call.arg(self.key.unwrap_or("")).arg(limit);
     }
 
     fn parse(&self, reply: Value) -> Result<u64> {
