@@ -53,6 +53,9 @@ fn an_idempotency_key_adds_once_within_its_window() {
     assert!(text.stderr.contains("idempotency key already used"), "{}", text.stderr);
     let stats = json(&run(&cfg, &["stats", "q", "--json"]).ok());
     assert_eq!(stats["q"]["waiting"], 1);
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(json(&run(&cfg, &["job", "q", id, "--json"]).ok())["idempotency_key"], "pay-7");
+    assert!(run(&cfg, &["job", "q", id]).ok().contains("idem. key  pay-7"));
     let alone = run(&cfg, &["enqueue", "q", "n", "--idempotency-key", "pay-8"]);
     let why = alone.fails_with(2);
     assert!(why.contains("idempotency-window"), "a key needs its window: {why}");
