@@ -218,3 +218,32 @@ fn a_singleton_key_shows_its_holder_and_a_skipping_enqueue_adds_nothing_while_it
     assert_eq!(shown["busy"][0]["holder"], id);
     run(&cfg, &["enqueue", "sg", "command", "--skip-if-key-busy"]).fails_with(2);
 }
+
+#[test]
+fn a_redis_restart_keeps_the_limit_and_every_job() {
+    let mut server = quern_tests::TestRedis::start_with(quern_tests::Persistence::AofAlways);
+    let cfg = quern_tests::config_for(&server.url());
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    run(&cfg, &["keys", "r", "--limit", "1"]).ok();
+    for _ in 0..6 {
+        enqueue_run(&cfg, "r", Some("k"), &ledger, 300);
+    }
+    let workers = [worker(&cfg, "r", "5s"), worker(&cfg, "r", "5s")];
+    until("the first run to start", Duration::from_secs(15), || !starts(&ledger).is_empty());
+    server.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    server.restart();
+    until("every job to complete", Duration::from_secs(60), || {
+        let r = run(&cfg, &["stats", "r", "--json"]);
+        r.code == 0 && json(&r.stdout)["r"]["completed"] == 6
+    });
+    for mut w in workers {
+        w.kill().unwrap();
+        w.wait().unwrap();
+    }
+    let peak = peak_per_key(&ledger);
+    assert_eq!(peak["k"], 1, "one run of key k at a time across the restart: {peak:?}");
+    let after = json(&run(&cfg, &["keys", "r", "--json"]).ok());
+    assert_eq!(after["busy"], serde_json::json!([]), "no slot left taken");
+}

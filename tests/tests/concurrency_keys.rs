@@ -243,3 +243,45 @@ async fn leaving_the_singleton_mode_gives_a_backing_off_holder_slot_back() {
     assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [second], "the slot is free for the next job");
     assert_eq!(key_use(&q, "s").await.map(|k| (k.active, k.holder)), Some((1, None)));
 }
+
+#[tokio::test]
+async fn a_key_with_ten_thousand_waiting_jobs_does_not_starve_a_key_with_one() {
+    let (cfg, q, _m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    let big: Vec<quern_common::NewJob> = (0..10_000)
+        .map(|_| {
+            quern_common::NewJob::new("job", "big").unwrap().options(JobOptions::new().concurrency_key("big"))
+        })
+        .collect();
+    q.add_bulk(&big).await.unwrap();
+    add(&q, "small").await;
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = started.clone();
+    let worker = quern_tests::workers::RunningWorker::start(
+        quern_worker::Worker::builder(&cfg, "q").concurrency(4).handler(
+            "job",
+            move |_ctx: quern_worker::JobContext, key: serde_json::Value| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push(key.as_str().unwrap_or("small").to_owned());
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<(), quern_worker::JobError>(())
+                }
+            },
+        ),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !started.lock().unwrap().iter().any(|k| k == "small") {
+        assert!(tokio::time::Instant::now() < deadline, "the small key never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.stop().await;
+    let order = started.lock().unwrap().clone();
+    let before = order.iter().position(|k| k == "small").unwrap();
+    // Fetches set the big key's jobs aside about 200 per call, so the small
+    // one starts after a short scan, not after the big key's 10,000 jobs.
+    assert!(before < 100, "the small key ran after {before} jobs of the big one");
+    let c = q.counts().await.unwrap();
+    assert!(c.waiting >= 9_990, "the big key's jobs still wait, one at a time: {c:?}");
+}
