@@ -1,6 +1,6 @@
 -- add: enqueue one or many jobs.
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: added (id; or count, first, last).
+-- Events: added (id; or count, first, last); deduplicated (id, key).
 -- Rust side: common/src/moves/add.rs.
 -- ARGV[3] = number of jobs, ARGV[4] = form of the jobs that follow:
 --   'plain': every job gets a generated id and has no options, priority or
@@ -8,15 +8,27 @@
 --            payload tail.
 --   'full':  7 arguments per job: id ('' = generate), name, payload head,
 --            payload tail, options ('' = defaults), priority, delay ms.
+--   'keyed': as 'full', plus 4 arguments per job: idempotency key ('' =
+--            none), its window in ms (see below), concurrency key ('' =
+--            none; such a job is never handed over, see fetch.lua), and
+--            '1' to add nothing when that key is busy (a job of it running,
+--            holding it between attempts, or set aside), else ''.
 -- The client cuts a payload of 65 to 128 bytes into two pieces of at most 64
 -- bytes (head, tail) when it can (see write_split_job); otherwise head is the
 -- whole payload and tail is ''.
 -- An explicit id that already exists is left alone (idempotent add).
+-- A job with an idempotency key whose key was set less than its window ago
+-- (<meta>:idem:<key>, holding the first job's id, expiring after the window)
+-- adds nothing and answers that first job's id, whatever became of that job;
+-- otherwise the add sets the key to the job's id for the window.
 -- Returns, for 'plain', the first generated id (the others follow it); for
--- 'full', a flat list: id, created (1) or already existed (0), per job.
+-- 'full' and 'keyed', a flat list: id, created (1), already existed (0),
+-- deduplicated by its idempotency key (2), or skipped because its key was
+-- busy (3; the id is then the key's singleton holder, or ''), per job.
 local n = tonumber(ARGV[3])
 local plain = ARGV[4] == 'plain'
-local stride = plain and 3 or 7
+local keyed = ARGV[4] == 'keyed'
+local stride = plain and 3 or (keyed and 11 or 7)
 local now, now_text = clock()
 
 -- Generated ids: one HINCRBY reserves them all, and their text is built from a
@@ -78,6 +90,7 @@ local out = {}
 local ready, prio_ready = false, false
 local min_due = nil
 local created_count = 0
+local first_created, last_created = nil, nil
 if plain then
   for b = 5, 4 + n * stride, stride do
     local id = new_id()
@@ -102,14 +115,39 @@ else
       delay = tonumber(ARGV[b + 6])
     end
     local created = 1
-    if id == '' then
+    local idem_key = keyed and ARGV[b + 7] ~= '' and K_META .. ':idem:' .. ARGV[b + 7]
+    local ckey = keyed and ARGV[b + 9] ~= '' and ARGV[b + 9]
+    local earlier = idem_key and redis.call('GET', idem_key)
+    if earlier then
+      created = 2
+      emit('ev', 'deduplicated', 'id', earlier, 'key', ARGV[b + 7])
+      id = earlier
+    elseif ckey and ARGV[b + 10] == '1' and (redis.call('HEXISTS', ck_key('active'), ckey) == 1
+        or redis.call('HEXISTS', ck_key('held'), ckey) == 1) then
+      created = 3
+      id = redis.call('HGET', ck_key('active'), '\n' .. ckey) or ''
+    elseif id == '' then
       id = new_id()
     elseif redis.call('EXISTS', JOB_PREFIX .. id) == 1 then
       created = 0
     end
+    if idem_key and not earlier and created ~= 3 then
+      redis.call('SET', idem_key, id, 'PX', ARGV[b + 8])
+    end
     if created == 1 then
       created_count = created_count + 1
+      first_created = first_created or id
+      last_created = id
       local jk = JOB_PREFIX .. id
+      if keyed then
+        if idem_key and ckey then
+          redis.call('HSET', jk, F_IDEM, ARGV[b + 7], F_CKEY, ckey)
+        elseif idem_key then
+          redis.call('HSET', jk, F_IDEM, ARGV[b + 7])
+        elseif ckey then
+          redis.call('HSET', jk, F_CKEY, ckey)
+        end
+      end
       if delay > 0 then
         write_split_job(jk, name, head, tail, opts, prio, 'delayed', now_text)
         local due = now + delay
@@ -122,7 +160,7 @@ else
         if prio > 0 then
           to_waiting(id, prio, false)
           prio_ready = true
-        elseif not (n == 1 and hand_off(id, name, head, tail, opts)) then
+        elseif not (n == 1 and not ckey and hand_off(id, name, head, tail, opts)) then
           nf = nf + 1
           fifo[nf] = id
         end
@@ -154,7 +192,7 @@ if min_due ~= nil and not ready and not is_paused() then
   end
 end
 if created_count > 0 then
-  local first, last = out[1], out[#out - 1]
+  local first, last = first_created, last_created
   if plain then
     first, last = fifo[1], fifo[nf]
   end

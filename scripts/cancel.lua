@@ -11,7 +11,7 @@
 local now = now_ms()
 local id, reason = ARGV[3], ARGV[4]
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_STARTED, F_ATTEMPTS, F_WORKER)
+local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_STARTED, F_ATTEMPTS, F_WORKER, F_CKEY)
 local s = v[1]
 if not s then
   return NOT_FOUND
@@ -26,12 +26,21 @@ if s == 'active' then
     drop_handoff_records({ [id .. '\n' .. v[2] .. '\n'] = true })
   end
   push_history(jk, { n = tonumber(v[4]), out = 'cancelled', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = v[2], err = reason })
+  if v[6] then
+    free_key_slot(v[6])
+  end
 elseif s == 'delayed' then
   redis.call('ZREM', K_DELAYED, id)
+  if v[6] then
+    drop_holder(id, v[6])
+  end
   push_history(jk, { out = 'cancelled', fin = now, err = reason })
 else
-  if redis.call('LREM', K_WAIT, 1, id) == 0 then
+  if redis.call('LREM', K_WAIT, 1, id) == 0 and not (v[6] and drop_held(id, v[6])) then
     redis.call('ZREM', K_PRIO, id)
+  end
+  if v[6] then
+    drop_holder(id, v[6])
   end
   push_history(jk, { out = 'cancelled', fin = now, err = reason })
 end

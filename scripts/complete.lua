@@ -12,7 +12,7 @@ local out, done = {}, {}
 for b = 4, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = JOB_PREFIX .. id
-  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE)
+  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_CKEY)
   if not v[2] then
     out[#out + 1] = NOT_FOUND
   elseif v[1] ~= token then
@@ -27,6 +27,9 @@ for b = 4, #ARGV, 3 do
     end
     done[#done + 1] = id
     out[#out + 1] = OK
+    if v[3] then
+      free_key_slot(v[3])
+    end
   end
 end
 if #done > 0 then

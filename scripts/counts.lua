@@ -9,7 +9,8 @@ if active > 0 then
   active = active - 1
 end
 return {
-  redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO),
+  -- Jobs held for their concurrency key wait too (see fetch.lua).
+  redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO) + tonumber(redis.call('HGET', K_META, 'ckw') or '0'),
   redis.call('ZCARD', K_DELAYED),
   active,
   redis.call('LLEN', K_COMPLETED),

@@ -10,7 +10,7 @@ local now = now_ms()
 local id, token, message, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local delay = tonumber(ARGV[7])
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY)
+local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_CKEY)
 if not v[2] then
   return NOT_FOUND
 end
@@ -22,6 +22,11 @@ if v[2] ~= 'active' then
 end
 push_history(jk, { n = tonumber(v[4]), out = kind, st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = token, err = message })
 redis.call('ZREM', K_ACTIVE, id)
+-- The job's concurrency key slot frees, unless the job holds a singleton
+-- key and will run again: it keeps the key across the backoff.
+if v[7] and (delay < 0 or not is_holder(id, v[7])) then
+  free_key_slot(v[7])
+end
 if delay < 0 then
   redis.call('HSET', jk, F_STATE, 'failed', F_FINISHED, now, F_ERROR, message)
   redis.call('ZADD', K_DLQ, now, id)

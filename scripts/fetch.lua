@@ -9,6 +9,8 @@
 -- is full, or whose queue is paused or rate-limited, does not.
 -- First promotes at most ARGV[6] due delayed jobs. Each leased job gets a fresh
 -- token (fencing) and its attempt counter goes up by one.
+-- A job with a concurrency key whose key is at its limit is held aside for
+-- the key (see take_key_slot), not leased.
 -- Returns {paused (0/1), ms until the next delayed job or the end of a used-up
 --          rate-limit window (-1: none, or a full batch),
 --          token ('' when nothing was leased), then per job: id, attempt, name,
@@ -49,7 +51,7 @@ local function parks(short)
 end
 
 local out = { 0, -1, '', '' }
-local state = redis.call('HMGET', K_META, 'paused', 'rl')
+local state = redis.call('HMGET', K_META, 'paused', 'rl', 'ckl', 'ckw')
 if state[1] then
   parks(false)
   out[1] = 1
@@ -70,14 +72,11 @@ if state[2] then
   park = ''
 end
 
-local ids = {}
-if take > 0 then
-  local popped = redis.call('LPOP', K_WAIT, take)
-  if popped then
-    ids = popped
-  end
-  if #ids < take then
-    local want = take - #ids
+-- Pop up to n waiting ids: priority 0 first (a list), then the others.
+local function pop(n)
+  local ids = redis.call('LPOP', K_WAIT, n) or {}
+  if #ids < n then
+    local want = n - #ids
     local z = redis.call('ZPOPMIN', K_PRIO, want)
     for i = 1, #z, 2 do
       ids[#ids + 1] = z[i]
@@ -89,11 +88,97 @@ if take > 0 then
       redis.call('HDEL', K_META, 'pseq')
     end
   end
+  return ids
+end
+
+-- Concurrency keys (see hold and free_key_slot in prelude.lua): a job whose
+-- key is at its limit is not leased (nothing is claimed to be given back)
+-- but held on its key's list, and fetch pops on in its place, up to KEY_SCAN
+-- ids in all, so a busy key never blocks other jobs. Held jobs run when
+-- their key is ready: a slot of it freed.
+local KEY_SCAN = k + 200
+local key_limits = nil
+local function limit_of(key)
+  if key_limits == nil then
+    key_limits = redis.call('EXISTS', ck_key('limits')) == 1
+  end
+  return key_limits and redis.call('HGET', ck_key('limits'), key) or state[3]
+end
+local function key_has_room(key, limit)
+  limit = limit or limit_of(key)
+  if limit == 's' then
+    limit = '1'
+  end
+  return not limit or tonumber(redis.call('HGET', ck_key('active'), key) or '0') < tonumber(limit)
+end
+local function take_key_slot(key, id)
+  local limit = limit_of(key)
+  -- A singleton key's holder back from its backoff has the slot already.
+  if limit == 's' and redis.call('HGET', ck_key('active'), '\n' .. key) == id then
+    return true
+  end
+  if not key_has_room(key, limit) then
+    hold(id, key, false)
+    return false
+  end
+  redis.call('HINCRBY', ck_key('active'), key, 1)
+  if limit == 's' then
+    redis.call('HSET', ck_key('active'), '\n' .. key, id)
+  end
+  return true
+end
+-- Held jobs of ready keys, oldest of each key first, one per key in turn
+-- (fair: a key with many held jobs goes to the back after each); each has its
+-- key's slot taken already. A key without room or held jobs is dropped: a
+-- later free readies it again.
+local slotted = {}
+local function from_ready(n)
+  local ids = {}
+  local tries = 0
+  while #ids < n and tries < n + 100 do
+    tries = tries + 1
+    local key = redis.call('LPOP', ck_key('ready'))
+    if not key then
+      break
+    end
+    local limit = limit_of(key)
+    if key_has_room(key, limit) then
+      local id = redis.call('LPOP', ck_key('w:' .. key))
+      if id then
+        unhold(key)
+        redis.call('HINCRBY', ck_key('active'), key, 1)
+        if limit == 's' then
+          redis.call('HSET', ck_key('active'), '\n' .. key, id)
+        end
+        ids[#ids + 1] = id
+        slotted[id] = key
+        if redis.call('HEXISTS', ck_key('held'), key) == 1 and key_has_room(key) then
+          redis.call('RPUSH', ck_key('ready'), key)
+        end
+      end
+    end
+  end
+  return ids
+end
+
+local ids = {}
+if take > 0 then
+  -- Held jobs first: they waited longest. 'ckw' counts them (absent: none).
+  if state[4] and state[4] ~= '0' then
+    ids = from_ready(take)
+  end
+  if #ids < take then
+    for _, id in ipairs(pop(take - #ids)) do
+      ids[#ids + 1] = id
+    end
+  end
 end
 
 -- Ids taken off the waiting list (dropped ones too: the batch is full or
--- short by what was taken, so a worker never parks while jobs wait).
+-- short by what was taken, so a worker never parks while jobs wait), less
+-- the ones held for their key.
 local got = #ids
+local held = 0
 if got > 0 then
   -- One token per fetch call: a job gets one lease per call, so the token is
   -- still unique to each lease of each job (that is all fencing needs).
@@ -102,10 +187,14 @@ if got > 0 then
   out[3] = token
   local leased, nl, no = {}, 0, 4
   local dropped = nil
-  for _, id in ipairs(ids) do
+  local i, scanned = 1, #ids
+  while i <= #ids do
+    local id = ids[i]
     local jk = JOB_PREFIX .. id
-    local v = redis.call('HMGET', jk, F_NAME, F_DATA, F_OPTIONS, F_ATTEMPTS, F_PIECES, F_DATA2)
-    if v[1] then
+    local v = redis.call('HMGET', jk, F_NAME, F_DATA, F_OPTIONS, F_ATTEMPTS, F_PIECES, F_DATA2, F_CKEY)
+    if v[7] and not slotted[id] and not take_key_slot(v[7], id) then
+      held = held + 1
+    elseif v[1] then
       local attempt = (tonumber(v[4]) or 0) + 1
       local attempt_text = NEXT_ATTEMPT[v[4] or '0'] or tostring(attempt)
       redis.call('HSET', jk, F_STATE, 'active', F_TOKEN, token, F_STARTED, now_text, F_WORKER, ARGV[5], F_ATTEMPTS, attempt_text)
@@ -128,14 +217,29 @@ if got > 0 then
       -- corrupt queue): it leaves the list here, and says so.
       dropped = dropped or {}
       dropped[#dropped + 1] = id
+      if slotted[id] then
+        free_key_slot(slotted[id])
+      end
     end
+    -- Held jobs left room in the batch: pop on, within the scan's bound.
+    if i == #ids and nl / 2 + (dropped and #dropped or 0) < take and held > 0 and scanned < KEY_SCAN then
+      local more = pop(math.min(take - nl / 2 - (dropped and #dropped or 0), KEY_SCAN - scanned))
+      scanned = scanned + #more
+      for _, m in ipairs(more) do
+        ids[#ids + 1] = m
+      end
+    end
+    i = i + 1
   end
+  got = nl / 2 + (dropped and #dropped or 0)
   if dropped then
     out[4] = table.concat(dropped, ',')
     emit('ev', 'dropped', 'ids', out[4])
+  end
+  if dropped or held > 0 then
     local kept = {}
-    for i = 2, nl, 2 do
-      kept[#kept + 1] = leased[i]
+    for j = 2, nl, 2 do
+      kept[#kept + 1] = leased[j]
     end
     ids = kept
   end
@@ -156,8 +260,10 @@ if got > 0 then
   if #ids > 0 then
     emit('ev', 'active', 'ids', table.concat(ids, ','), 'worker', ARGV[5])
   end
-  -- A full batch may have left jobs behind: pass the wake-up on to another worker.
-  if got == k and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then
+  -- A full batch (or a scan cut short by held jobs) may have left jobs
+  -- behind: pass the wake-up on to another worker.
+  if (got == k or held > 0) and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0
+      or redis.call('LLEN', ck_key('ready')) > 0) then
     wake()
   end
 end

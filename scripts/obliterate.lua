@@ -53,9 +53,23 @@ for _, set in ipairs({ K_PRIO, K_DELAYED, K_ACTIVE, K_DLQ }) do
     call_chunked('ZREM', set, ids)
   end
 end
+-- Jobs held for their concurrency key (see fetch.lua), a list per key.
+for _, key in ipairs(redis.call('HKEYS', K_META .. ':ck:held')) do
+  local list = K_META .. ':ck:w:' .. key
+  while deleted < limit do
+    local ids = redis.call('LRANGE', list, 0, limit - deleted - 1)
+    if #ids == 0 then
+      redis.call('HDEL', K_META .. ':ck:held', key)
+      break
+    end
+    delete_jobs(ids)
+    redis.call('LTRIM', list, #ids, -1)
+  end
+end
 if deleted >= limit then
   return { 'more', deleted }
 end
 redis.call('DEL', K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE,
-  K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO)
+  K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO, K_META .. ':ck:active', K_META .. ':ck:held',
+  K_META .. ':ck:limits', K_META .. ':ck:ready')
 return { 'done', deleted }

@@ -48,6 +48,8 @@ local F_RESULT = 'r' -- the handler's result (JSON)
 local F_STALLS = 'stl' -- times its lease expired
 local F_HISTORY = 'h' -- the attempt history (JSON array)
 local F_PROGRESS = 'pg' -- the latest progress: <token> <JSON>
+local F_CKEY = 'ck' -- its concurrency key (absent: none), see free_key_slot
+local F_IDEM = 'ik' -- its idempotency key (absent: none), see add.lua
 
 -- Kept at +inf in K_ACTIVE: a member over 64 bytes keeps the set in skiplist
 -- encoding, where adding and removing leases does not scan the whole set. Not a
@@ -162,6 +164,77 @@ local function announce_released(ids)
     end
     emit('ev', 'released', 'ids', table.concat(ids, ','))
   end
+end
+
+-- @block ck_key unhold hold free_key_slot drop_held is_holder drop_holder
+-- Concurrency keys. A job with a key (F_CKEY) waits like any job; when fetch
+-- meets it while its key is at its limit, it sets the job aside ("held") on
+-- the key's list instead of leasing it. When a slot of the key frees, the key
+-- goes on the ready list, which fetch serves first, a job per key in turn.
+-- Per queue, all beside K_META: <meta>:ck:active (hash: key -> jobs of the
+-- key leased now), <meta>:ck:held (hash: key -> jobs held for it),
+-- <meta>:ck:w:<key> (list: those jobs, oldest first), <meta>:ck:ready (list
+-- of keys that may have a slot free for a held job; an entry may be stale),
+-- <meta>:ck:limits (hash: key -> its own limit); the queue's limit is field
+-- 'ckl' of K_META, and field 'ckw' counts all held jobs. A limit 's' is the
+-- singleton mode: one job of the key at a time, and that job (its holder,
+-- field '\n<key>' of <meta>:ck:active) keeps the key's slot across its
+-- retries' backoff, until it ends for good.
+local function ck_key(suffix)
+  return K_META .. ':ck:' .. suffix
+end
+
+-- One job held for `key` left its list.
+local function unhold(key)
+  if redis.call('HINCRBY', ck_key('held'), key, -1) <= 0 then
+    redis.call('HDEL', ck_key('held'), key)
+  end
+  redis.call('HINCRBY', K_META, 'ckw', -1)
+end
+
+-- Hold waiting job `id` for `key`: last, or first (a job that was running).
+local function hold(id, key, first)
+  redis.call(first and 'LPUSH' or 'RPUSH', ck_key('w:' .. key), id)
+  redis.call('HINCRBY', ck_key('held'), key, 1)
+  redis.call('HINCRBY', K_META, 'ckw', 1)
+end
+
+-- A lease of a job with key `key` ended (completed, failed, released,
+-- reaped, cancelled): the key has a slot free, so if jobs are held for it,
+-- the key is ready, and a worker is woken for it.
+local function free_key_slot(key)
+  if redis.call('HINCRBY', ck_key('active'), key, -1) <= 0 then
+    redis.call('HDEL', ck_key('active'), key, '\n' .. key)
+  end
+  if redis.call('HEXISTS', ck_key('held'), key) == 1 then
+    redis.call('RPUSH', ck_key('ready'), key)
+    if not is_paused() then
+      wake()
+    end
+  end
+end
+
+-- Whether job `id` holds its singleton key `key` (see fetch.lua).
+local function is_holder(id, key)
+  return redis.call('HGET', ck_key('active'), '\n' .. key) == id
+end
+
+-- Job `id`, not running, ends for good (cancelled, removed): if it is its
+-- singleton key's holder (between attempts), the key's slot frees.
+local function drop_holder(id, key)
+  if is_holder(id, key) then
+    free_key_slot(key)
+  end
+end
+
+-- Take waiting job `id` of key `key` off the key's list, if it is held
+-- there. Returns whether it was.
+local function drop_held(id, key)
+  if redis.call('LREM', ck_key('w:' .. key), 1, id) == 1 then
+    unhold(key)
+    return true
+  end
+  return false
 end
 
 -- @block drop_handoff_records

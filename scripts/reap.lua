@@ -18,7 +18,7 @@ local unclaimed = {}
 for _, id in ipairs(expired) do
   local jk = JOB_PREFIX .. id
   redis.call('ZREM', K_ACTIVE, id)
-  local v = redis.call('HMGET', jk, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_STALLS, F_TOKEN)
+  local v = redis.call('HMGET', jk, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_STALLS, F_TOKEN, F_CKEY)
   if v[1] == 'active' and not v[4] then
     -- Handed over by an add (add.lua) but never claimed: the job did not start,
     -- so no stall is counted; its record leaves the hand-off list below.
@@ -38,10 +38,23 @@ for _, id in ipairs(expired) do
       redis.call('HSET', jk, F_STATE, 'failed', F_FINISHED, now, F_ERROR, message, F_STALLS, stalls, F_TOKEN, '')
       redis.call('ZADD', K_DLQ, now, id)
       dead[#dead + 1] = id
+      -- The lease held a slot of the job's concurrency key: it frees with the lease.
+      if v[8] then
+        free_key_slot(v[8])
+      end
     else
       -- A stall does not use up an attempt: stalls have their own limit.
       redis.call('HSET', jk, F_STATE, 'waiting', F_STALLS, stalls, F_TOKEN, '', F_ATTEMPTS, attempt - 1)
-      to_waiting(id, v[5], true)
+      if v[8] and is_holder(id, v[8]) then
+        -- A singleton key's holder keeps the key's slot (see fetch.lua).
+        to_waiting(id, v[5], true)
+      elseif v[8] then
+        -- First among the jobs held for its key; its freed slot readies the key.
+        hold(id, v[8], true)
+        free_key_slot(v[8])
+      else
+        to_waiting(id, v[5], true)
+      end
       recovered[#recovered + 1] = id
     end
   end

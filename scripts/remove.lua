@@ -6,7 +6,8 @@
 -- scans its list (LREM), like removing from the middle of any queue.
 local id = ARGV[3]
 local jk = JOB_PREFIX .. id
-local s = redis.call('HGET', jk, F_STATE)
+local v = redis.call('HMGET', jk, F_STATE, F_CKEY)
+local s = v[1]
 if not s then
   return NOT_FOUND
 end
@@ -14,11 +15,17 @@ if s == 'active' then
   return JOB_ACTIVE
 end
 if s == 'waiting' then
-  if redis.call('LREM', K_WAIT, 1, id) == 0 then
+  if redis.call('LREM', K_WAIT, 1, id) == 0 and not (v[2] and drop_held(id, v[2])) then
     redis.call('ZREM', K_PRIO, id)
+  end
+  if v[2] then
+    drop_holder(id, v[2])
   end
 elseif s == 'delayed' then
   redis.call('ZREM', K_DELAYED, id)
+  if v[2] then
+    drop_holder(id, v[2])
+  end
 elseif s == 'completed' then
   redis.call('LREM', K_COMPLETED, 1, id)
 elseif s == 'failed' then

@@ -5,7 +5,8 @@
 -- time is stored as a durable step (outcome 'sleep', value: the wake time
 -- in ms; see step.lua), the lease is given up and the job moves from active
 -- to delayed, due at the wake time, giving back the attempt its lease
--- counted: a sleep spends no attempt and holds no worker.
+-- counted: a sleep spends no attempt and holds no worker, nor a slot of
+-- its concurrency key (a singleton key's holder keeps the key).
 -- ARGV[3] = id, ARGV[4] = the attempt's lease token, ARGV[5] = the step's
 -- key ('~sleep#<occurrence>'), ARGV[6] = 'in' (ARGV[7] = ms from now, by
 -- Redis' clock) or 'at' (ARGV[7] = Unix ms), ARGV[8] = most steps a job may
@@ -42,5 +43,11 @@ local attempt = tonumber(v[3]) or 1
 redis.call('ZREM', K_ACTIVE, id)
 redis.call('HSET', jk, F_STATE, 'delayed', F_TOKEN, '', F_ATTEMPTS, tostring(math.max(attempt - 1, 0)))
 to_delayed(id, wake_text)
+-- A sleeping job holds no slot of its concurrency key, unless it holds a
+-- singleton key: that one it keeps while it sleeps (see free_key_slot).
+local ckey = redis.call('HGET', jk, F_CKEY)
+if ckey and not is_holder(id, ckey) then
+  free_key_slot(ckey)
+end
 emit('ev', 'sleeping', 'id', id, 'step', key, 'until', wake_text)
 return { 'sleeping', wake_text }

@@ -26,6 +26,8 @@ const QUEUE: &str = "bench";
 const LATENCY_JOBS: usize = 1_500;
 /// The step names of the `steps` scenario.
 const STEP_NAMES: [&str; 5] = ["step-1", "step-2", "step-3", "step-4", "step-5"];
+/// Concurrency keys of the `keyed_drain` scenario.
+const KEYED_DRAIN_KEYS: usize = 1_000;
 const LATENCY_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Options of `quern bench`.
@@ -38,9 +40,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 50)]
     pub(crate) concurrency: usize,
     /// Run only these scenarios (comma-separated: enqueue_single, enqueue_bulk,
-    /// memory_waiting, drain, latency); memory_waiting and drain need
-    /// enqueue_bulk. Workflow scenarios run only when named: steps (N waiting
-    /// jobs of 5 durable steps each, one worker of C slots).
+    /// memory_waiting, drain, keyed_drain, latency); memory_waiting and drain
+    /// need enqueue_bulk. keyed_drain is drain with every job under one of
+    /// 1,000 concurrency keys, each limited to 1 job at a time. Workflow
+    /// scenarios run only when named: steps (N waiting jobs of 5 durable
+    /// steps each, one worker of C slots).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Instead of the protocol's scenarios, measure Redis CPU per job (enqueue
@@ -152,6 +156,10 @@ impl Bench {
             }
             remove_own_keys(&mut admin).await?;
         }
+        if self.wants("keyed_drain") {
+            self.keyed_drain().await?;
+            remove_own_keys(&mut admin).await?;
+        }
         if self.wants("latency") {
             self.latency().await?;
             remove_own_keys(&mut admin).await?;
@@ -255,6 +263,34 @@ impl Bench {
     async fn drain(&self) -> Result<()> {
         let (n, c) = (self.args.jobs, self.args.concurrency);
         eprintln!("drain: {n} waiting jobs, one worker, concurrency {c}");
+        self.drain_waiting("drain").await
+    }
+
+    /// `drain` with every job under one of `KEYED_DRAIN_KEYS` concurrency
+    /// keys, each limited to one job at a time.
+    async fn keyed_drain(&self) -> Result<()> {
+        let (n, c) = (self.args.jobs, self.args.concurrency);
+        eprintln!(
+            "keyed_drain: {n} waiting jobs over {KEYED_DRAIN_KEYS} keys of limit 1, one worker, concurrency {c}"
+        );
+        let queue = self.queue(QUEUE).await?;
+        queue.set_key_limit(Some(1)).await?;
+        for first in (0..n).step_by(1000) {
+            let batch = (first..(first + 1000).min(n))
+                .map(|i| {
+                    let key = format!("key-{}", i % KEYED_DRAIN_KEYS);
+                    Ok(NewJob::new("job", &payload(i))?.options(JobOptions::new().concurrency_key(key)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            queue.add_bulk(&batch).await?;
+        }
+        self.drain_waiting("keyed_drain").await
+    }
+
+    /// Drain the waiting jobs of the bench queue with one worker; report
+    /// them as `scenario`.
+    async fn drain_waiting(&self, scenario: &str) -> Result<()> {
+        let (n, c) = (self.args.jobs, self.args.concurrency);
         let queue = self.queue(QUEUE).await?;
         let mut admin = self.admin.clone();
         let worker = noop_worker(self.worker(QUEUE), c).await?;
@@ -269,7 +305,7 @@ impl Bench {
                 break;
             }
             if last_report.elapsed() > Duration::from_secs(2) {
-                eprintln!("drain: {completed} of {n} completed");
+                eprintln!("{scenario}: {completed} of {n} completed");
                 last_report = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -282,7 +318,7 @@ impl Bench {
         if let (Some(rss), Some(map)) = (peak_rss_mb(), figures.as_object_mut()) {
             map.insert("process_peak_rss_mb".into(), json!(rss));
         }
-        self.line("drain", figures);
+        self.line(scenario, figures);
         Ok(())
     }
 

@@ -4,11 +4,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use quern_common::{Backoff, JobOptions, RedisConfig};
-use quern_producer::Queue;
+use quern_common::{Added, Backoff, JobOptions, RedisConfig};
+use quern_producer::{JobOutcome, Queue};
 
 use crate::duration::parse_duration;
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, EXIT_CANCELLED, EXIT_DEAD_LETTERED, EXIT_REMOVED, EXIT_TIMED_OUT};
 
 /// Options of `quern enqueue`.
 #[derive(Debug, clap::Args)]
@@ -43,7 +43,34 @@ pub(crate) struct EnqueueArgs {
     /// default is exp:1s:1h), `fixed:DELAY`, or `none`.
     #[arg(long, value_parser = parse_backoff, value_name = "SPEC")]
     pub(crate) backoff: Option<Backoff>,
-    /// Print {"id": ..., "created": ...} instead of the bare id.
+    /// Concurrency key: when the queue has a per-key limit (`quern keys`),
+    /// at most that many jobs of this key run at once, across all workers.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) concurrency_key: Option<String>,
+    /// With --concurrency-key: add nothing when the key is busy (a job of it
+    /// running, holding a singleton key between attempts, or waiting aside for
+    /// it); a note goes to stderr and the exit code is 0 (with --wait too).
+    #[arg(long, requires = "concurrency_key")]
+    pub(crate) skip_if_key_busy: bool,
+    /// Idempotency key: within its window (--idempotency-window), enqueueing
+    /// the same key again adds nothing and prints the first job's id,
+    /// whatever became of that job (completed, removed, dead-lettered).
+    #[arg(long, value_name = "KEY", requires = "idempotency_window")]
+    pub(crate) idempotency_key: Option<String>,
+    /// How long the idempotency key holds after the first add, e.g. 24h.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", requires = "idempotency_key")]
+    pub(crate) idempotency_window: Option<Duration>,
+    /// Wait up to this long (e.g. 10m) for the job to end, then print its
+    /// result (JSON) and exit 0 if it completed; otherwise print why and exit
+    /// 4 (dead-lettered), 5 (cancelled), 6 (removed, or trimmed before it
+    /// could be read) or 7 (not ended in time; the job is left as it is).
+    /// The job's id goes to stderr. With an id or idempotency key that was
+    /// used already, waits for that earlier job.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) wait: Option<Duration>,
+    /// Print {"id": ..., "created": ..., "deduplicated": ...} instead of the
+    /// bare id; with --wait, also "outcome" (completed, dead_lettered,
+    /// cancelled, removed, timed_out) and "result" or "error".
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -104,6 +131,15 @@ fn options(args: &EnqueueArgs) -> JobOptions {
     if let Some(b) = args.backoff {
         o = o.backoff(b);
     }
+    if let Some(key) = &args.concurrency_key {
+        o = o.concurrency_key(key);
+    }
+    if args.skip_if_key_busy {
+        o = o.skip_if_key_busy();
+    }
+    if let (Some(key), Some(window)) = (&args.idempotency_key, args.idempotency_window) {
+        o = o.idempotency_key(key, window);
+    }
     o
 }
 
@@ -120,15 +156,70 @@ pub(crate) async fn run(config: &RedisConfig, args: EnqueueArgs) -> CliResult {
     opts.validate()?;
     let queue = Queue::connect(config, &args.queue).await?;
     let added = queue.add_json(&args.name, &payload, opts).await?;
+    if added.skipped {
+        if args.json {
+            outln!("{}", serde_json::json!({ "id": added.id, "created": false, "skipped": true }));
+        }
+        let holder = if added.id.is_empty() { String::new() } else { format!(" (held by job {})", added.id) };
+        eprintln!("note: concurrency key busy{holder} in queue {}; nothing was added", args.queue);
+        return Ok(());
+    }
+    if let Some(timeout) = args.wait {
+        return wait(&queue, &added, timeout, args.json).await;
+    }
     if args.json {
-        outln!("{}", serde_json::json!({ "id": added.id, "created": added.created }));
+        outln!(
+            "{}",
+            serde_json::json!({ "id": added.id, "created": added.created, "deduplicated": added.deduplicated })
+        );
     } else {
         outln!("{}", added.id);
-        if !added.created {
+        if added.deduplicated {
+            eprintln!(
+                "note: idempotency key already used for job {} in queue {}; nothing was added",
+                added.id, args.queue
+            );
+        } else if !added.created {
             eprintln!("note: job {} existed already in queue {}; nothing was added", added.id, args.queue);
         }
     }
     Ok(())
+}
+
+/// `--wait`: wait for the job to end, print how, exit with its code.
+async fn wait(queue: &Queue, added: &Added, timeout: Duration, json: bool) -> CliResult {
+    if !json {
+        let note = if added.created { "added" } else { "existed already" };
+        eprintln!("job {} {note} in queue {}; waiting up to {timeout:?}", added.id, queue.name());
+    }
+    let outcome = queue.wait_for::<serde_json::Value>(&added.id, timeout).await?;
+    let (name, code, detail) = match &outcome {
+        JobOutcome::Completed(_) => ("completed", 0, String::new()),
+        JobOutcome::DeadLettered { error } => ("dead_lettered", EXIT_DEAD_LETTERED, error.clone()),
+        JobOutcome::Cancelled { reason } => ("cancelled", EXIT_CANCELLED, reason.clone()),
+        JobOutcome::Removed => ("removed", EXIT_REMOVED, String::new()),
+        JobOutcome::TimedOut => ("timed_out", EXIT_TIMED_OUT, String::new()),
+    };
+    if json {
+        let mut line = serde_json::json!({
+            "id": added.id, "created": added.created, "deduplicated": added.deduplicated, "outcome": name,
+        });
+        match &outcome {
+            JobOutcome::Completed(result) => line["result"] = result.clone(),
+            JobOutcome::DeadLettered { .. } | JobOutcome::Cancelled { .. } => line["error"] = detail.into(),
+            JobOutcome::Removed | JobOutcome::TimedOut => {}
+        }
+        outln!("{line}");
+    } else {
+        match &outcome {
+            JobOutcome::Completed(result) => outln!("{result}"),
+            JobOutcome::DeadLettered { .. } => eprintln!("job {} was dead-lettered: {detail}", added.id),
+            JobOutcome::Cancelled { .. } => eprintln!("job {} was cancelled: {detail}", added.id),
+            JobOutcome::Removed => eprintln!("job {} is gone (removed, or trimmed after it ended)", added.id),
+            JobOutcome::TimedOut => eprintln!("job {} had not ended after {timeout:?}", added.id),
+        }
+    }
+    if code == 0 { Ok(()) } else { Err(CliError::Reported(code)) }
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 //!   a name or option out of range);
 //! - `3`: not found (unknown queue, no such job, or a job not in a state the
 //!   command applies to: not dead-lettered, not delayed, finished already,
-//!   running).
+//!   running);
+//! - `4` to `7`: `quern enqueue --wait` only, how the job ended when it did
+//!   not complete: dead-lettered (4), cancelled (5), removed (6), still not
+//!   ended when the wait was over (7).
 //!
 //! An error from the quern libraries gets its code from its
 //! [`ErrorKind`] (see [`exit_code_of`]).
@@ -23,6 +26,15 @@ pub(crate) const EXIT_FAILURE: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code: the queue or job does not exist.
 pub(crate) const EXIT_NOT_FOUND: u8 = 3;
+
+/// Exit code of `enqueue --wait`: the job was dead-lettered.
+pub(crate) const EXIT_DEAD_LETTERED: u8 = 4;
+/// Exit code of `enqueue --wait`: the job was cancelled.
+pub(crate) const EXIT_CANCELLED: u8 = 5;
+/// Exit code of `enqueue --wait`: the job is gone (removed, or trimmed).
+pub(crate) const EXIT_REMOVED: u8 = 6;
+/// Exit code of `enqueue --wait`: the job had not ended in time.
+pub(crate) const EXIT_TIMED_OUT: u8 = 7;
 
 /// Why a command failed.
 #[derive(Debug)]

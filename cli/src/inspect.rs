@@ -253,6 +253,12 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
     if job.stalls > 0 {
         line("stalls", job.stalls.to_string());
     }
+    if let Some(k) = &job.concurrency_key {
+        line("conc. key", k.clone());
+    }
+    if let Some(k) = &job.idempotency_key {
+        line("idem. key", k.clone());
+    }
     line("payload", job.payload.clone());
     if let Some(p) = &job.progress {
         line("progress", p.clone());

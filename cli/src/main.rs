@@ -32,6 +32,7 @@ mod enqueue;
 mod error;
 mod events;
 mod inspect;
+mod keys;
 mod keyspace;
 mod metrics;
 mod repair;
@@ -53,7 +54,8 @@ use crate::error::CliError;
 /// job record that cannot be read);
 /// 2 usage or bad input (unknown flag, malformed duration, invalid JSON);
 /// 3 not found (unknown queue, no such job, a job not in a state the command
-/// applies to).
+/// applies to); `enqueue --wait` only: 4 dead-lettered, 5 cancelled,
+/// 6 removed, 7 timed out.
 #[derive(Debug, Parser)]
 #[command(name = "quern", version, about, long_about)]
 struct Cli {
@@ -137,6 +139,11 @@ enum Command {
     /// Show, set or remove a queue's rate limit: at most N jobs start per
     /// window, across all its workers (e.g. `quern limit ops 100/1m`).
     Limit(control::LimitArgs),
+    /// Show, set or remove concurrency-key limits: at most N jobs of one
+    /// concurrency key run at once (`quern keys ops --limit 1`,
+    /// `quern keys ops merchant-7 --limit 5`, `--off`); without --limit or
+    /// --off, show the limits and the busy keys with active and waiting counts.
+    Keys(keys::KeysArgs),
     /// Delete a queue with all its jobs, events and settings (asks for --yes;
     /// refused while jobs run or workers are live, unless --force).
     DeleteQueue(control::DeleteQueueArgs),
@@ -184,6 +191,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Pause(args) => control::set_paused(&config, args, true).await,
         Command::Resume(args) => control::set_paused(&config, args, false).await,
         Command::Limit(args) => control::limit(&config, args).await,
+        Command::Keys(args) => keys::run(&config, args).await,
         Command::DeleteQueue(args) => control::delete_queue(&config, args).await,
         Command::Metrics(args) => metrics::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await,

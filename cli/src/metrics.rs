@@ -105,10 +105,11 @@ struct Snapshot {
     schedules: Vec<ScheduleStatus>,
 }
 
-/// A queue's live workers and rate limit.
+/// A queue's live workers, rate limit, and concurrency keys at their limit.
 struct QueueExtras {
     workers: usize,
     rate_limit: Option<RateLimit>,
+    keys_at_limit: usize,
 }
 
 async fn read(config: &RedisConfig, conn: &SelfHealingConnection) -> CliResult<Snapshot> {
@@ -120,6 +121,7 @@ async fn read(config: &RedisConfig, conn: &SelfHealingConnection) -> CliResult<S
         extras.push(QueueExtras {
             workers: queue.workers().await?.len(),
             rate_limit: queue.rate_limit().await?,
+            keys_at_limit: queue.concurrency_keys().await?.busy.iter().filter(|k| k.at_limit()).count(),
         });
     }
     let schedules = Schedules::with_connection(conn.clone(), &config.prefix)?.status().await?;
@@ -172,6 +174,14 @@ fn render(snapshot: Option<&Snapshot>, took: Duration) -> String {
     out.family("quern_queue_workers", "gauge", "Live workers of the queue (stopping ones included).");
     for ((queue, _), x) in s.queues.iter().zip(&s.extras) {
         out.sample("quern_queue_workers", &[("queue", queue)], x.workers);
+    }
+    out.family(
+        "quern_queue_concurrency_keys_at_limit",
+        "gauge",
+        "Concurrency keys of the queue running as many jobs as their limit allows.",
+    );
+    for ((queue, _), x) in s.queues.iter().zip(&s.extras) {
+        out.sample("quern_queue_concurrency_keys_at_limit", &[("queue", queue)], x.keys_at_limit);
     }
     // A family's samples follow its # TYPE line, all together.
     type Limit = fn(&RateLimit) -> f64;
@@ -315,7 +325,7 @@ mod tests {
         let counts = QueueCounts { waiting: 3, delayed: 1, active: 2, completed: 7, failed: 1, paused: true };
         let snapshot = Snapshot {
             queues: vec![("ops".into(), counts)],
-            extras: vec![QueueExtras { workers: 2, rate_limit: None }],
+            extras: vec![QueueExtras { workers: 2, rate_limit: None, keys_at_limit: 1 }],
             schedules: Vec::new(),
         };
         let text = render(Some(&snapshot), Duration::ZERO);
@@ -325,6 +335,7 @@ mod tests {
             "quern_queue_jobs{queue=\"ops\",state=\"failed\"} 1",
             "quern_queue_paused{queue=\"ops\"} 1",
             "quern_queue_workers{queue=\"ops\"} 2",
+            "quern_queue_concurrency_keys_at_limit{queue=\"ops\"} 1",
             "# TYPE quern_schedule_runs_total counter",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");

@@ -45,7 +45,10 @@ async fn prints_every_scenario_and_removes_its_own_keys() {
     let lines: Vec<serde_json::Value> =
         stdout.lines().map(|l| serde_json::from_str(l).expect("each stdout line is JSON")).collect();
     let scenarios: Vec<&str> = lines.iter().map(|l| l["scenario"].as_str().unwrap()).collect();
-    assert_eq!(scenarios, ["enqueue_single", "enqueue_bulk", "memory_waiting", "drain", "latency"]);
+    assert_eq!(
+        scenarios,
+        ["enqueue_single", "enqueue_bulk", "memory_waiting", "drain", "keyed_drain", "latency"]
+    );
     for line in &lines {
         assert_eq!(line["system"], "quern");
         match line["scenario"].as_str().unwrap() {

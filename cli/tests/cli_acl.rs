@@ -56,6 +56,7 @@ async fn the_read_only_operator_reads_everything_and_changes_nothing() {
             run(&op, &["jobs", "ops", "--state", state, "--json"]).ok();
         }
         run(&op, &["job", "ops", &dead, "--json"]).ok();
+        run(&op, &["keys", "ops", "--json"]).ok();
         run(&op, &["dlq", "ops", "list"]).ok();
         run(&op, &["events", "ops", "--last", "5"]).ok();
         let metrics = run(&op, &["metrics", "--once"]).ok();

@@ -41,6 +41,27 @@ fn explicit_ids_are_idempotent() {
 }
 
 #[test]
+fn an_idempotency_key_adds_once_within_its_window() {
+    let cfg = config();
+    let args = ["enqueue", "q", "n", "--idempotency-key", "pay-7", "--idempotency-window", "24h", "--json"];
+    let first = json(&run(&cfg, &args).ok());
+    assert_eq!((first["created"].as_bool(), first["deduplicated"].as_bool()), (Some(true), Some(false)));
+    let again = json(&run(&cfg, &args).ok());
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!((again["created"].as_bool(), again["deduplicated"].as_bool()), (Some(false), Some(true)));
+    let text = run(&cfg, &["enqueue", "q", "n", "--idempotency-key", "pay-7", "--idempotency-window", "1h"]);
+    assert!(text.stderr.contains("idempotency key already used"), "{}", text.stderr);
+    let stats = json(&run(&cfg, &["stats", "q", "--json"]).ok());
+    assert_eq!(stats["q"]["waiting"], 1);
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(json(&run(&cfg, &["job", "q", id, "--json"]).ok())["idempotency_key"], "pay-7");
+    assert!(run(&cfg, &["job", "q", id]).ok().contains("idem. key  pay-7"));
+    let alone = run(&cfg, &["enqueue", "q", "n", "--idempotency-key", "pay-8"]);
+    let why = alone.fails_with(2);
+    assert!(why.contains("idempotency-window"), "a key needs its window: {why}");
+}
+
+#[test]
 fn job_shows_fields_and_payload() {
     let cfg = config();
     let id =

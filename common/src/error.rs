@@ -93,6 +93,17 @@ pub enum Error {
     /// The payload could not be serialized to JSON, or is not valid JSON.
     #[error("invalid payload: {0}")]
     InvalidPayload(String),
+    /// A job's stored result cannot be read as the type the caller asked
+    /// for (see `Queue::wait_for` in quern-producer).
+    #[error("the result of job {id:?} of queue {queue:?} does not fit the type asked for: {reason}")]
+    ResultMismatch {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// What serde said.
+        reason: String,
+    },
     /// No such job in the queue.
     #[error("job {id:?} not found in queue {queue:?}")]
     JobNotFound {
@@ -253,6 +264,7 @@ impl Error {
             | Error::InvalidOptions(_)
             | Error::PayloadTooLarge { .. }
             | Error::InvalidPayload(_)
+            | Error::ResultMismatch { .. }
             | Error::UnknownSentinelMaster { .. } => ErrorKind::InvalidInput,
             Error::JobNotFound { .. } | Error::UnknownQueue(_) | Error::UnknownStep { .. } => {
                 ErrorKind::NotFound
@@ -427,6 +439,7 @@ mod tests {
             (Error::InvalidOptions(s()), ErrorKind::InvalidInput),
             (Error::PayloadTooLarge { size: 2, limit: 1 }, ErrorKind::InvalidInput),
             (Error::InvalidPayload(s()), ErrorKind::InvalidInput),
+            (Error::ResultMismatch { queue: queue(), id: id(), reason: s() }, ErrorKind::InvalidInput),
             (Error::JobNotFound { queue: queue(), id: id() }, ErrorKind::NotFound),
             (Error::JobActive { queue: queue(), id: id() }, ErrorKind::WrongState),
             (Error::LeaseLost { queue: queue(), id: id() }, ErrorKind::Conflict),

@@ -13,6 +13,12 @@ open_enum! {
     pub enum EventKind {
         /// Jobs were added (`id`, or `count`, `first` and `last`).
         Added = "added",
+        /// An add was deduplicated by its idempotency key (`id` = the first
+        /// job's id, `key`): nothing was added.
+        Deduplicated = "deduplicated",
+        /// A concurrency-key limit was set or removed (`key`: '' for the
+        /// queue's limit; `limit`: '' when removed).
+        KeyLimit = "key_limit",
         /// Jobs were leased to a worker (`ids`, `worker`).
         Active = "active",
         /// Jobs completed (`ids`).

@@ -46,6 +46,10 @@ pub const STEP_SEQ: &str = "sx";
 pub const STEP_COUNT: &str = "sn";
 /// `sb`: bytes the stored steps take.
 pub const STEP_BYTES: &str = "sb";
+/// `ck`: its concurrency key (absent: none).
+pub const CONCURRENCY_KEY: &str = "ck";
+/// `ik`: its idempotency key (absent: none).
+pub const IDEMPOTENCY_KEY: &str = "ik";
 
 /// Every field with its Lua name, as in the prelude's table.
 pub const ALL: &[(&str, &str)] = &[
@@ -70,6 +74,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("F_STEP_SEQ", STEP_SEQ),
     ("F_STEP_COUNT", STEP_COUNT),
     ("F_STEP_BYTES", STEP_BYTES),
+    ("F_CKEY", CONCURRENCY_KEY),
+    ("F_IDEM", IDEMPOTENCY_KEY),
 ];
 
 #[cfg(test)]

@@ -141,6 +141,12 @@ pub struct JobInfo {
     /// How far the running attempt has come, or the last attempt of a job
     /// no longer running, as its handler recorded it (JSON text).
     pub progress: Option<String>,
+    /// Its concurrency key, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// Its idempotency key, if it was added with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// Every attempt, oldest first (the latest 25 failures and interruptions,
     /// then the running or successful attempt).
     pub history: Vec<Attempt>,
@@ -395,6 +401,8 @@ impl JobInfo {
             worker,
             last_error: h.remove("e"),
             result: h.remove("r"),
+            concurrency_key: h.remove(crate::fields::CONCURRENCY_KEY),
+            idempotency_key: h.remove(crate::fields::IDEMPOTENCY_KEY),
             progress: progress_of(state, h.get("tk").map(String::as_str), h.get("pg").map(String::as_str)),
             history,
             steps,

@@ -168,6 +168,37 @@ impl QueueKeys {
         &self.worker_info
     }
 
+    /// String holding the id of the first job added with idempotency key
+    /// `key`, expiring when the key's window ends (see `scripts/add.lua`).
+    /// Scripts derive it from [`Self::meta`].
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.meta())
+    }
+
+    /// Hash of concurrency key -> jobs of the key leased now. Scripts derive
+    /// it and the other concurrency-key keys from [`Self::meta`] (see
+    /// `free_key_slot` in `scripts/prelude.lua`); the queue's per-key limit
+    /// is field `ckl` of the meta hash, and field `ckw` counts held jobs.
+    pub fn keys_active(&self) -> String {
+        format!("{}:ck:active", self.meta())
+    }
+
+    /// Hash of concurrency key -> jobs held aside for it (its limit was
+    /// reached when a fetch met them).
+    pub fn keys_held(&self) -> String {
+        format!("{}:ck:held", self.meta())
+    }
+
+    /// List of the jobs held aside for concurrency key `key`, oldest first.
+    pub fn key_held_list(&self, key: &str) -> String {
+        format!("{}:ck:w:{key}", self.meta())
+    }
+
+    /// Hash of concurrency key -> its own limit.
+    pub fn key_limits(&self) -> String {
+        format!("{}:ck:limits", self.meta())
+    }
+
     /// A key of this queue with a custom suffix, in the same hash slot
     /// (used by the scheduler for its per-schedule watermarks).
     pub fn custom(&self, suffix: &str) -> String {

@@ -40,7 +40,7 @@ pub use job::{Attempt, JobEntry, JobInfo, JobState, QueueCounts, UnreadableJob, 
 pub use keys::QueueKeys;
 pub use moves::QueueScripts;
 pub use new_job::{Added, NewJob};
-pub use options::JobOptions;
+pub use options::{Idempotency, JobOptions};
 pub use outcome::{AttemptOutcome, FailureKind};
 pub use process::ShutdownHandle;
 pub use rate_limit::RateLimit;

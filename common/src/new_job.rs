@@ -59,6 +59,14 @@ impl NewJob {
 pub struct Added {
     /// The job's id (generated, or the explicit one).
     pub id: String,
-    /// False when a job with this explicit id existed already (nothing was added).
+    /// False when nothing was added: a job with this explicit id existed
+    /// already, or the add was deduplicated by its idempotency key.
     pub created: bool,
+    /// True when the job's idempotency key was used less than its window
+    /// ago: nothing was added and `id` is the first job's id.
+    pub deduplicated: bool,
+    /// True when the job asked to be skipped if its concurrency key was busy
+    /// ([`crate::JobOptions::skip_if_key_busy`]) and it was: nothing was
+    /// added; `id` is the key's singleton holder, or empty.
+    pub skipped: bool,
 }

@@ -20,6 +20,22 @@ pub const MAX_ATTEMPTS: u32 = 1000;
 pub const MAX_PRIORITY: u32 = (1 << 21) - 1;
 /// Longest delay accepted: about ten years.
 pub const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 512;
+/// Longest concurrency key accepted, in bytes.
+pub const MAX_CONCURRENCY_KEY_BYTES: usize = 256;
+/// Longest idempotency window accepted: about ten years.
+pub const MAX_IDEMPOTENCY_WINDOW: Duration = MAX_DELAY;
+
+/// An idempotency key and how long it holds (see [`JobOptions::idempotency_key`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The key: any text of 1 to [`MAX_IDEMPOTENCY_KEY_BYTES`] bytes,
+    /// unique per queue.
+    pub key: String,
+    /// How long after the first add the key keeps deduplicating.
+    pub window: Duration,
+}
 
 /// How a job is to be run: id, delay, priority, attempts, backoff, timeout.
 ///
@@ -52,6 +68,13 @@ pub struct JobOptions {
     pub backoff: Backoff,
     /// Longest a single attempt may run; `None` means no limit.
     pub timeout: Option<Duration>,
+    /// An idempotency key with its window: see [`JobOptions::idempotency_key`].
+    pub idempotency: Option<Idempotency>,
+    /// A concurrency key: see [`JobOptions::concurrency_key`].
+    pub concurrency_key: Option<String>,
+    /// Add nothing when the concurrency key is busy: see
+    /// [`JobOptions::skip_if_key_busy`].
+    pub skip_if_key_busy: bool,
 }
 
 impl Default for JobOptions {
@@ -63,6 +86,9 @@ impl Default for JobOptions {
             attempts: DEFAULT_ATTEMPTS,
             backoff: Backoff::default(),
             timeout: None,
+            idempotency: None,
+            concurrency_key: None,
+            skip_if_key_busy: false,
         }
     }
 }
@@ -110,6 +136,37 @@ impl JobOptions {
         self
     }
 
+    /// Deduplicate by `key` for `window`: an add of a job with the same key
+    /// to the same queue less than `window` after the first one adds nothing
+    /// and answers the first job's id ([`crate::Added::deduplicated`]),
+    /// whatever became of that job since (completed, trimmed, removed,
+    /// dead-lettered). Independent of [`JobOptions::job_id`] and of how long
+    /// finished jobs are kept; the key is stored on its own and expires with
+    /// the window (measured on Redis' clock).
+    pub fn idempotency_key(mut self, key: impl Into<String>, window: Duration) -> Self {
+        self.idempotency = Some(Idempotency { key: key.into(), window });
+        self
+    }
+
+    /// Run under concurrency key `key`: when the queue has a per-key limit
+    /// (or `key` has its own), at most that many jobs of the key run at
+    /// once, across all workers. A job whose key is at its limit waits aside
+    /// without blocking other jobs, and runs when a job of its key ends.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
+    /// With a concurrency key: add nothing when the key is busy (a job of it
+    /// running, holding a singleton key between attempts, or waiting aside
+    /// for the key) and answer [`crate::Added::skipped`], instead of queueing
+    /// behind it. Meant for singleton keys ("run the settlement unless one is
+    /// under way"); jobs of the key that no worker has met yet are not seen.
+    pub fn skip_if_key_busy(mut self) -> Self {
+        self.skip_if_key_busy = true;
+        self
+    }
+
     /// Check every option; the error names the one out of range.
     pub fn validate(&self) -> Result<()> {
         if let Some(id) = &self.job_id {
@@ -127,6 +184,32 @@ impl JobOptions {
         }
         if self.timeout.is_some_and(|t| t < Duration::from_millis(1)) {
             return bad("timeout must be at least 1 ms".into());
+        }
+        if let Some(key) = &self.concurrency_key {
+            if key.is_empty() || key.len() > MAX_CONCURRENCY_KEY_BYTES {
+                return bad(format!(
+                    "concurrency key must be 1 to {MAX_CONCURRENCY_KEY_BYTES} bytes, got {}",
+                    key.len()
+                ));
+            }
+            if key.contains('\n') {
+                return bad("a concurrency key cannot hold a newline".into());
+            }
+        } else if self.skip_if_key_busy {
+            return bad("skip_if_key_busy needs a concurrency key".into());
+        }
+        if let Some(Idempotency { key, window }) = &self.idempotency {
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+                return bad(format!(
+                    "idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes, got {}",
+                    key.len()
+                ));
+            }
+            if *window < Duration::from_millis(1) || *window > MAX_IDEMPOTENCY_WINDOW {
+                return bad(format!(
+                    "idempotency window must be 1 ms to {MAX_IDEMPOTENCY_WINDOW:?}, got {window:?}"
+                ));
+            }
         }
         self.backoff.validate().map_err(Error::InvalidOptions)
     }
@@ -233,5 +316,9 @@ mod tests {
         assert!(err.contains("priority"), "{err}");
         assert!(JobOptions::new().job_id("12").validate().is_err());
         assert!(JobOptions::new().timeout(Duration::ZERO).validate().is_err());
+        let err = JobOptions::new().idempotency_key("", Duration::from_secs(1)).validate().unwrap_err();
+        assert!(err.to_string().contains("idempotency key"), "{err}");
+        let err = JobOptions::new().idempotency_key("k", Duration::ZERO).validate().unwrap_err();
+        assert!(err.to_string().contains("idempotency window"), "{err}");
     }
 }

@@ -57,15 +57,19 @@
 
 mod batcher;
 mod events;
+mod keys;
 mod queue;
+mod wait;
 
 pub use events::EventFollower;
+pub use keys::{ConcurrencyKeys, KeyOverride, KeyUse, MAX_KEY_LIMIT};
 pub use quern_common::{
     Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobEntry, JobInfo, JobOptions,
     JobState, NewJob, QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, UnreadableJob,
     WorkerInfo,
 };
 pub use queue::{Queue, QueueBuilder, known_queues};
+pub use wait::JobOutcome;
 
 /// Largest serialized payload accepted unless configured otherwise: 512 KiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 512 * 1024;

@@ -39,6 +39,8 @@ pub struct Queue {
 
 struct QueueInner {
     conn: SelfHealingConnection,
+    /// Where to open dedicated connections for blocking reads (waits).
+    config: RedisConfig,
     scripts: QueueScripts,
     max_payload_bytes: usize,
     /// Replicas every add waits for, if any.
@@ -110,6 +112,7 @@ impl QueueBuilder {
             batcher: Arc::new(OnceLock::new()),
             inner: Arc::new(QueueInner {
                 conn,
+                config: self.config,
                 scripts: QueueScripts::new(keys, self.events_max_len),
                 max_payload_bytes: self.max_payload_bytes,
                 replica_acks: self.replica_acks,
@@ -171,8 +174,13 @@ impl Queue {
         self.inner.conn.clone()
     }
 
+    /// The Redis settings this handle was built with.
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.inner.config
+    }
+
     /// Run state move `m` on this queue.
-    async fn run<M: Move>(&self, m: &M) -> Result<M::Reply> {
+    pub(crate) async fn run<M: Move>(&self, m: &M) -> Result<M::Reply> {
         self.inner.scripts.run(&mut self.conn(), m).await
     }
 
@@ -299,6 +307,11 @@ impl Queue {
                     let more: Vec<String> =
                         conn.zrange(k.prioritized(), skip, skip + (limit - ids.len()) as isize - 1).await?;
                     ids.extend(more);
+                    if ids.len() < limit {
+                        let listed = listed + conn.zcard::<_, usize>(k.prioritized()).await?;
+                        let skip = offset.saturating_sub(listed);
+                        ids.extend(self.held_ids(skip, limit - ids.len()).await?);
+                    }
                 }
                 ids
             }
@@ -376,7 +389,15 @@ impl Queue {
             JobState::Waiting => {
                 let at: Option<i64> = in_list(k.wait()).query_async(&mut conn).await?;
                 let score: Option<f64> = conn.zscore(k.prioritized(), id).await?;
-                at.is_some() || score.is_some()
+                let mut listed = at.is_some() || score.is_some();
+                for key in self.held_keys().await? {
+                    if listed {
+                        break;
+                    }
+                    let list = k.key_held_list(&key);
+                    listed = in_list(&list).query_async::<Option<i64>>(&mut conn).await?.is_some();
+                }
+                listed
             }
             JobState::Delayed => conn.zscore::<_, _, Option<f64>>(k.delayed(), id).await?.is_some(),
             JobState::Active => conn.zscore::<_, _, Option<f64>>(k.active(), id).await?.is_some(),
@@ -385,6 +406,36 @@ impl Queue {
             }
             JobState::Failed => conn.zscore::<_, _, Option<f64>>(k.dead_letter(), id).await?.is_some(),
         })
+    }
+
+    /// Keys with jobs held aside for their concurrency key, sorted.
+    async fn held_keys(&self) -> Result<Vec<String>> {
+        let mut keys: Vec<String> = self.conn().hkeys(self.keys().keys_held()).await?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Ids of jobs held aside for their concurrency key (waiting too), key
+    /// by key: `limit` of them after skipping `offset`.
+    async fn held_ids(&self, offset: usize, limit: usize) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let (mut skip, mut ids) = (offset, Vec::new());
+        for key in self.held_keys().await? {
+            if ids.len() >= limit {
+                break;
+            }
+            let list = self.keys().key_held_list(&key);
+            let len: usize = conn.llen(&list).await?;
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            let want = (limit - ids.len()) as isize;
+            let more: Vec<String> = conn.lrange(&list, skip as isize, skip as isize + want - 1).await?;
+            skip = 0;
+            ids.extend(more);
+        }
+        Ok(ids)
     }
 
     /// Remove a job that is not active.

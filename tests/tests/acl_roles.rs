@@ -46,6 +46,16 @@ async fn a_producer_user_adds_jobs_and_reads_its_queue() {
     assert_eq!(first.id, again.id);
     let big = "x".repeat(300 * 1024);
     q.add("big", &big).await.unwrap();
+    // Idempotency and concurrency keys, waiting for an outcome, busy keys.
+    let day = Duration::from_secs(86_400);
+    let keyed = JobOptions::new().idempotency_key("pay-1", day).concurrency_key("merchant");
+    let paid = q.add_with("pay", &1, keyed.clone()).await.unwrap();
+    assert!(q.add_with("pay", &1, keyed).await.unwrap().deduplicated);
+    let skip = JobOptions::new().concurrency_key("merchant").skip_if_key_busy();
+    assert!(q.add_with("pay", &2, skip).await.unwrap().created, "no job of the key runs");
+    let waited = q.wait_for::<()>(&paid.id, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(waited, quern_producer::JobOutcome::TimedOut);
+    q.concurrency_keys().await.unwrap();
 
     assert_eq!(q.job(&id).await.unwrap().unwrap().state, JobState::Waiting);
     for state in
@@ -53,7 +63,7 @@ async fn a_producer_user_adds_jobs_and_reads_its_queue() {
     {
         q.jobs(state, 0, 10).await.unwrap();
     }
-    assert_eq!(q.counts().await.unwrap().waiting, 3);
+    assert_eq!(q.counts().await.unwrap().waiting, 5);
     assert!(q.workers().await.unwrap().is_empty());
     assert!(!q.recent_events(10).await.unwrap().is_empty());
     assert!(known_queues(&mut q.connection(), &cfg.prefix).await.unwrap().contains(&"mail".to_owned()));
@@ -74,7 +84,7 @@ async fn a_producer_user_adds_jobs_and_reads_its_queue() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("NOPERM"), "{e}");
-    assert_eq!(q.counts().await.unwrap().waiting, 4, "nothing was deleted");
+    assert_eq!(q.counts().await.unwrap().waiting, 6, "nothing was deleted");
     assert_refused_outside_its_role(&server, "quern-producer").await;
 }
 
@@ -146,6 +156,30 @@ async fn a_worker_user_runs_jobs_retries_dead_letters_and_takes_hand_offs() {
     let id = limited.add("job", "ok").await.unwrap().id;
     wait_for_state(&limited, &id, JobState::Completed, WAIT).await;
     limited_worker.stop().await;
+
+    // Concurrency keys (limits set by an administrator): held jobs, freed
+    // slots, a singleton holder kept through its retry.
+    let keyed = Queue::connect(&admin_cfg, "keyed").await.unwrap();
+    keyed.set_key_limit(Some(1)).await.unwrap();
+    keyed.set_key_singleton(Some("one")).await.unwrap();
+    let keyed_worker = RunningWorker::start(Worker::builder(&cfg, "keyed").concurrency(4).handler(
+        "job",
+        |ctx: JobContext, kind: String| async move {
+            if kind == "flaky" && ctx.attempt() == 1 { Err(JobError::retryable("again")) } else { Ok(()) }
+        },
+    ))
+    .await;
+    let retry = JobOptions::new().attempts(2).backoff(Backoff::fixed(Duration::from_millis(50)));
+    let keyed_producer = Queue::connect(&server.config_of("quern-producer"), "keyed").await.unwrap();
+    let mut ids = Vec::new();
+    for (kind, key) in [("flaky", "k"), ("ok", "k"), ("ok", "k"), ("flaky", "one"), ("ok", "one")] {
+        let opts = retry.clone().concurrency_key(key);
+        ids.push(keyed_producer.add_with("job", kind, opts).await.unwrap().id);
+    }
+    for id in &ids {
+        wait_for_state(&keyed_producer, id, JobState::Completed, WAIT).await;
+    }
+    keyed_worker.stop().await;
     worker.stop().await;
     assert_eq!(server.denials_of("quern-worker").await, Vec::<String>::new());
     assert_eq!(server.denials_of("quern-producer").await, Vec::<String>::new());

@@ -26,9 +26,17 @@ impl Move for Add<'_> {
         let stored: Vec<String> = self.jobs.iter().map(|j| j.options.encode_stored()).collect();
         let plain = self.jobs.iter().zip(&stored).all(|(j, s)| {
             let o = &j.options;
-            o.job_id.is_none() && s.is_empty() && o.priority == 0 && o.delay.is_zero()
+            o.job_id.is_none() && s.is_empty() && o.priority == 0 && o.delay.is_zero() && !has_keys(o)
         });
-        call.arg(if plain { "plain" } else { "full" });
+        // Only a batch with an idempotency or concurrency key pays for the longer form.
+        let keyed = self.jobs.iter().any(|j| has_keys(&j.options));
+        call.arg(if plain {
+            "plain"
+        } else if keyed {
+            "keyed"
+        } else {
+            "full"
+        });
         for (job, stored) in self.jobs.iter().zip(&stored) {
             let (head, tail) = split_payload(&job.payload);
             if plain {
@@ -42,17 +50,33 @@ impl Move for Add<'_> {
                     .arg(stored)
                     .arg(o.priority)
                     .arg(super::millis(o.delay));
+                if keyed {
+                    match &o.idempotency {
+                        Some(i) => call.arg(&i.key).arg(super::millis(i.window).max(1)),
+                        None => call.arg("").arg(0),
+                    };
+                    call.arg(o.concurrency_key.as_deref().unwrap_or("")).arg(if o.skip_if_key_busy {
+                        "1"
+                    } else {
+                        ""
+                    });
+                }
             }
         }
     }
 
     /// The first generated id of a plain batch (the others follow it), or an
-    /// id and a created flag per job.
+    /// id and a flag per job: created (1), existed (0), deduplicated (2).
     fn parse(&self, reply: Value) -> Result<Vec<Added>> {
         let jobs = self.jobs.len();
         if let Value::Int(first) = reply {
             return Ok((0..jobs as i64)
-                .map(|i| Added { id: (first + i).to_string(), created: true })
+                .map(|i| Added {
+                    id: (first + i).to_string(),
+                    created: true,
+                    deduplicated: false,
+                    skipped: false,
+                })
                 .collect());
         }
         let items = array(reply)?;
@@ -61,9 +85,22 @@ impl Move for Add<'_> {
         }
         items
             .chunks(2)
-            .map(|pair| Ok(Added { id: string(&pair[0])?, created: int(&pair[1])? == 1 }))
+            .map(|pair| {
+                let (id, flag) = (string(&pair[0])?, int(&pair[1])?);
+                match flag {
+                    0..=3 => {
+                        Ok(Added { id, created: flag == 1, deduplicated: flag == 2, skipped: flag == 3 })
+                    }
+                    _ => Err(Error::Protocol(format!("add answered flag {flag} for job {id}"))),
+                }
+            })
             .collect()
     }
+}
+
+/// Whether the job has an idempotency or a concurrency key.
+fn has_keys(o: &crate::JobOptions) -> bool {
+    o.idempotency.is_some() || o.concurrency_key.is_some()
 }
 
 /// Largest value Redis keeps in a hash's compact listpack encoding
@@ -175,7 +212,10 @@ mod tests {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let full = Value::Array(vec![bulk("x"), Value::Int(1), bulk("y"), Value::Int(0)]);
         let added = add.parse(full).unwrap();
-        assert_eq!(added[1], Added { id: "y".into(), created: false });
+        assert_eq!(added[1], Added { id: "y".into(), created: false, deduplicated: false, skipped: false });
+        let dedup =
+            add.parse(Value::Array(vec![bulk("x"), Value::Int(2), bulk("y"), Value::Int(1)])).unwrap();
+        assert_eq!(dedup[0], Added { id: "x".into(), created: false, deduplicated: true, skipped: false });
         assert!(add.parse(Value::Array(vec![bulk("x"), Value::Int(1)])).is_err(), "one outcome per job");
     }
 }

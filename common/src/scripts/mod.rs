@@ -109,6 +109,8 @@ scripts! {
     Step => "step",
     /// Put a running job to sleep: active to delayed, no attempt spent.
     Sleep => "sleep",
+    /// Set or remove a concurrency-key limit; requeue the jobs held for it.
+    KeyLimit => "key_limit",
 }
 
 impl ScriptName {

@@ -160,8 +160,21 @@ mod tests {
 
     #[test]
     fn every_script_gets_the_helpers_it_calls() {
-        let helpers =
-            ["clock", "now_ms", "emit", "wake", "to_waiting", "push_history", "is_paused", "write_split_job"];
+        let helpers = [
+            "clock",
+            "now_ms",
+            "emit",
+            "wake",
+            "to_waiting",
+            "push_history",
+            "is_paused",
+            "write_split_job",
+            "ck_key",
+            "hold",
+            "unhold",
+            "free_key_slot",
+            "drop_held",
+        ];
         for n in ScriptName::ALL {
             for h in helpers {
                 if mentions(n.body(), h) {
@@ -178,6 +191,7 @@ mod tests {
             ScriptName::Add.source().contains("local function write_plain_job("),
             "write_split_job uses it"
         );
+        assert!(ScriptName::Complete.source().contains("local function is_paused("), "free_key_slot uses it");
     }
 
     #[test]
