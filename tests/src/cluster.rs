@@ -55,7 +55,31 @@ impl TestCluster {
         );
         let cluster = Self { nodes };
         cluster.wait_until_ok(Duration::from_secs(30));
+        cluster.wait_for_replicas(replicas, Duration::from_secs(30));
         cluster
+    }
+
+    /// Wait until every live primary has `replicas` replicas online (synced
+    /// and streaming), so that replica acknowledgements can be given.
+    pub fn wait_for_replicas(&self, replicas: usize, limit: Duration) {
+        if replicas == 0 {
+            return;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let all_synced = self
+                .nodes
+                .iter()
+                .filter(|n| quern_common::throwaway_redis::ping(n.addr()))
+                .map(|n| Self::cli(n.port(), &["INFO", "replication"]))
+                .filter(|info| info.contains("role:master"))
+                .all(|info| info.matches("state=online").count() >= replicas);
+            if all_synced {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the replicas did not sync within {limit:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A URL of one node (quern finds the others).
@@ -137,5 +161,33 @@ impl TestCluster {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.port() == port) {
             n.kill();
         }
+    }
+
+    /// Start the node on `port` again (after [`TestCluster::kill`]), with
+    /// its `nodes.conf`: it rejoins the cluster, as a replica if its slots
+    /// were taken over meanwhile. Panics if it does not start.
+    pub fn restart(&mut self, port: u16) {
+        let n = self.nodes.iter_mut().find(|n| n.port() == port).expect("a node of this cluster");
+        n.restart().unwrap_or_else(|e| panic!("cannot restart the cluster node on port {port}: {e}"));
+    }
+
+    /// The ports of the live replicas of the primary on `primary`, as a
+    /// live node sees them.
+    pub fn replicas_of(&self, primary: u16) -> Vec<u16> {
+        let live =
+            self.nodes.iter().find(|n| quern_common::throwaway_redis::ping(n.addr())).expect("a live node");
+        let nodes = Self::cli(live.port(), &["CLUSTER", "NODES"]);
+        let port_of =
+            |addr: &str| -> u16 { addr.split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0) };
+        let lines: Vec<Vec<&str>> =
+            nodes.lines().map(|l| l.split(' ').collect::<Vec<_>>()).filter(|f| f.len() >= 8).collect();
+        let Some(id) = lines.iter().find(|f| port_of(f[1]) == primary).map(|f| f[0]) else {
+            return Vec::new();
+        };
+        lines
+            .iter()
+            .filter(|f| f[2].contains("slave") && !f[2].contains("fail") && f[3] == id)
+            .map(|f| port_of(f[1]))
+            .collect()
     }
 }

@@ -174,3 +174,34 @@ async fn a_scheduler_enqueues_ticks_for_queues_on_every_shard() {
     }
     running.stop().await;
 }
+
+#[tokio::test]
+async fn replica_acknowledgements_wait_for_the_replica_of_the_queues_own_shard() {
+    let mut cluster = TestCluster::start(1);
+    let cfg = config_for(&cluster.url()).response_timeout(Duration::from_secs(2));
+    let queues = queues_on_every_shard(&cluster);
+    let (ours, other) = (&queues[0], &queues[1]);
+    let acked =
+        |queue: &str| Queue::builder(&cfg, queue).replica_acks(1, Duration::from_millis(300)).connect();
+    let q = acked(ours).await.unwrap();
+    q.add("job", &0).await.unwrap();
+    // Another shard without a replica does not hold back this queue's adds.
+    for port in cluster.replicas_of(cluster.primary_of(other)) {
+        cluster.kill(port);
+    }
+    q.add("job", &1).await.expect("acknowledged by the replica of the queue's shard");
+    let w = Worker::builder(&cfg, ours.as_str()).replica_acks(1, Duration::from_millis(300));
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = RunningWorker::start(counting(w, "job", done.clone())).await;
+    eventually(Duration::from_secs(10), "both jobs acknowledged by the worker", || async {
+        (q.counts().await.ok()?.completed == 2).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    // The queue's own replica gone: its adds are applied but not acknowledged.
+    for port in cluster.replicas_of(cluster.primary_of(ours)) {
+        cluster.kill(port);
+    }
+    let err = q.add("job", &2).await.unwrap_err();
+    assert!(matches!(err, quern_common::Error::NotReplicated { .. }) && err.is_retryable(), "{err}");
+}
