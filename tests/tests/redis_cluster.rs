@@ -205,3 +205,27 @@ async fn replica_acknowledgements_wait_for_the_replica_of_the_queues_own_shard()
     let err = q.add("job", &2).await.unwrap_err();
     assert!(matches!(err, quern_common::Error::NotReplicated { .. }) && err.is_retryable(), "{err}");
 }
+
+#[tokio::test]
+async fn a_dead_first_seed_does_not_keep_a_worker_from_its_queue() {
+    let mut cluster = TestCluster::start(1);
+    let queue = "reports";
+    let replica = cluster.replicas_of(cluster.primary_of(queue))[0];
+    cluster.kill(replica);
+    // The dead node first, then every node.
+    let url = cluster.seeds_url().replacen("redis://", &format!("redis://127.0.0.1:{replica},"), 1);
+    let cfg = config_for(&url).connect_timeout(Duration::from_millis(500));
+    let q = Queue::connect(&cfg, queue).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = RunningWorker::start(counting(
+        Worker::builder(&cfg, queue).idle_block(Duration::from_millis(300)),
+        "job",
+        done.clone(),
+    ))
+    .await;
+    let id = q.add("job", &1).await.unwrap().id;
+    wait_for_state(&q, &id, JobState::Completed, Duration::from_secs(10)).await;
+    let node = cfg.node_of_key(&q.keys().wait()).await.unwrap();
+    assert_eq!(node, format!("127.0.0.1:{}", cluster.primary_of(queue)));
+    worker.stop().await;
+}
