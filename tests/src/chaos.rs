@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use quern_common::{Backoff, JobInfo, JobOptions, JobState, RedisConfig};
+use quern_common::{Backoff, Error, JobInfo, JobOptions, JobState, RedisConfig};
 use quern_producer::{NewJob, Queue};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -119,10 +119,10 @@ pub fn new_job(id: &str, plan: ChaosJob, attempts: u32) -> NewJob {
     )
 }
 
-/// Add `jobs`, sending the batch again until Redis accepts it; returns when
-/// each refused attempt failed. A refusal must be retryable and come within
-/// 6 s (the producer says Redis is away; it does not hang).
-pub async fn add_until_accepted(queue: &Queue, jobs: &[NewJob]) -> Vec<Instant> {
+/// Add `jobs`, sending the batch again until Redis accepts it; returns each
+/// refusal, with when it came. A refusal must be retryable and come within
+/// `limit` (the producer says Redis is away; it does not hang).
+pub async fn add_until_accepted(queue: &Queue, jobs: &[NewJob], limit: Duration) -> Vec<(Instant, Error)> {
     let mut refused = Vec::new();
     loop {
         let started = Instant::now();
@@ -133,12 +133,8 @@ pub async fn add_until_accepted(queue: &Queue, jobs: &[NewJob]) -> Vec<Instant> 
             }
             Err(e) => {
                 assert!(e.is_retryable(), "an outage must give a retryable error, got {e}");
-                assert!(
-                    started.elapsed() < Duration::from_secs(6),
-                    "add_bulk took {:?} to fail",
-                    started.elapsed()
-                );
-                refused.push(Instant::now());
+                assert!(started.elapsed() < limit, "add_bulk took {:?} to fail: {e}", started.elapsed());
+                refused.push((Instant::now(), e));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

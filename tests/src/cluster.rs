@@ -126,40 +126,92 @@ impl TestCluster {
         }
     }
 
-    /// The port of the primary that serves `key`.
+    /// The port of the primary that serves `key`. Panics if none does.
     pub fn primary_of(&self, key: &str) -> u16 {
-        let live =
-            self.nodes.iter().find(|n| quern_common::throwaway_redis::ping(n.addr())).expect("a live node");
-        let slot: u16 = Self::cli(live.port(), &["CLUSTER", "KEYSLOT", key]).trim().parse().expect("slot");
-        for n in &self.nodes {
-            if !quern_common::throwaway_redis::ping(n.addr()) {
+        self.try_primary_of(key).unwrap_or_else(|| panic!("no primary serves {key:?}"))
+    }
+
+    /// The port of the live primary that serves `key`, as the first live
+    /// node sees it; `None` while no primary does (during a failover).
+    pub fn try_primary_of(&self, key: &str) -> Option<u16> {
+        let live = self.nodes.iter().find(|n| quern_common::throwaway_redis::ping(n.addr()))?;
+        let slot: u16 = Self::cli(live.port(), &["CLUSTER", "KEYSLOT", key]).trim().parse().ok()?;
+        let nodes = Self::cli(live.port(), &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
                 continue;
             }
-            let nodes = Self::cli(n.port(), &["CLUSTER", "NODES"]);
-            for line in nodes.lines() {
-                let fields: Vec<&str> = line.split(' ').collect();
-                if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
-                    continue;
-                }
-                let port: u16 = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
-                for range in &fields[8..] {
-                    let (a, b) = range.split_once('-').unwrap_or((range, range));
-                    if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
-                        && (a..=b).contains(&slot)
-                    {
-                        return port;
-                    }
+            let port: u16 = fields[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            for range in &fields[8..] {
+                let (a, b) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
+                    && (a..=b).contains(&slot)
+                {
+                    return Some(port);
                 }
             }
-            break;
         }
-        panic!("no primary serves {key:?}");
+        None
+    }
+
+    /// Names (`<stem>0`, `<stem>1`, ...) whose slots fall on three different
+    /// primaries: queues spread over every shard.
+    pub fn names_on_every_shard(&self, stem: &str) -> Vec<String> {
+        let mut by_primary = std::collections::BTreeMap::new();
+        for i in 0..500 {
+            let name = format!("{stem}{i}");
+            by_primary.entry(self.primary_of(&name)).or_insert(name);
+            if by_primary.len() == 3 {
+                break;
+            }
+        }
+        assert_eq!(by_primary.len(), 3, "names on three shards");
+        by_primary.into_values().collect()
     }
 
     /// Kill -9 the node listening on `port`.
     pub fn kill(&mut self, port: u16) {
         if let Some(n) = self.nodes.iter_mut().find(|n| n.port() == port) {
             n.kill();
+        }
+    }
+
+    /// Move the slot of `key` to the primary on `to`, keys and all, as a
+    /// resharding does (`CLUSTER SETSLOT ... IMPORTING/MIGRATING`, `MIGRATE`,
+    /// `CLUSTER SETSLOT ... NODE` on every primary).
+    pub fn move_slot(&self, key: &str, to: u16) {
+        let from = self.primary_of(key);
+        let slot = Self::cli(from, &["CLUSTER", "KEYSLOT", key]).trim().to_owned();
+        let id = |port: u16| Self::cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let (from_id, to_id) = (id(from), id(to));
+        let ok =
+            |out: String, what: &str| assert!(out.trim() == "OK" || out.trim() == "NOKEY", "{what}: {out}");
+        ok(Self::cli(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]), "importing");
+        ok(Self::cli(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]), "migrating");
+        loop {
+            let keys = Self::cli(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let to_port = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            ok(Self::cli(from, &args), "migrate");
+        }
+        let mut primaries = vec![to, from];
+        for n in &self.nodes {
+            let port = n.port();
+            if !primaries.contains(&port)
+                && quern_common::throwaway_redis::ping(n.addr())
+                && Self::cli(port, &["ROLE"]).starts_with("master")
+            {
+                primaries.push(port);
+            }
+        }
+        for port in primaries {
+            ok(Self::cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]), "setslot node");
         }
     }
 

@@ -96,7 +96,10 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
         tokio::spawn(async move {
             for batch in plans.chunks(BATCH) {
                 let jobs: Vec<NewJob> = batch.iter().map(|(id, plan)| new_job(id, *plan, ATTEMPTS)).collect();
-                failures.fetch_add(add_until_accepted(&queue, &jobs).await.len(), Ordering::Relaxed);
+                failures.fetch_add(
+                    add_until_accepted(&queue, &jobs, Duration::from_secs(6)).await.len(),
+                    Ordering::Relaxed,
+                );
                 tokio::time::sleep(Duration::from_millis(1000)).await;
             }
         })

@@ -17,15 +17,7 @@ use quern_worker::Worker;
 
 /// Queue names whose slots fall on three different primaries of `cluster`.
 fn queues_on_every_shard(cluster: &TestCluster) -> Vec<String> {
-    let mut by_primary = std::collections::BTreeMap::new();
-    for i in 0..200 {
-        let name = format!("q{i}");
-        by_primary.entry(cluster.primary_of(&format!("{{{name}}}"))).or_insert(name);
-        if by_primary.len() == 3 {
-            break;
-        }
-    }
-    by_primary.into_values().collect()
+    cluster.names_on_every_shard("q")
 }
 
 #[tokio::test]
@@ -227,5 +219,42 @@ async fn a_dead_first_seed_does_not_keep_a_worker_from_its_queue() {
     wait_for_state(&q, &id, JobState::Completed, Duration::from_secs(10)).await;
     let node = cfg.node_of_key(&q.keys().wait()).await.unwrap();
     assert_eq!(node, format!("127.0.0.1:{}", cluster.primary_of(queue)));
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_and_a_producer_follow_their_queue_to_another_primary_after_a_resharding() {
+    let cluster = TestCluster::start(0);
+    let cfg = config_for(&cluster.url());
+    let queue = "moving";
+    let q = Queue::connect(&cfg, queue).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = RunningWorker::start(counting(
+        Worker::builder(&cfg, queue).concurrency(4).idle_block(Duration::from_millis(300)),
+        "job",
+        done.clone(),
+    ))
+    .await;
+    for i in 0..10 {
+        q.add("job", &i).await.unwrap();
+    }
+    eventually(Duration::from_secs(10), "10 jobs run", || async {
+        (done.load(Ordering::SeqCst) == 10).then_some(())
+    })
+    .await;
+    let from = cluster.primary_of(queue);
+    let to =
+        cluster.names_on_every_shard("q").iter().map(|n| cluster.primary_of(n)).find(|p| *p != from).unwrap();
+    cluster.move_slot(queue, to);
+    assert_eq!(cluster.primary_of(queue), to);
+    // The first calls after the move meet MOVED inside their pipelines.
+    for i in 10..20 {
+        q.add("job", &i).await.expect("an add follows the slot to its new primary");
+    }
+    eventually(Duration::from_secs(15), "20 jobs run", || async {
+        (done.load(Ordering::SeqCst) == 20).then_some(())
+    })
+    .await;
+    assert_eq!(q.counts().await.unwrap().completed, 20);
     worker.stop().await;
 }
