@@ -94,13 +94,23 @@ pub(super) struct ClusterLink {
 
 impl ClusterLink {
     /// Connect to the cluster whose seed nodes are `seeds`.
+    /// A `rediss://` cluster's nodes get the settings' CA and client
+    /// certificate, as a single server's connection does.
     pub(super) async fn connect(config: &RedisConfig, seeds: Vec<ConnectionInfo>) -> Result<Self> {
-        let client = ClusterClientBuilder::new(seeds)
+        let is_tls = seeds.iter().any(|s| matches!(s.addr(), redis::ConnectionAddr::TcpTls { .. }));
+        let certs = super::tls::certificates(is_tls, &config.tls, &config.masked_url())?;
+        let with_certs = certs.is_some();
+        let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.response_timeout)
-            .retries(2)
-            .build()
-            .map_err(|e| Error::InvalidUrl { url: config.masked_url(), reason: e.to_string() })?;
+            .retries(2);
+        if let Some(certs) = certs {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build().map_err(|e| match with_certs {
+            true => super::tls::unusable(&config.tls, &e),
+            false => Error::InvalidUrl { url: config.masked_url(), reason: e.to_string() },
+        })?;
         let conn = config.bounded(client.get_async_connection()).await?;
         Ok(Self { conn })
     }
