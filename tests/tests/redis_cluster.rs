@@ -217,7 +217,7 @@ async fn a_dead_first_seed_does_not_keep_a_worker_from_its_queue() {
     .await;
     let id = q.add("job", &1).await.unwrap().id;
     wait_for_state(&q, &id, JobState::Completed, Duration::from_secs(10)).await;
-    let node = cfg.node_of_key(&q.keys().wait()).await.unwrap();
+    let node = cfg.node_of_key(q.keys().wait()).await.unwrap();
     assert_eq!(node, format!("127.0.0.1:{}", cluster.primary_of(queue)));
     worker.stop().await;
 }
