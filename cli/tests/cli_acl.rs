@@ -46,8 +46,15 @@ async fn the_read_only_operator_reads_everything_and_changes_nothing() {
         .await
         .unwrap();
 
+    // A listed id whose job hash is gone: `jobs` checks that it is still
+    // listed (`LPOS`, `ZSCORE`) and reports it.
+    let mut admin = server.admin().await;
+    let _: () =
+        redis::cmd("RPUSH").arg(producer.keys().wait()).arg("ghost").query_async(&mut admin).await.unwrap();
     let op = server.config_of("quern-operator");
     let stats = tokio::task::block_in_place(|| {
+        let waiting = run(&op, &["jobs", "ops", "--state", "waiting", "--json"]).ok();
+        assert!(waiting.contains("ghost"), "{waiting}");
         let stats = json(&run(&op, &["stats", "--json"]).ok());
         assert_eq!(stats["ops"]["failed"], 1, "{stats}");
         run(&op, &["stats"]).ok();
@@ -65,12 +72,26 @@ async fn the_read_only_operator_reads_everything_and_changes_nothing() {
         // --follow: blocks on a connection of its own until killed.
         let mut follow =
             quern(&op).args(["events", "ops", "--follow"]).stdout(Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(follow.stdout.take().unwrap());
         let mut first = String::new();
-        BufReader::new(follow.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        lines.read_line(&mut first).unwrap();
         assert!(!first.is_empty());
+        // An event written after it started arrives through its `XREAD`.
+        let admin_cfg = quern_common::RedisConfig::new(server.redis().url()).prefix(producer.keys().prefix());
+        let rt = tokio::runtime::Handle::current();
+        let later_id = rt.block_on(async {
+            let q = Queue::connect(&admin_cfg, "ops").await.unwrap();
+            q.add_with("job", &"ok", JobOptions::new().delay(Duration::from_secs(3600))).await.unwrap().id
+        });
+        let mut next = String::new();
+        while !next.contains(&later_id) {
+            next.clear();
+            assert!(lines.read_line(&mut next).unwrap() > 0, "the follower ended");
+        }
         let _ = follow.kill();
         let _ = follow.wait();
-        stats
+        let _ = stats;
+        json(&run(&op, &["stats", "--json"]).ok())
     });
     assert_eq!(server.denials_of("quern-operator").await, Vec::<String>::new());
 

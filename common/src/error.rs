@@ -236,7 +236,8 @@ pub enum ErrorKind {
     /// Redis cannot be reached or cannot serve now: the connection failed,
     /// timed out or dropped, or the server is loading its data or failing
     /// over (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`, `READONLY`:
-    /// a master demoted by a failover), or fewer replicas than asked
+    /// a master demoted by a failover; a cluster's `MOVED`/`ASK` the client
+    /// could not follow yet), or fewer replicas than asked
     /// acknowledged a write in time. The only kind worth retrying as is.
     Unavailable,
     /// Redis refused the credentials or the command (`NOPERM`, failed `AUTH`,
@@ -306,7 +307,9 @@ impl Error {
 /// - no connection, a timeout, a dropped connection, and the server replies
 ///   that say "not now" (`LOADING`, `TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
 ///   and `READONLY`: a failover demoted the server, and a connection through
-///   Sentinel finds the new master): [`ErrorKind::Unavailable`];
+///   Sentinel finds the new master; a cluster's `MOVED`/`ASK` the client
+///   could not follow yet, and no connection to the slot's node):
+///   [`ErrorKind::Unavailable`];
 /// - failed authentication, `NOPERM`, and a command of a script that the
 ///   caller's ACL rules refuse: [`ErrorKind::Denied`];
 /// - an invalid client configuration (from the URL): [`ErrorKind::InvalidInput`];
@@ -328,15 +331,19 @@ fn redis_kind(e: &redis::RedisError) -> ErrorKind {
         return ErrorKind::Denied;
     }
     match e.kind() {
-        K::Server(S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly) => {
-            ErrorKind::Unavailable
-        }
+        // `MOVED`/`ASK` that reach the caller: the cluster client could not
+        // follow them yet (the new owner not reachable, the slot map still
+        // changing during a failover or a resharding); later it can.
+        K::Server(
+            S::BusyLoading | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly | S::Moved | S::Ask,
+        )
+        | K::ClusterConnectionNotFound => ErrorKind::Unavailable,
         K::AuthenticationFailed | K::Server(S::NoPerm) => ErrorKind::Denied,
         K::InvalidClientConfig => ErrorKind::InvalidInput,
         K::Parse | K::UnexpectedReturnType | K::Client => ErrorKind::Internal,
         K::Server(_) | K::Extension => ErrorKind::Server,
-        // Cluster errors (quern does not use Cluster; Sentinel look-ups are
-        // turned into quern's own errors) and kinds added by later versions.
+        // Sentinel look-ups are turned into quern's own errors; kinds added
+        // by later versions.
         _ => ErrorKind::Internal,
     }
 }
@@ -512,6 +519,9 @@ mod tests {
             (server_error(K::Server(S::TryAgain), "try again"), ErrorKind::Unavailable),
             (server_error(K::Server(S::ClusterDown), "down"), ErrorKind::Unavailable),
             (server_error(K::Server(S::MasterDown), "down"), ErrorKind::Unavailable),
+            (server_error(K::Server(S::Moved), "14700 127.0.0.1:7000"), ErrorKind::Unavailable),
+            (server_error(K::Server(S::Ask), "14700 127.0.0.1:7000"), ErrorKind::Unavailable),
+            (server_error(K::ClusterConnectionNotFound, "no node"), ErrorKind::Unavailable),
             (server_error(K::AuthenticationFailed, "auth"), ErrorKind::Denied),
             (server_error(K::Server(S::NoPerm), "noperm"), ErrorKind::Denied),
             (server_error(K::InvalidClientConfig, "config"), ErrorKind::InvalidInput),

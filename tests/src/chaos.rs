@@ -1,14 +1,18 @@
-//! Fault-tolerance test kit: the `chaos` job, the execution ledger, and real
-//! worker processes (`chaos_worker`) to start, kill, pause and stop.
+//! Fault-tolerance test kit: the `chaos` job and its random plans, the
+//! execution ledger, real worker processes (`chaos_worker`) to start, kill,
+//! pause and stop, and the audit of a drained queue against plans and ledger
+//! (shared by the chaos tests on one server and on a cluster).
 //!
 //! The worker binary lives in this crate (`src/bin/chaos_worker.rs`); tests
 //! find it with `env!("CARGO_BIN_EXE_chaos_worker")`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use quern_common::{Backoff, Error, JobInfo, JobOptions, JobState, RedisConfig};
+use quern_producer::{NewJob, Queue};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -119,6 +123,220 @@ pub fn executions_by_job(ledger: &[Execution]) -> BTreeMap<String, Vec<Execution
     by_job
 }
 
+impl ChaosJob {
+    /// A random plan: half the jobs sleep a few ms, the rest 30 ms, 120 ms
+    /// or (2%) 1.5 s; 70% succeed at once, 15% fail once, 10% twice, and 5%
+    /// fail every attempt (they must end dead-lettered).
+    pub fn random(rng: &mut impl rand::Rng) -> Self {
+        let sleep_ms = match rng.random_range(0..100) {
+            0..50 => rng.random_range(0..6),
+            50..85 => 30,
+            85..98 => 120,
+            _ => 1500,
+        };
+        let fail_attempts = match rng.random_range(0..100) {
+            0..70 => 0,
+            70..85 => 1,
+            85..95 => 2,
+            _ => 99, // always fails: dead-lettered after its last attempt
+        };
+        ChaosJob { sleep_ms, fail_attempts }
+    }
+}
+
+/// The seed of a chaos run: `QUERN_CHAOS_SEED` (to replay a run's plan and
+/// chaos order) or the clock. Printed, so a failed run can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("QUERN_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+            as u64
+    });
+    println!("chaos: seed {seed} (QUERN_CHAOS_SEED={seed} replays the plan)");
+    seed
+}
+
+/// A `chaos` job with an explicit id (so an add sent twice adds it once),
+/// `attempts` attempts and a fixed 50 ms backoff.
+pub fn new_job(id: &str, plan: ChaosJob, attempts: u32) -> NewJob {
+    NewJob::new("chaos", &plan).expect("a chaos plan serializes").options(
+        JobOptions::new().job_id(id).attempts(attempts).backoff(Backoff::fixed(Duration::from_millis(50))),
+    )
+}
+
+/// Add `jobs`, sending the batch again until Redis accepts it; returns each
+/// refusal, with when it came. A refusal must be retryable and come within
+/// `limit` (the producer says Redis is away; it does not hang).
+pub async fn add_until_accepted(queue: &Queue, jobs: &[NewJob], limit: Duration) -> Vec<(Instant, Error)> {
+    let mut refused = Vec::new();
+    loop {
+        let started = Instant::now();
+        match queue.add_bulk(jobs).await {
+            Ok(added) => {
+                assert_eq!(added.len(), jobs.len());
+                return refused;
+            }
+            Err(e) => {
+                assert!(e.is_retryable(), "an outage must give a retryable error, got {e}");
+                assert!(started.elapsed() < limit, "add_bulk took {:?} to fail: {e}", started.elapsed());
+                refused.push((Instant::now(), e));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Redis' clock in milliseconds (of any node of a cluster: they share this machine's clock).
+pub async fn redis_now_ms(cfg: &RedisConfig) -> u64 {
+    let mut conn = crate::raw_connection(cfg).await;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.expect("Redis TIME");
+    secs * 1000 + micros / 1000
+}
+
+/// The `chaos_worker` processes of one queue: started with shared settings,
+/// each logging to a file of its own in one directory.
+#[derive(Debug)]
+pub struct Fleet {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    /// The settings new workers get.
+    pub settings: WorkerSettings,
+    /// The workers running now.
+    pub running: Vec<WorkerProcess>,
+    started: usize,
+    /// Worker id -> Redis time of its kill -9.
+    pub killed: HashMap<String, u64>,
+}
+
+impl Fleet {
+    /// A fleet of `binary` processes with `settings`, logs in `dir`; none started.
+    pub fn new(binary: &Path, dir: tempfile::TempDir, settings: WorkerSettings) -> Self {
+        Self {
+            binary: binary.to_owned(),
+            dir,
+            settings,
+            running: Vec::new(),
+            started: 0,
+            killed: HashMap::new(),
+        }
+    }
+
+    /// Start a worker with the fleet's settings.
+    pub async fn start_one(&mut self) {
+        let w = self.start_with(&self.settings.clone()).await;
+        self.running.push(w);
+    }
+
+    /// Start a worker with other settings; the caller keeps it.
+    pub async fn start_with(&mut self, settings: &WorkerSettings) -> WorkerProcess {
+        self.started += 1;
+        let log = self.dir.path().join(format!("worker-{}.log", self.started));
+        WorkerProcess::start(&self.binary, settings, &log).await.expect("start a chaos worker")
+    }
+
+    /// `kill -9` the running worker at `index` and note when (Redis time).
+    pub async fn kill9(&mut self, index: usize, cfg: &RedisConfig) -> String {
+        let w = self.running.remove(index);
+        let id = w.worker_id().to_owned();
+        w.kill9().await.expect("kill -9 a worker");
+        self.killed.insert(id.clone(), redis_now_ms(cfg).await);
+        id
+    }
+
+    /// SIGTERM every running worker; each must exit 0 within 10 s.
+    pub async fn stop_all(&mut self) {
+        for mut w in std::mem::take(&mut self.running) {
+            w.signal("TERM").expect("SIGTERM a worker");
+            let status = w.wait_exit(Duration::from_secs(10)).await.expect("the worker exits");
+            assert!(status.success(), "worker {} exited with {status}; log:\n{}", w.worker_id(), w.log());
+        }
+    }
+
+    /// Log lines of every worker that contain `text`.
+    pub fn count_in_logs(&self, text: &str) -> usize {
+        self.log_files()
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default().matches(text).count())
+            .sum()
+    }
+
+    /// The last lines of every worker's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for path in self.log_files() {
+            out.push_str(&format!("--- {}\n{}\n", path.display(), tail(&path)));
+        }
+        out
+    }
+
+    fn log_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.dir.path())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "log"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Audit a drained queue: `plans` are its jobs (id and plan), `ledger` the
+/// executions its workers recorded. Checks:
+/// - every job is `completed` or `failed` and in the dead-letter list, as its
+///   plan says (a job may also be dead-lettered for stalling too often, which
+///   its error must say); none is missing; none is in the completed list twice;
+/// - every execution's token has exactly one recorded outcome: the completing
+///   token (the job's final token), or an entry of the job's history carrying
+///   that token (`error`, `stalled`, `released`, ...);
+/// - a job runs the same attempt number more than once only when all runs of
+///   that attempt but at most one lost their lease (`stalled` or `released`);
+/// - no token ever ran twice (fencing); no execution of an unknown job;
+/// - the completing run is attempt `fail_attempts + 1`: stalls, releases and
+///   Redis restarts never used up an attempt.
+///
+/// Returns the counts and every job as read.
+pub async fn audit_queue(
+    cfg: &RedisConfig,
+    queue: &Queue,
+    plans: &[(String, ChaosJob)],
+    ledger: &[Execution],
+    attempts: u32,
+) -> (Audit, BTreeMap<String, JobInfo>) {
+    use redis::AsyncCommands;
+    let mut conn = crate::raw_connection(cfg).await;
+    let keys = queue.keys().clone();
+    let completed_list: Vec<String> = conn.lrange(keys.completed(), 0, -1).await.expect("the completed list");
+    let dead_letters: Vec<String> =
+        conn.zrange(keys.dead_letter(), 0, -1).await.expect("the dead-letter list");
+    let mut seen = HashSet::new();
+    for id in &completed_list {
+        assert!(seen.insert(id.clone()), "job {id} is in the completed list twice");
+    }
+    let dead: HashSet<&String> = dead_letters.iter().collect();
+    assert_eq!(dead.len(), dead_letters.len());
+
+    let by_job = executions_by_job(ledger);
+    assert_eq!(repeated_tokens(ledger), Vec::new(), "a lease token ran twice: fencing failed");
+
+    let mut jobs: BTreeMap<String, JobInfo> = BTreeMap::new();
+    for (id, _) in plans {
+        let job = queue.job(id).await.expect("read a job").unwrap_or_else(|| panic!("job {id} is missing"));
+        jobs.insert(id.clone(), job);
+    }
+    let unknown: Vec<&Execution> = ledger.iter().filter(|e| !jobs.contains_key(&e.job_id)).collect();
+    assert!(unknown.is_empty(), "unknown jobs in the ledger: {unknown:?}");
+
+    let mut audit = Audit { attempts, ..Audit::default() };
+    for (id, plan) in plans {
+        let runs: &[Execution] = by_job.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        audit.audit_job(id, &jobs[id], *plan, runs, &completed_list, &dead);
+    }
+    assert_eq!(audit.completed + audit.dead, plans.len());
+    assert_eq!(audit.completed, completed_list.len(), "completed list and completed jobs differ");
+    (audit, jobs)
+}
+
 /// Settings of one `chaos_worker` process (its command-line flags).
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -144,6 +362,9 @@ pub struct WorkerSettings {
     pub idle_block: Duration,
     /// Redis connect and response timeout.
     pub redis_timeout: Duration,
+    /// Replicas that must hold the worker's state moves, and the longest
+    /// wait for them (`None`: no replica acknowledgements).
+    pub replica_acks: Option<(u32, Duration)>,
 }
 
 impl WorkerSettings {
@@ -161,6 +382,7 @@ impl WorkerSettings {
             grace: Duration::from_millis(1000),
             idle_block: Duration::from_millis(1000),
             redis_timeout: Duration::from_millis(1000),
+            replica_acks: None,
         }
     }
 
@@ -180,6 +402,10 @@ impl WorkerSettings {
         ];
         if let Some(prefix) = &self.prefix {
             args.push(format!("--prefix={prefix}"));
+        }
+        if let Some((replicas, timeout)) = self.replica_acks {
+            args.push(format!("--replica-acks={replicas}"));
+            args.push(format!("--replica-acks-timeout-ms={}", ms(timeout)));
         }
         args
     }
@@ -324,4 +550,149 @@ pub fn repeated_tokens(ledger: &[Execution]) -> Vec<(String, String, usize)> {
         seen.into_iter().filter(|(_, n)| *n > 1).map(|((j, t), n)| (j.to_owned(), t.to_owned(), n)).collect();
     out.sort();
     out
+}
+
+/// The audit of one queue's jobs against their plans and the ledger, and
+/// what it counted. See [`audit_queue`].
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// Attempts each job had.
+    pub attempts: u32,
+    /// Jobs completed.
+    pub completed: usize,
+    /// Jobs dead-lettered.
+    pub dead: usize,
+    /// Jobs dead-lettered for stalling too often.
+    pub dead_for_stalls: usize,
+    /// Attempts run again after a lost lease.
+    pub duplicates: usize,
+    /// Leases the reaper took back.
+    pub stalled: usize,
+    /// Jobs handed back at shutdown.
+    pub released: usize,
+}
+
+impl Audit {
+    /// Check one job (see the rules of [`audit_queue`]) and count it.
+    pub fn audit_job(
+        &mut self,
+        id: &str,
+        job: &JobInfo,
+        plan: ChaosJob,
+        runs: &[Execution],
+        completed_list: &[String],
+        dead: &HashSet<&String>,
+    ) {
+        let ctx = || format!("job {id} (plan {plan:?}), runs {runs:?}, job {job:#?}");
+        assert!(
+            job.history.len() < 25,
+            "history may have been truncated; the audit needs all of it: {}",
+            ctx()
+        );
+        self.stalled += job.history.iter().filter(|a| a.outcome == "stalled").count();
+        self.released += job.history.iter().filter(|a| a.outcome == "released").count();
+        let stalled_out = job.last_error.as_deref().is_some_and(|e| e.starts_with("stalled "));
+        match job.state {
+            JobState::Completed => {
+                self.completed += 1;
+                assert!(
+                    plan.fail_attempts < self.attempts,
+                    "a job planned to fail every attempt completed: {}",
+                    ctx()
+                );
+                assert!(
+                    completed_list.iter().any(|c| c == id) && !dead.contains(&id.to_owned()),
+                    "{}",
+                    ctx()
+                );
+            }
+            JobState::Failed => {
+                self.dead += 1;
+                assert!(
+                    dead.contains(&id.to_owned()),
+                    "a failed job is not in the dead-letter list: {}",
+                    ctx()
+                );
+                if stalled_out {
+                    self.dead_for_stalls += 1;
+                } else {
+                    assert!(
+                        plan.fail_attempts >= self.attempts,
+                        "a job that should complete was dead-lettered: {}",
+                        ctx()
+                    );
+                    let last = job.last_error.as_deref().unwrap_or("");
+                    assert!(
+                        last.contains(&format!("attempt {}", self.attempts)),
+                        "dead-lettered before its last attempt: {}",
+                        ctx()
+                    );
+                }
+            }
+            other => panic!("job {id} ended {other}, not completed or dead-lettered: {}", ctx()),
+        }
+
+        // The outcome of each token: the final one for a completed job, the
+        // history entries for the rest.
+        let mut outcome: HashMap<&str, &str> = HashMap::new();
+        for a in &job.history {
+            if a.outcome == "completed" || a.outcome == "running" {
+                continue;
+            }
+            if let Some(tk) = a.token.as_deref() {
+                assert!(
+                    outcome.insert(tk, a.outcome.as_str()).is_none(),
+                    "token {tk} has two outcomes: {}",
+                    ctx()
+                );
+            }
+        }
+        if job.state == JobState::Completed {
+            let last = job.history.last().unwrap();
+            let tk =
+                last.token.as_deref().unwrap_or_else(|| panic!("completed job without its token: {}", ctx()));
+            assert!(outcome.insert(tk, "completed").is_none(), "{}", ctx());
+            let completing = runs
+                .iter()
+                .find(|e| e.token == tk)
+                .unwrap_or_else(|| panic!("the completing token {tk} is not in the ledger: {}", ctx()));
+            assert_eq!(
+                completing.attempt,
+                plan.fail_attempts + 1,
+                "the job completed on the wrong attempt: an attempt was used up by a stall, \
+                 release or restart: {}",
+                ctx()
+            );
+        }
+        // Runs per attempt number. Ledger order is not lease order: a worker
+        // frozen between fetching a job and starting its handler writes its
+        // line after the run that replaced it. So the rule is order-free: of
+        // the runs of one attempt, at most one ended with an accepted outcome
+        // (completed, or a failure that counted); every other run lost its lease.
+        let mut per_attempt: BTreeMap<u32, Vec<&Execution>> = BTreeMap::new();
+        for e in runs {
+            assert!(
+                outcome.contains_key(e.token.as_str()),
+                "execution with token {} has no recorded outcome: {}",
+                e.token,
+                ctx()
+            );
+            per_attempt.entry(e.attempt).or_default().push(e);
+        }
+        for (attempt, list) in per_attempt {
+            self.duplicates += list.len() - 1;
+            let accepted: Vec<(&str, &str)> = list
+                .iter()
+                .map(|e| (e.token.as_str(), outcome[e.token.as_str()]))
+                .filter(|(_, out)| *out != "stalled" && *out != "released")
+                .collect();
+            assert!(
+                accepted.len() <= 1,
+                "attempt {attempt} ran {} times with accepted outcomes {accepted:?}: only runs that \
+                 lost their lease may run again: {}",
+                list.len(),
+                ctx()
+            );
+        }
+    }
 }

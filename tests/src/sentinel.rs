@@ -19,6 +19,8 @@ pub struct SentinelSet {
     /// The data servers; which one is master changes with failovers.
     servers: Vec<ThrowawayRedis>,
     sentinels: Vec<ThrowawayRedis>,
+    /// The data servers' password (`requirepass`), if any; the sentinels have none.
+    password: Option<String>,
 }
 
 fn start(launch: Launch) -> ThrowawayRedis {
@@ -40,30 +42,63 @@ impl SentinelSet {
     /// master of a failover still has a replica, so writes that wait for one
     /// go on).
     pub fn start_with_replicas(replicas: usize) -> Self {
+        Self::launch(replicas, None)
+    }
+
+    /// [`SentinelSet::start`] with data servers that require `password`
+    /// (`requirepass`, `masterauth`; the sentinels use it too, `sentinel
+    /// auth-pass`), and sentinels without one.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::launch(1, Some(password))
+    }
+
+    fn launch(replicas: usize, password: Option<&str>) -> Self {
         let master = start(Launch::default().dir_prefix("quern-test-master-"));
-        let mut servers = Vec::new();
+        let mut servers = vec![master];
         for _ in 0..replicas {
-            servers.push(start(Launch::default().dir_prefix("quern-test-replica-").args([
-                "--replicaof".to_owned(),
-                "127.0.0.1".to_owned(),
-                master.port().to_string(),
-            ])));
+            servers.push(start(Launch::default().dir_prefix("quern-test-replica-")));
         }
+        let master_port = servers[0].port();
+        // Passwords are set once the servers answer PING (the harness's
+        // readiness probe), then the replicas follow the master.
+        for s in &servers {
+            let mut conn =
+                redis::Client::open(s.url()).and_then(|c| c.get_connection()).expect("a data server");
+            if let Some(pw) = password {
+                let _: () =
+                    redis::cmd("CONFIG").arg("SET").arg("masterauth").arg(pw).query(&mut conn).unwrap();
+                let _: () =
+                    redis::cmd("CONFIG").arg("SET").arg("requirepass").arg(pw).query(&mut conn).unwrap();
+                let _: () = redis::cmd("AUTH").arg(pw).query(&mut conn).unwrap();
+            }
+            if s.port() != master_port {
+                let _: () =
+                    redis::cmd("REPLICAOF").arg("127.0.0.1").arg(master_port).query(&mut conn).unwrap();
+            }
+        }
+        let auth = password.map(|pw| format!("sentinel auth-pass {MASTER_NAME} {pw}\n")).unwrap_or_default();
         let config = format!(
             "sentinel monitor {MASTER_NAME} 127.0.0.1 {port} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} {down}\n\
              sentinel failover-timeout {MASTER_NAME} 5000\n\
-             sentinel parallel-syncs {MASTER_NAME} 1\n",
-            port = master.port(),
+             sentinel parallel-syncs {MASTER_NAME} 1\n{auth}",
+            port = master_port,
             down = DOWN_AFTER.as_millis()
         );
         let sentinels = (0..3)
             .map(|_| start(Launch::default().dir_prefix("quern-test-sentinel-").sentinel(config.clone())))
             .collect();
-        servers.insert(0, master);
-        let set = Self { servers, sentinels };
+        let set = Self { servers, sentinels, password: password.map(str::to_owned) };
         set.wait_until_ready(replicas, Duration::from_secs(30));
         set
+    }
+
+    /// `redis://[:password@]127.0.0.1:<port>` of the data server on `port`.
+    pub fn data_url(&self, port: u16) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{port}"),
+            None => Self::server_url(port),
+        }
     }
 
     /// `redis+sentinel://127.0.0.1:<a>,127.0.0.1:<b>,127.0.0.1:<c>/quern-master`.
@@ -135,7 +170,7 @@ impl SentinelSet {
         self.servers
             .iter()
             .filter(|s| {
-                redis::Client::open(s.url())
+                redis::Client::open(self.data_url(s.port()))
                     .and_then(|c| c.get_connection())
                     .and_then(|mut c| redis::cmd("INFO").arg("replication").query::<String>(&mut c))
                     .is_ok_and(|info| info.contains("master_link_status:up"))
@@ -163,7 +198,7 @@ impl SentinelSet {
         let deadline = Instant::now() + limit;
         loop {
             let port = self.master_port();
-            if port != old && role_of(port).as_deref() == Some("master") {
+            if port != old && role_at(&self.data_url(port)).as_deref() == Some("master") {
                 return port;
             }
             assert!(Instant::now() < deadline, "no new master within {limit:?}");
@@ -176,7 +211,7 @@ impl SentinelSet {
     pub fn wait_for_replica_of(&self, port: u16, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            let synced = redis::Client::open(Self::server_url(port))
+            let synced = redis::Client::open(self.data_url(port))
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("INFO").arg("replication").query::<String>(&mut c))
                 .is_ok_and(|info| info.contains("state=online"));
@@ -192,7 +227,12 @@ impl SentinelSet {
 /// What `ROLE` answers on the server on `port`: `master`, `slave`, or `None`
 /// when it does not answer.
 pub fn role_of(port: u16) -> Option<String> {
-    let mut conn = redis::Client::open(SentinelSet::server_url(port)).ok()?.get_connection().ok()?;
+    role_at(&SentinelSet::server_url(port))
+}
+
+/// What `ROLE` answers on the server at `url`.
+fn role_at(url: &str) -> Option<String> {
+    let mut conn = redis::Client::open(url).ok()?.get_connection().ok()?;
     let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut conn).ok()?;
     match role.first()? {
         redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use quern_common::{Backoff, ErrorKind, JobState, RateLimit, RedisConfig};
+use quern_common::{Backoff, ErrorKind, JobEntry, JobState, RateLimit, RedisConfig};
 use quern_producer::{EventFollower, JobOptions, Queue, known_queues};
 use quern_scheduler::{Schedule, Scheduler, Schedules, TickOutcome};
 use quern_tests::acl::AclServer;
+use quern_tests::moves::Mover;
 use quern_tests::sched::RunningScheduler;
 use quern_tests::workers::{RunningWorker, wait_for_state};
 use quern_tests::{eventually, raw_connection};
@@ -64,6 +65,15 @@ async fn a_producer_user_adds_jobs_and_reads_its_queue() {
         q.jobs(state, 0, 10).await.unwrap();
     }
     assert_eq!(q.counts().await.unwrap().waiting, 5);
+    // A listed id whose job hash is gone: the listing checks that it is
+    // still listed (`LPOS` on the waiting list, `ZSCORE` on the priorities)
+    // and reports it, not hides it.
+    let mut admin = server.admin().await;
+    let _: () = redis::cmd("RPUSH").arg(q.keys().wait()).arg("ghost").query_async(&mut admin).await.unwrap();
+    let listed = q.jobs(JobState::Waiting, 0, 10).await.unwrap();
+    assert!(listed.iter().any(|e| matches!(e, JobEntry::Unreadable(u) if u.id == "ghost")), "{listed:?}");
+    let _: () =
+        redis::cmd("LREM").arg(q.keys().wait()).arg(0).arg("ghost").query_async(&mut admin).await.unwrap();
     assert!(q.workers().await.unwrap().is_empty());
     assert!(!q.recent_events(10).await.unwrap().is_empty());
     assert!(known_queues(&mut q.connection(), &cfg.prefix).await.unwrap().contains(&"mail".to_owned()));
@@ -100,6 +110,7 @@ async fn a_worker_user_runs_jobs_retries_dead_letters_and_takes_hand_offs() {
         .lease(Duration::from_millis(900))
         .reap_interval(Duration::from_millis(200))
         .idle_block(Duration::from_secs(20))
+        .shutdown_grace(Duration::from_millis(300))
         .handler("job", move |ctx: JobContext, kind: String| {
             let seen = seen.clone();
             async move {
@@ -107,6 +118,11 @@ async fn a_worker_user_runs_jobs_retries_dead_letters_and_takes_hand_offs() {
                 match kind.as_str() {
                     "flaky" if ctx.attempt() == 1 => Err(JobError::retryable("try again")),
                     "doomed" => Err(JobError::permanent("never")),
+                    // Runs past the shutdown grace: handed back at shutdown.
+                    "hang" => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok(())
+                    }
                     "slow" => {
                         ctx.progress(&serde_json::json!({"done": 1})).await?;
                         // Longer than the lease: it is renewed meanwhile.
@@ -180,7 +196,23 @@ async fn a_worker_user_runs_jobs_retries_dead_letters_and_takes_hand_offs() {
         wait_for_state(&keyed_producer, id, JobState::Completed, WAIT).await;
     }
     keyed_worker.stop().await;
+    // A job still running when the worker stops goes back to waiting, at
+    // the head (`LPUSH`), and a worker is woken unless the queue is paused
+    // (`HEXISTS`).
+    let hung = producer.add("job", "hang").await.unwrap().id;
+    wait_for_state(&producer, &hung, JobState::Active, WAIT).await;
     worker.stop().await;
+    assert_eq!(producer.job(&hung).await.unwrap().unwrap().state, JobState::Waiting);
+    // A job handed over to a worker that parked and died: a worker's reap
+    // takes its record off the hand-off list (`LREM`), the job waits again.
+    let ghosted = Mover::new(&cfg, "ghosted").await;
+    ghosted.park("ghost", Duration::from_millis(100), Duration::from_millis(200)).await;
+    let handed = Queue::connect(&server.config_of("quern-producer"), "ghosted").await.unwrap();
+    let id = handed.add("job", "ok").await.unwrap().id;
+    assert_eq!(ghosted.handoffs().await.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ghosted.reap(0, 100, 0).await.recovered, [id]);
+    assert!(ghosted.handoffs().await.is_empty());
     assert_eq!(server.denials_of("quern-worker").await, Vec::<String>::new());
     assert_eq!(server.denials_of("quern-producer").await, Vec::<String>::new());
 
@@ -197,13 +229,22 @@ async fn a_scheduler_user_leads_and_enqueues_ticks() {
     let cfg = server.config_of("quern-scheduler");
     let schedules = Schedules::connect(&cfg).await.unwrap();
     schedules.upsert(&Schedule::new("beat", "* * * * * *", "hb", "beat")).await.unwrap();
+    // A tick whose job waits a while is scheduled (`ZADD`, and `ZRANGE` to
+    // see whether it is the earliest timer).
+    let later = JobOptions::new().delay(Duration::from_secs(60));
+    schedules.upsert(&Schedule::new("later", "* * * * * *", "hb", "later").options(later)).await.unwrap();
     let mut s = RunningScheduler::start(Scheduler::builder(&cfg).lease(Duration::from_millis(600))).await;
     eventually(WAIT, "it leads and enqueues two ticks", || {
         let n = s.events().iter().filter(|e| e.outcome == TickOutcome::Enqueued).count();
-        async move { (n >= 2).then_some(()) }
+        async move { (n >= 4).then_some(()) }
     })
     .await;
     assert!(s.is_leader());
+    // A standby asks how long the leader's lease has left (`PTTL`).
+    let standby = RunningScheduler::start(Scheduler::builder(&cfg).lease(Duration::from_millis(600))).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!standby.is_leader());
+    standby.stop().await;
     s.stop().await;
     schedules.list().await.unwrap();
     schedules.leader().await.unwrap();
@@ -212,6 +253,7 @@ async fn a_scheduler_user_leads_and_enqueues_ticks() {
     schedules.remove("beat").await.unwrap();
     assert_eq!(server.denials_of("quern-scheduler").await, Vec::<String>::new());
     let hb = Queue::open_existing(&server.config_of("quern-producer"), "hb").await.unwrap();
-    assert!(hb.counts().await.unwrap().waiting >= 2);
+    let counts = hb.counts().await.unwrap();
+    assert!(counts.waiting >= 2 && counts.delayed >= 2, "{counts:?}");
     assert_refused_outside_its_role(&server, "quern-scheduler").await;
 }

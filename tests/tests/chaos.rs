@@ -35,20 +35,19 @@
 //! Prints executions, duplicates, recoveries and recovery times. Set
 //! `QUERN_CHAOS_SEED` to replay a run's job plan and chaos order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use quern_common::{Backoff, JobInfo, JobOptions, JobState};
 use quern_producer::{NewJob, Queue};
 use quern_tests::blackhole::Blackhole;
-use quern_tests::chaos::{ChaosJob, Execution, WorkerProcess, WorkerSettings, read_ledger, repeated_tokens};
-use quern_tests::{Persistence, RedisConfig, TestRedis, config_for};
+use quern_tests::chaos::{
+    ChaosJob, Fleet, WorkerSettings, add_until_accepted, audit_queue, new_job, read_ledger, redis_now_ms,
+};
+use quern_tests::{Persistence, TestRedis, config_for};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redis::AsyncCommands;
 
 const JOBS: usize = 3000;
 const BATCH: usize = 300;
@@ -64,117 +63,12 @@ fn job_id(n: usize) -> String {
     format!("c{n:05}")
 }
 
-/// The plan of job `n`.
-fn plan(rng: &mut StdRng) -> ChaosJob {
-    let sleep_ms = match rng.random_range(0..100) {
-        0..50 => rng.random_range(0..6),
-        50..85 => 30,
-        85..98 => 120,
-        _ => 1500,
-    };
-    let fail_attempts = match rng.random_range(0..100) {
-        0..70 => 0,
-        70..85 => 1,
-        85..95 => 2,
-        _ => 99, // always fails: dead-lettered after its last attempt
-    };
-    ChaosJob { sleep_ms, fail_attempts }
-}
-
-async fn redis_now_ms(cfg: &RedisConfig) -> u64 {
-    let mut conn = quern_tests::raw_connection(cfg).await;
-    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
-    s * 1000 + us / 1000
-}
-
-/// Add jobs `from..to`, retrying a batch until Redis accepts it (ids are
-/// explicit, so a batch sent twice adds each job once).
-async fn add_batch(queue: &Queue, plans: &[ChaosJob], from: usize, to: usize, failures: &AtomicUsize) {
-    let jobs: Vec<NewJob> = (from..to)
-        .map(|n| {
-            NewJob::new("chaos", &plans[n]).unwrap().options(
-                JobOptions::new()
-                    .job_id(job_id(n))
-                    .attempts(ATTEMPTS)
-                    .backoff(Backoff::fixed(Duration::from_millis(50))),
-            )
-        })
-        .collect();
-    loop {
-        let started = Instant::now();
-        match queue.add_bulk(&jobs).await {
-            Ok(added) => {
-                assert_eq!(added.len(), jobs.len());
-                return;
-            }
-            Err(e) => {
-                // Redis is down: the producer must say so quickly, not hang.
-                assert!(e.is_retryable(), "an outage must give a retryable error, got {e}");
-                assert!(
-                    started.elapsed() < Duration::from_secs(6),
-                    "add_bulk took {:?} to fail",
-                    started.elapsed()
-                );
-                failures.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-}
-
-struct Fleet {
-    dir: tempfile::TempDir,
-    settings: WorkerSettings,
-    running: Vec<WorkerProcess>,
-    started: usize,
-    /// Worker id -> Redis time of its kill -9.
-    killed: HashMap<String, u64>,
-}
-
-impl Fleet {
-    async fn start_one(&mut self) {
-        let w = self.start_with(&self.settings.clone()).await;
-        self.running.push(w);
-    }
-
-    async fn start_with(&mut self, settings: &WorkerSettings) -> WorkerProcess {
-        self.started += 1;
-        let log = self.dir.path().join(format!("worker-{}.log", self.started));
-        WorkerProcess::start(binary(), settings, &log).await.expect("start a chaos worker")
-    }
-
-    /// Log lines of every worker that contain `text`.
-    fn count_in_logs(&self, text: &str) -> usize {
-        std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().matches(text).count())
-            .sum()
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for entry in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "log") {
-                out.push_str(&format!("--- {}\n{}\n", path.display(), quern_tests::chaos::tail(&path)));
-            }
-        }
-        out
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
     let began = Instant::now();
-    let seed: u64 =
-        std::env::var("QUERN_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
-    println!("chaos: seed {seed} (QUERN_CHAOS_SEED={seed} replays the plan)");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let plans: Arc<Vec<ChaosJob>> = Arc::new((0..JOBS).map(|_| plan(&mut rng)).collect());
+    let mut rng = StdRng::seed_from_u64(quern_tests::chaos::seed());
+    let plans: Arc<Vec<(String, ChaosJob)>> =
+        Arc::new((0..JOBS).map(|n| (job_id(n), ChaosJob::random(&mut rng))).collect());
 
     let mut server = TestRedis::start_with(Persistence::AofAlways);
     let cfg = config_for(&server.url());
@@ -184,7 +78,7 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
     settings.concurrency = 8;
     settings.max_stalls = 5;
     let ledger_path = settings.ledger.clone();
-    let mut fleet = Fleet { dir, settings, running: Vec::new(), started: 0, killed: HashMap::new() };
+    let mut fleet = Fleet::new(binary(), dir, settings);
     for _ in 0..WORKERS {
         fleet.start_one().await;
     }
@@ -200,8 +94,12 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
     let producer = {
         let (queue, plans, failures) = (queue.clone(), plans.clone(), add_failures.clone());
         tokio::spawn(async move {
-            for from in (0..JOBS).step_by(BATCH) {
-                add_batch(&queue, &plans, from, (from + BATCH).min(JOBS), &failures).await;
+            for batch in plans.chunks(BATCH) {
+                let jobs: Vec<NewJob> = batch.iter().map(|(id, plan)| new_job(id, *plan, ATTEMPTS)).collect();
+                failures.fetch_add(
+                    add_until_accepted(&queue, &jobs, Duration::from_secs(6)).await.len(),
+                    Ordering::Relaxed,
+                );
                 tokio::time::sleep(Duration::from_millis(1000)).await;
             }
         })
@@ -256,10 +154,7 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
             }
             _ => {
                 let i = rng.random_range(0..fleet.running.len());
-                let w = fleet.running.remove(i);
-                let id = w.worker_id().to_owned();
-                w.kill9().await.unwrap();
-                fleet.killed.insert(id.clone(), redis_now_ms(&cfg).await);
+                let id = fleet.kill9(i, &cfg).await;
                 println!("chaos: kill -9 worker {id}");
                 fleet.start_one().await;
             }
@@ -289,46 +184,13 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
     assert!(reconnected > 0, "the partitioned worker opened new connections");
     partitioned.signal("TERM").unwrap();
     assert!(partitioned.wait_exit(Duration::from_secs(10)).await.unwrap().success());
-    for mut w in std::mem::take(&mut fleet.running) {
-        w.signal("TERM").unwrap();
-        let status = w.wait_exit(Duration::from_secs(10)).await.unwrap();
-        assert!(status.success(), "worker {} exited with {status}", w.worker_id());
-    }
+    fleet.stop_all().await;
 
-    // ---- The audit. ----
-    let mut conn = quern_tests::raw_connection(&cfg).await;
-    let keys = queue.keys().clone();
-    let completed_list: Vec<String> = conn.lrange(keys.completed(), 0, -1).await.unwrap();
-    let dead_letters: Vec<String> = conn.zrange(keys.dead_letter(), 0, -1).await.unwrap();
-    let mut seen = HashSet::new();
-    for id in &completed_list {
-        assert!(seen.insert(id.clone()), "job {id} is in the completed list twice");
-    }
-    let dead: HashSet<&String> = dead_letters.iter().collect();
-    assert_eq!(dead.len(), dead_letters.len());
-
+    // ---- The audit (see `audit_queue`). ----
     let ledger = read_ledger(&ledger_path).unwrap();
-    let by_job = quern_tests::chaos::executions_by_job(&ledger);
-    assert_eq!(repeated_tokens(&ledger), Vec::new(), "a lease token ran twice: fencing failed");
-
-    let mut jobs: BTreeMap<String, JobInfo> = BTreeMap::new();
-    for n in 0..JOBS {
-        let id = job_id(n);
-        let job = queue.job(&id).await.unwrap().unwrap_or_else(|| panic!("job {id} is missing"));
-        jobs.insert(id, job);
-    }
-    assert_eq!(
-        ledger.iter().filter(|e| !jobs.contains_key(&e.job_id)).count(),
-        0,
-        "unknown job in the ledger"
-    );
-
-    let mut stats = Stats::default();
-    for (n, (id, job)) in jobs.iter().enumerate() {
-        let plan = plans[n];
-        let runs: &[Execution] = by_job.get(id).map(Vec::as_slice).unwrap_or(&[]);
-        stats.audit_job(id, job, plan, runs, &completed_list, &dead);
-        if let Some((worker, at)) = &sigtermed {
+    let (stats, jobs) = audit_queue(&cfg, &queue, &plans, &ledger, ATTEMPTS).await;
+    if let Some((worker, at)) = &sigtermed {
+        for job in jobs.values() {
             // The SIGTERM'd worker finished or handed back every job it held:
             // none of its leases was left to expire after the signal.
             let left = job.history.iter().find(|a| {
@@ -339,8 +201,6 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
             assert!(left.is_none(), "the SIGTERM'd worker left a lease to expire: {job:#?}");
         }
     }
-    assert_eq!(stats.completed + stats.dead, JOBS);
-    assert_eq!(stats.completed, completed_list.len(), "completed list and completed jobs differ");
     assert_eq!(stats.completed as u64, counts.completed);
 
     // Recovery time: from each kill -9 to the reaper's stalled entries for that worker's jobs.
@@ -392,138 +252,4 @@ async fn every_job_survives_kills_a_redis_restart_and_a_sigterm() {
         "a killed worker's job took {max_recovery} ms to recover (lease + reap interval: {lease_plus_reap} ms)"
     );
     assert!(began.elapsed() < Duration::from_secs(170), "the chaos test must stay under 3 minutes");
-}
-
-#[derive(Default)]
-struct Stats {
-    completed: usize,
-    dead: usize,
-    dead_for_stalls: usize,
-    duplicates: usize,
-    stalled: usize,
-    released: usize,
-}
-
-impl Stats {
-    fn audit_job(
-        &mut self,
-        id: &str,
-        job: &JobInfo,
-        plan: ChaosJob,
-        runs: &[Execution],
-        completed_list: &[String],
-        dead: &HashSet<&String>,
-    ) {
-        let ctx = || format!("job {id} (plan {plan:?}), runs {runs:?}, job {job:#?}");
-        assert!(
-            job.history.len() < 25,
-            "history may have been truncated; the audit needs all of it: {}",
-            ctx()
-        );
-        self.stalled += job.history.iter().filter(|a| a.outcome == "stalled").count();
-        self.released += job.history.iter().filter(|a| a.outcome == "released").count();
-        let stalled_out = job.last_error.as_deref().is_some_and(|e| e.starts_with("stalled "));
-        match job.state {
-            JobState::Completed => {
-                self.completed += 1;
-                assert!(
-                    plan.fail_attempts < ATTEMPTS,
-                    "a job planned to fail every attempt completed: {}",
-                    ctx()
-                );
-                assert!(
-                    completed_list.iter().any(|c| c == id) && !dead.contains(&id.to_owned()),
-                    "{}",
-                    ctx()
-                );
-            }
-            JobState::Failed => {
-                self.dead += 1;
-                assert!(
-                    dead.contains(&id.to_owned()),
-                    "a failed job is not in the dead-letter list: {}",
-                    ctx()
-                );
-                if stalled_out {
-                    self.dead_for_stalls += 1;
-                } else {
-                    assert!(
-                        plan.fail_attempts >= ATTEMPTS,
-                        "a job that should complete was dead-lettered: {}",
-                        ctx()
-                    );
-                    let last = job.last_error.as_deref().unwrap_or("");
-                    assert!(
-                        last.contains(&format!("attempt {ATTEMPTS}")),
-                        "dead-lettered before its last attempt: {}",
-                        ctx()
-                    );
-                }
-            }
-            other => panic!("job {id} ended {other}, not completed or dead-lettered: {}", ctx()),
-        }
-
-        // The outcome of each token: the final one for a completed job, the
-        // history entries for the rest.
-        let mut outcome: HashMap<&str, &str> = HashMap::new();
-        for a in &job.history {
-            if a.outcome == "completed" || a.outcome == "running" {
-                continue;
-            }
-            if let Some(tk) = a.token.as_deref() {
-                assert!(
-                    outcome.insert(tk, a.outcome.as_str()).is_none(),
-                    "token {tk} has two outcomes: {}",
-                    ctx()
-                );
-            }
-        }
-        if job.state == JobState::Completed {
-            let last = job.history.last().unwrap();
-            let tk =
-                last.token.as_deref().unwrap_or_else(|| panic!("completed job without its token: {}", ctx()));
-            assert!(outcome.insert(tk, "completed").is_none(), "{}", ctx());
-            let completing = runs
-                .iter()
-                .find(|e| e.token == tk)
-                .unwrap_or_else(|| panic!("the completing token {tk} is not in the ledger: {}", ctx()));
-            assert_eq!(
-                completing.attempt,
-                plan.fail_attempts + 1,
-                "the job completed on the wrong attempt: an attempt was used up by a stall, \
-                 release or restart: {}",
-                ctx()
-            );
-        }
-        // Runs per attempt number. Ledger order is not lease order: a worker
-        // frozen between fetching a job and starting its handler writes its
-        // line after the run that replaced it. So the rule is order-free: of
-        // the runs of one attempt, at most one ended with an accepted outcome
-        // (completed, or a failure that counted); every other run lost its lease.
-        let mut per_attempt: BTreeMap<u32, Vec<&Execution>> = BTreeMap::new();
-        for e in runs {
-            assert!(
-                outcome.contains_key(e.token.as_str()),
-                "execution with token {} has no recorded outcome: {}",
-                e.token,
-                ctx()
-            );
-            per_attempt.entry(e.attempt).or_default().push(e);
-        }
-        for (attempt, list) in per_attempt {
-            self.duplicates += list.len() - 1;
-            let accepted: Vec<(&str, &str)> = list
-                .iter()
-                .map(|e| (e.token.as_str(), outcome[e.token.as_str()]))
-                .filter(|(_, out)| *out != "stalled" && *out != "released")
-                .collect();
-            assert!(
-                accepted.len() <= 1,
-                "attempt {attempt} ran {} times with accepted outcomes {accepted:?}: only runs that \
-                 lost their lease may run again: {}",
-                list.len(),
-                ctx()
-            );
-        }
-    }
 }

@@ -17,15 +17,7 @@ use quern_worker::Worker;
 
 /// Queue names whose slots fall on three different primaries of `cluster`.
 fn queues_on_every_shard(cluster: &TestCluster) -> Vec<String> {
-    let mut by_primary = std::collections::BTreeMap::new();
-    for i in 0..200 {
-        let name = format!("q{i}");
-        by_primary.entry(cluster.primary_of(&format!("{{{name}}}"))).or_insert(name);
-        if by_primary.len() == 3 {
-            break;
-        }
-    }
-    by_primary.into_values().collect()
+    cluster.names_on_every_shard("q")
 }
 
 #[tokio::test]
@@ -173,4 +165,96 @@ async fn a_scheduler_enqueues_ticks_for_queues_on_every_shard() {
         .await;
     }
     running.stop().await;
+}
+
+#[tokio::test]
+async fn replica_acknowledgements_wait_for_the_replica_of_the_queues_own_shard() {
+    let mut cluster = TestCluster::start(1);
+    let cfg = config_for(&cluster.url()).response_timeout(Duration::from_secs(2));
+    let queues = queues_on_every_shard(&cluster);
+    let (ours, other) = (&queues[0], &queues[1]);
+    let acked =
+        |queue: &str| Queue::builder(&cfg, queue).replica_acks(1, Duration::from_millis(300)).connect();
+    let q = acked(ours).await.unwrap();
+    q.add("job", &0).await.unwrap();
+    // Another shard without a replica does not hold back this queue's adds.
+    for port in cluster.replicas_of(cluster.primary_of(other)) {
+        cluster.kill(port);
+    }
+    q.add("job", &1).await.expect("acknowledged by the replica of the queue's shard");
+    let w = Worker::builder(&cfg, ours.as_str()).replica_acks(1, Duration::from_millis(300));
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = RunningWorker::start(counting(w, "job", done.clone())).await;
+    eventually(Duration::from_secs(10), "both jobs acknowledged by the worker", || async {
+        (q.counts().await.ok()?.completed == 2).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    // The queue's own replica gone: its adds are applied but not acknowledged.
+    for port in cluster.replicas_of(cluster.primary_of(ours)) {
+        cluster.kill(port);
+    }
+    let err = q.add("job", &2).await.unwrap_err();
+    assert!(matches!(err, quern_common::Error::NotReplicated { .. }) && err.is_retryable(), "{err}");
+}
+
+#[tokio::test]
+async fn a_dead_first_seed_does_not_keep_a_worker_from_its_queue() {
+    let mut cluster = TestCluster::start(1);
+    let queue = "reports";
+    let replica = cluster.replicas_of(cluster.primary_of(queue))[0];
+    cluster.kill(replica);
+    // The dead node first, then every node.
+    let url = cluster.seeds_url().replacen("redis://", &format!("redis://127.0.0.1:{replica},"), 1);
+    let cfg = config_for(&url).connect_timeout(Duration::from_millis(500));
+    let q = Queue::connect(&cfg, queue).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = RunningWorker::start(counting(
+        Worker::builder(&cfg, queue).idle_block(Duration::from_millis(300)),
+        "job",
+        done.clone(),
+    ))
+    .await;
+    let id = q.add("job", &1).await.unwrap().id;
+    wait_for_state(&q, &id, JobState::Completed, Duration::from_secs(10)).await;
+    let node = cfg.node_of_key(q.keys().wait()).await.unwrap();
+    assert_eq!(node, format!("127.0.0.1:{}", cluster.primary_of(queue)));
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_and_a_producer_follow_their_queue_to_another_primary_after_a_resharding() {
+    let cluster = TestCluster::start(0);
+    let cfg = config_for(&cluster.url());
+    let queue = "moving";
+    let q = Queue::connect(&cfg, queue).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = RunningWorker::start(counting(
+        Worker::builder(&cfg, queue).concurrency(4).idle_block(Duration::from_millis(300)),
+        "job",
+        done.clone(),
+    ))
+    .await;
+    for i in 0..10 {
+        q.add("job", &i).await.unwrap();
+    }
+    eventually(Duration::from_secs(10), "10 jobs run", || async {
+        (done.load(Ordering::SeqCst) == 10).then_some(())
+    })
+    .await;
+    let from = cluster.primary_of(queue);
+    let to =
+        cluster.names_on_every_shard("q").iter().map(|n| cluster.primary_of(n)).find(|p| *p != from).unwrap();
+    cluster.move_slot(queue, to);
+    assert_eq!(cluster.primary_of(queue), to);
+    // The first calls after the move meet MOVED inside their pipelines.
+    for i in 10..20 {
+        q.add("job", &i).await.expect("an add follows the slot to its new primary");
+    }
+    eventually(Duration::from_secs(15), "20 jobs run", || async {
+        (done.load(Ordering::SeqCst) == 20).then_some(())
+    })
+    .await;
+    assert_eq!(q.counts().await.unwrap().completed, 20);
+    worker.stop().await;
 }

@@ -329,3 +329,38 @@ async fn a_scheduler_through_the_sentinels_enqueues_after_a_failover() {
     assert!(after >= before + 2);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_urls_password_logs_in_to_the_master_and_the_sentinels_are_asked_without_one() {
+    // The data servers require a password; the sentinels have none (they
+    // know the master's, `sentinel auth-pass`, to watch it).
+    let set = block_in_place(|| SentinelSet::start_with_password("m4ster-pw"));
+    let with_password =
+        |pw: &str| set.url().replacen("redis+sentinel://", &format!("redis+sentinel://:{pw}@"), 1);
+    let cfg = config_for(&with_password("m4ster-pw"))
+        .connect_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(2));
+    let queue = Queue::connect(&cfg, "failover").await.unwrap();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let worker = RunningWorker::start(recording_worker(&cfg, runs.clone())).await;
+    queue.add("job", &1u64).await.unwrap();
+    eventually(Duration::from_secs(10), "the job to run", || async {
+        (queue.counts().await.ok()?.completed == 1).then_some(())
+    })
+    .await;
+    // And on the new master after a failover.
+    let old = set.master_port();
+    block_in_place(|| set.failover());
+    block_in_place(|| set.wait_for_new_master(old, Duration::from_secs(30)));
+    eventually(Duration::from_secs(20), "a job added and run on the new master", || async {
+        queue.add_with("job", &2u64, JobOptions::new().job_id("after")).await.ok()?;
+        (queue.counts().await.ok()?.completed == 2).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    // A wrong password: refused by the master, named as such, masked.
+    let wrong = config_for(&with_password("wr0ng-pw")).connect_timeout(Duration::from_secs(1));
+    let err = Queue::connect(&wrong, "failover").await.unwrap_err();
+    assert_eq!(err.kind(), quern_common::ErrorKind::Denied, "{err}");
+    assert!(!err.to_string().contains("wr0ng-pw"), "{err}");
+}

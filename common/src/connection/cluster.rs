@@ -9,6 +9,14 @@
 //! trip): it is cut into one pipeline per slot, sent concurrently, and the
 //! replies put back in order. quern's pipelines are never transactions, so
 //! this changes nothing but the path.
+//!
+//! A `WAIT` (replica acknowledgements) counts the replicas that hold the
+//! writes its connection made before it, so it must follow those writes on
+//! the same node: it goes at its place in the pipeline of every slot, and
+//! its reply is the smallest count. Sent alone, redis-rs would send it to
+//! every primary, concurrently with the writes: it could count replicas
+//! before the writes arrived, one shard without replicas would fail every
+//! queue's acknowledgements, and one dead primary every call.
 
 use std::collections::HashMap;
 
@@ -86,13 +94,23 @@ pub(super) struct ClusterLink {
 
 impl ClusterLink {
     /// Connect to the cluster whose seed nodes are `seeds`.
+    /// A `rediss://` cluster's nodes get the settings' CA and client
+    /// certificate, as a single server's connection does.
     pub(super) async fn connect(config: &RedisConfig, seeds: Vec<ConnectionInfo>) -> Result<Self> {
-        let client = ClusterClientBuilder::new(seeds)
+        let is_tls = seeds.iter().any(|s| matches!(s.addr(), redis::ConnectionAddr::TcpTls { .. }));
+        let certs = super::tls::certificates(is_tls, &config.tls, &config.masked_url())?;
+        let with_certs = certs.is_some();
+        let mut builder = ClusterClientBuilder::new(seeds)
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.response_timeout)
-            .retries(2)
-            .build()
-            .map_err(|e| Error::InvalidUrl { url: config.masked_url(), reason: e.to_string() })?;
+            .retries(2);
+        if let Some(certs) = certs {
+            builder = builder.certs(certs);
+        }
+        let client = builder.build().map_err(|e| match with_certs {
+            true => super::tls::unusable(&config.tls, &e),
+            false => Error::InvalidUrl { url: config.masked_url(), reason: e.to_string() },
+        })?;
         let conn = config.bounded(client.get_async_connection()).await?;
         Ok(Self { conn })
     }
@@ -141,13 +159,17 @@ impl ClusterLink {
                     Ok::<_, redis::RedisError>((positions, values))
                 }
             });
-            let mut replies = vec![Value::Nil; cmds.len()];
+            let mut replies: Vec<Option<Value>> = vec![None; cmds.len()];
             for (positions, values) in try_join_all(sends).await? {
                 for (i, v) in positions.into_iter().zip(values) {
-                    replies[i] = v;
+                    // A `WAIT` sent to several slots' nodes: the fewest replicas.
+                    replies[i] = Some(match replies[i].take() {
+                        None => v,
+                        Some(earlier) => fewest_acks(earlier, v),
+                    });
                 }
             }
-            Ok(replies.into_iter().skip(offset).take(count).collect())
+            Ok(replies.into_iter().map(|v| v.unwrap_or(Value::Nil)).skip(offset).take(count).collect())
         })
     }
 }
@@ -162,11 +184,17 @@ enum Group {
 }
 
 /// The calls of a pipeline grouped by the slot they go to, each group in
-/// pipeline order.
+/// pipeline order. A `WAIT` goes in every slot's group (alone when there is
+/// none), at its place: it must follow the writes it waits for on their node.
 fn by_slot(cmds: &[&Cmd]) -> Vec<(Group, Vec<usize>)> {
     let mut groups: Vec<(Group, Vec<usize>)> = Vec::new();
     let mut index: HashMap<Group, usize> = HashMap::new();
+    let mut waits = Vec::new();
     for (i, cmd) in cmds.iter().enumerate() {
+        if is_wait(cmd) {
+            waits.push(i);
+            continue;
+        }
         let group = match single_key(cmd) {
             Some(key) => Group::Slot(slot_of_bytes(key)),
             None => Group::Alone(i),
@@ -179,7 +207,29 @@ fn by_slot(cmds: &[&Cmd]) -> Vec<(Group, Vec<usize>)> {
             }
         }
     }
+    let mut slots = groups.iter_mut().filter(|(g, _)| matches!(g, Group::Slot(_))).peekable();
+    if slots.peek().is_none() {
+        groups.extend(waits.into_iter().map(|i| (Group::Alone(i), vec![i])));
+    } else {
+        for (_, positions) in slots {
+            positions.extend(&waits);
+            positions.sort_unstable();
+        }
+    }
     groups
+}
+
+/// Whether `cmd` is a `WAIT`.
+fn is_wait(cmd: &Cmd) -> bool {
+    matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(name)) if name.eq_ignore_ascii_case(b"WAIT"))
+}
+
+/// Two nodes' replies to one `WAIT`: the smaller count (an error wins).
+fn fewest_acks(a: Value, b: Value) -> Value {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => Value::Int(x.min(y)),
+        (Value::Int(_), other) | (other, _) => other,
+    }
 }
 
 /// The one key `cmd` touches, for the commands quern pipelines: a script
@@ -305,6 +355,29 @@ mod tests {
         let node = one.node_info("", 7000).unwrap();
         assert_eq!(node.addr().to_string(), "10.0.0.5:7000", "an empty host is the URL's");
         assert_eq!(one.node_info("10.0.0.6", 7001).unwrap().addr().to_string(), "10.0.0.6:7001");
+    }
+
+    #[test]
+    fn a_wait_follows_the_writes_of_every_slot_on_their_node() {
+        use super::{Group, by_slot, slot_of};
+        let fcall = |key: &str| {
+            let mut c = redis::cmd("FCALL");
+            c.arg("f").arg(1).arg(key);
+            c
+        };
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(100);
+        let (a, b) = (fcall("q:{a}:wait"), fcall("q:{b}:wait"));
+        let groups = by_slot(&[&a, &b, &a, &wait]);
+        assert_eq!(
+            groups,
+            vec![(Group::Slot(slot_of("a")), vec![0, 2, 3]), (Group::Slot(slot_of("b")), vec![1, 3])]
+        );
+        assert_eq!(by_slot(&[&a, &wait]), vec![(Group::Slot(slot_of("a")), vec![0, 1])], "one pipeline");
+        assert_eq!(by_slot(&[&wait]), vec![(Group::Alone(0), vec![0])]);
+        use redis::Value;
+        assert_eq!(super::fewest_acks(Value::Int(2), Value::Int(1)), Value::Int(1));
+        assert_eq!(super::fewest_acks(Value::Int(1), Value::Nil), Value::Nil, "not a count: passed on");
     }
 
     #[test]

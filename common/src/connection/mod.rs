@@ -149,15 +149,28 @@ impl RedisConfig {
     }
 
     /// A plain connection to the server of the URL (or the first seed of a
-    /// cluster's URL), and whether it is a cluster node.
+    /// cluster's URL that answers: a dead node among the seeds does not stop
+    /// a worker's blocking wait from finding its node), and whether it is a
+    /// cluster node.
     async fn probe(&self, config: &AsyncConnectionConfig) -> Result<(MultiplexedConnection, bool)> {
-        let client = match self.cluster_seeds()? {
-            Some(seeds) => self.client_for(seeds[0].clone())?,
-            None => self.client()?,
+        let clients = match self.cluster_seeds()? {
+            Some(seeds) => seeds.into_iter().map(|s| self.client_for(s)).collect::<Result<Vec<_>>>()?,
+            None => vec![self.client()?],
         };
-        let mut conn = self.bounded(client.get_multiplexed_async_connection_with_config(config)).await?;
-        let on_cluster = cluster::is_cluster(&mut conn).await;
-        Ok((conn, on_cluster))
+        let mut failure = None;
+        for client in clients {
+            match self.bounded(client.get_multiplexed_async_connection_with_config(config)).await {
+                Ok(mut conn) => {
+                    let on_cluster = cluster::is_cluster(&mut conn).await;
+                    return Ok((conn, on_cluster));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        Err(failure.unwrap_or_else(|| crate::Error::InvalidUrl {
+            url: self.masked_url(),
+            reason: "no seed node in the URL".into(),
+        }))
     }
 }
 

@@ -200,6 +200,17 @@ impl Sentinels {
         };
         match found {
             Ok(Ok(client)) => Ok(client),
+            // The master refused the URL's credentials: no failover will
+            // change that (`ErrorKind::Denied`).
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::AuthenticationFailed
+                        | redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+                ) =>
+            {
+                Err(Error::Redis(e))
+            }
             Ok(Err(e)) => Err(self.diagnose(e.to_string()).await),
             Err(_) => Err(self.diagnose(format!("no master named within {limit:?}")).await),
         }

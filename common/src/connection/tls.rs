@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError};
+use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisError, TlsCertificates};
 
 use crate::{Error, Result};
 
@@ -51,10 +51,23 @@ impl TlsFiles {
 /// A client for `info`: plain for `redis://` and `redis+unix://`, TLS with
 /// `files` for `rediss://`. `url` (password masked) names the URL in errors.
 pub(super) fn client(info: ConnectionInfo, files: &TlsFiles, url: &str) -> Result<Client> {
-    let invalid = |reason: String| Error::InvalidUrl { url: url.to_owned(), reason };
-    if !matches!(info.addr(), ConnectionAddr::TcpTls { .. }) {
+    let is_tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+    match certificates(is_tls, files, url)? {
+        None => {
+            Client::open(info).map_err(|e| Error::InvalidUrl { url: url.to_owned(), reason: e.to_string() })
+        }
+        Some(certs) => Client::build_with_tls(info, certs).map_err(|e| unusable(files, &e)),
+    }
+}
+
+/// The certificates a connection to a server of `url` presents and trusts:
+/// `None` for a plain URL, or a `rediss://` one that uses the system's root
+/// certificates and no client certificate. Refuses certificate files with
+/// a plain URL, and a certificate without its key (or the other way round).
+pub(super) fn certificates(is_tls: bool, files: &TlsFiles, url: &str) -> Result<Option<TlsCertificates>> {
+    if !is_tls {
         if files.is_empty() {
-            return Client::open(info).map_err(|e| invalid(e.to_string()));
+            return Ok(None);
         }
         // Certificates given for a plain URL: the caller expects TLS, so
         // sending plain text (and a password) would be the wrong guess.
@@ -80,11 +93,14 @@ pub(super) fn client(info: ConnectionInfo, files: &TlsFiles, url: &str) -> Resul
     let root_cert = files.ca.as_deref().map(|ca| read(ca, "CA")).transpose()?;
     if client_tls.is_none() && root_cert.is_none() {
         // The system's root certificates, loaded by redis-rs at connect time.
-        return Client::open(info).map_err(|e| invalid(e.to_string()));
+        return Ok(None);
     }
-    Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert }).map_err(|e| {
-        Error::InvalidOptions(format!("unusable TLS certificate files ({}): {e}", describe_files(files)))
-    })
+    Ok(Some(TlsCertificates { client_tls, root_cert }))
+}
+
+/// Certificate files redis-rs could not use (not PEM, a key that does not fit).
+pub(super) fn unusable(files: &TlsFiles, e: &RedisError) -> Error {
+    Error::InvalidOptions(format!("unusable TLS certificate files ({}): {e}", describe_files(files)))
 }
 
 /// Why a connection attempt to `url` failed: a TLS problem named as one

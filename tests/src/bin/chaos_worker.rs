@@ -33,6 +33,8 @@ struct Args {
     grace: Duration,
     idle_block: Duration,
     redis_timeout: Duration,
+    /// Replicas that must hold the worker's state moves, and how long to wait.
+    replica_acks: Option<(u32, Duration)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -60,6 +62,13 @@ fn parse_args() -> Result<Args, String> {
         idle_block: ms("idle-block-ms", take("idle-block-ms")?)?,
         redis_timeout: ms("redis-timeout-ms", take("redis-timeout-ms")?)?,
         prefix: take("prefix").ok(),
+        replica_acks: match take("replica-acks").ok() {
+            None => None,
+            Some(n) => Some((
+                number("replica-acks", n)?,
+                ms("replica-acks-timeout-ms", take("replica-acks-timeout-ms")?)?,
+            )),
+        },
     };
     if let Some(unknown) = values.keys().next() {
         return Err(format!("unknown flag --{unknown}"));
@@ -96,7 +105,11 @@ async fn run(args: Args) -> Result<(), String> {
         config = config.prefix(prefix);
     }
     let workflow_ledger = ledger.clone();
-    let worker = Worker::builder(&config, &args.queue)
+    let mut builder = Worker::builder(&config, &args.queue);
+    if let Some((replicas, timeout)) = args.replica_acks {
+        builder = builder.replica_acks(replicas, timeout);
+    }
+    let worker = builder
         .concurrency(args.concurrency)
         .lease(args.lease)
         .reap_interval(args.reap_interval)
