@@ -324,3 +324,91 @@ local function register_worker(id, now, until_ms, info)
   redis.call('ZADD', K_WORKERS, tostring(until_ms), id)
   redis.call('HSET', K_WORKER_INFO, id, since .. ' ' .. tostring(now) .. ' ' .. info)
 end
+
+-- @block count_stat count_durations
+-- The queue's counters since it began (hash K_META .. ':stats', see
+-- common/src/stats.rs): f dead-lettered by failure or stalls, r retries
+-- scheduled, s leases expired (stalls); and the run and wait time histograms
+-- of completed jobs: rb1 .. rb17 and wb1 .. wb17 count the jobs in each
+-- bucket (not cumulative; the last is above every bound), rs and ws the sums
+-- in ms. One HINCRBY per event kind and per touched bucket of a batch keeps
+-- the cost per job low; reap.lua turns the totals into per-minute and
+-- per-hour series.
+local STAT_BOUNDS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 900000, 3600000 }
+local function count_stat(field, n)
+  redis.call('HINCRBY', K_META .. ':stats', field, n)
+end
+-- Count completed jobs: `runs` and `waits` list their run times (start to
+-- completion) and wait times (add to the start of the completing attempt), ms.
+local function count_durations(runs, waits)
+  local per, stats = {}, K_META .. ':stats'
+  for _, pair in ipairs({ { 'r', runs }, { 'w', waits } }) do
+    local sum = 0
+    for _, ms in ipairs(pair[2]) do
+      if ms < 0 then
+        ms = 0
+      end
+      local b = #STAT_BOUNDS + 1
+      for i = 1, #STAT_BOUNDS do
+        if ms <= STAT_BOUNDS[i] then
+          b = i
+          break
+        end
+      end
+      local f = pair[1] .. 'b' .. b
+      per[f] = (per[f] or 0) + 1
+      sum = sum + ms
+    end
+    redis.call('HINCRBY', stats, pair[1] .. 's', sum)
+  end
+  for f, n in pairs(per) do
+    redis.call('HINCRBY', stats, f, n)
+  end
+end
+
+-- @block snapshot_stats
+-- Turn the counters into a series: hash `series` keeps, per time slot
+-- (minute or hour number since the epoch), what changed in the slot as
+-- 'field=delta ...' (slots with no change are absent), plus `at` (the slot of
+-- the last snapshot) and `last` (the counters then). Runs from reap.lua: one
+-- HMGET while the slot is unchanged, a few commands once per slot. The delta
+-- since the last snapshot (the first time: everything counted so far) is
+-- filed under the slot that just ended. Slots older than `keep` are dropped.
+local function snapshot_stats(series, slot, keep)
+  slot = tostring(slot)
+  local v = redis.call('HMGET', series, 'at', 'last')
+  if v[1] == slot then
+    return
+  end
+  local flat = redis.call('HGETALL', K_META .. ':stats')
+  local prev = {}
+  for k, n in string.gmatch(v[2] or '', '(%w+)=(%-?%d+)') do
+    prev[k] = tonumber(n)
+  end
+  local parts, delta = {}, {}
+  for i = 1, #flat, 2 do
+    local n = tonumber(flat[i + 1]) or 0
+    parts[#parts + 1] = flat[i] .. '=' .. string.format('%d', n)
+    local d = n - (prev[flat[i]] or 0)
+    if d ~= 0 then
+      delta[#delta + 1] = flat[i] .. '=' .. string.format('%d', d)
+    end
+  end
+  local n_slot = tonumber(slot)
+  if #delta > 0 then
+    redis.call('HSET', series, 'at', slot, 'last', table.concat(parts, ' '),
+      string.format('%d', n_slot - 1), table.concat(delta, ' '))
+  else
+    redis.call('HSET', series, 'at', slot, 'last', table.concat(parts, ' '))
+  end
+  redis.call('HDEL', series, string.format('%d', n_slot - 1 - keep))
+  -- Slots skipped while no reaper ran are not dropped above: drop them all.
+  if redis.call('HLEN', series) > keep + 16 then
+    for _, f in ipairs(redis.call('HKEYS', series)) do
+      local s = tonumber(f)
+      if s and s < n_slot - keep then
+        redis.call('HDEL', series, f)
+      end
+    end
+  end
+end

@@ -60,6 +60,7 @@ mod events;
 mod queue;
 
 pub use events::EventFollower;
+pub use quern_common::stats::{Histogram, QueueStats, Resolution, StatsPoint};
 pub use quern_common::{
     Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobEntry, JobInfo, JobOptions,
     JobState, NewJob, QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, UnreadableJob,
