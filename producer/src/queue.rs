@@ -564,6 +564,32 @@ impl Queue {
         Ok(oldest.map(|t| std::time::Duration::from_millis(now.saturating_sub(t))))
     }
 
+    /// Record in the queue's events stream that `actor` did `action`, with
+    /// `details` (e.g. `("id", job id)`): an [`EventKind::Operator`] entry, so
+    /// who did what stays beside the moves' own events. Tools that act for
+    /// people (the dashboard) call it after each action.
+    ///
+    /// [`EventKind::Operator`]: quern_common::EventKind::Operator
+    pub async fn record_operator_action(
+        &self,
+        actor: &str,
+        action: &str,
+        details: &[(&str, &str)],
+    ) -> Result<()> {
+        let max_len = self.inner.scripts.events_max_len();
+        if max_len == 0 {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys().events()).arg("MAXLEN").arg("~").arg(max_len).arg("*");
+        cmd.arg("ev").arg("operator").arg("actor").arg(actor).arg("action").arg(action);
+        for (k, v) in details {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: String = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
     /// Jobs in the dead-letter list, newest first: [`Queue::jobs`] of
     /// [`JobState::Failed`], so a corrupt record is marked, not fatal.
     pub async fn dead_letters(&self, offset: usize, limit: usize) -> Result<Vec<JobEntry>> {
