@@ -631,7 +631,8 @@ pub(crate) async fn job(
         kv("worker", w.clone());
     }
     if let Some(e) = &j.last_error {
-        kv("last error", e.clone());
+        let label = if j.state == JobState::Completed { "error of an earlier attempt" } else { "last error" };
+        kv(label, e.clone());
     }
     body.push_str("</dl>");
     for problem in &j.problems {

@@ -103,4 +103,5 @@ pub fn wait_finished(config: &RedisConfig, queue: &str, id: &str) -> serde_json:
     }
 }
 
+pub mod browser;
 pub mod dashboard;
