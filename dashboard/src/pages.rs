@@ -25,7 +25,7 @@ use crate::html::{Frame, chart, enc, esc, time, took};
 /// Jobs per page.
 pub(crate) const PAGE: usize = 50;
 /// Entries a name filter looks at per page, at most.
-pub(crate) const FILTER_SCAN: usize = 2_000;
+pub(crate) const FILTER_SCAN: usize = 1_000;
 
 /// A page that could not be shown.
 #[derive(Debug)]
