@@ -51,6 +51,11 @@ fn in_a_browser_an_operator_retries_a_dead_lettered_job_and_sees_it_complete() {
     b.act("document.querySelector('tr[data-queue=\"browser\"] a').click()");
     b.act("[...document.querySelectorAll('.tabs a')].find(a => a.href.includes('state=failed')).click()");
     b.wait_for(&format!("document.querySelector('#jobs').innerText.includes('{id}')"));
+    assert_eq!(
+        b.eval("document.querySelectorAll('#workers tbody tr').length"),
+        Some(serde_json::json!(1)),
+        "the worker is listed"
+    );
     b.screenshot(&shots, "03-dead-letter-list");
 
     b.act("document.querySelector('#jobs a').click()");

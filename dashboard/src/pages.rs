@@ -540,7 +540,24 @@ pub(crate) async fn queue(
             esc(&filter_q)
         );
     }
-    body.push_str("</p><h2>Recent events</h2><ul>");
+    body.push_str("</p><h2>Live workers</h2><table id=\"workers\"><thead><tr><th>worker</th><th class=\"num\">running / slots</th><th>version</th><th>since</th><th>last report</th></tr></thead><tbody>");
+    if workers.is_empty() {
+        body.push_str("<tr><td colspan=\"5\" class=\"muted\">No live worker.</td></tr>");
+    }
+    for w in &workers {
+        let _ = write!(
+            body,
+            "<tr><td>{}{}</td><td class=\"num\">{} / {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&w.id),
+            if w.stopping { " <span class=\"tag warn\">stopping</span>" } else { "" },
+            w.running,
+            w.concurrency,
+            esc(&w.version),
+            time(w.first_seen_ms),
+            time(w.last_seen_ms)
+        );
+    }
+    body.push_str("</tbody></table><h2>Recent events</h2><ul>");
     for e in &events {
         let _ = write!(body, "<li>{}</li>", esc(&describe(e)));
     }
