@@ -374,41 +374,54 @@ end
 -- HMGET while the slot is unchanged, a few commands once per slot. The delta
 -- since the last snapshot (the first time: everything counted so far) is
 -- filed under the slot that just ended. Slots older than `keep` are dropped.
+-- Only HMGET, HSET and HDEL: the worker's ACL role needs no more.
+local STAT_FIELDS = { 'f', 'r', 's', 'rs', 'ws' }
+for i = 1, 17 do
+  STAT_FIELDS[#STAT_FIELDS + 1] = 'rb' .. i
+  STAT_FIELDS[#STAT_FIELDS + 1] = 'wb' .. i
+end
 local function snapshot_stats(series, slot, keep)
-  slot = tostring(slot)
+  local slot_text = string.format('%d', slot)
   local v = redis.call('HMGET', series, 'at', 'last')
-  if v[1] == slot then
+  if v[1] == slot_text then
     return
   end
-  local flat = redis.call('HGETALL', K_META .. ':stats')
+  local values = redis.call('HMGET', K_META .. ':stats', unpack(STAT_FIELDS))
   local prev = {}
   for k, n in string.gmatch(v[2] or '', '(%w+)=(%-?%d+)') do
     prev[k] = tonumber(n)
   end
   local parts, delta = {}, {}
-  for i = 1, #flat, 2 do
-    local n = tonumber(flat[i + 1]) or 0
-    parts[#parts + 1] = flat[i] .. '=' .. string.format('%d', n)
-    local d = n - (prev[flat[i]] or 0)
+  for i, name in ipairs(STAT_FIELDS) do
+    local n = tonumber(values[i])
+    if n then
+      parts[#parts + 1] = name .. '=' .. string.format('%d', n)
+    end
+    local d = (n or 0) - (prev[name] or 0)
     if d ~= 0 then
-      delta[#delta + 1] = flat[i] .. '=' .. string.format('%d', d)
+      delta[#delta + 1] = name .. '=' .. string.format('%d', d)
     end
   end
-  local n_slot = tonumber(slot)
   if #delta > 0 then
-    redis.call('HSET', series, 'at', slot, 'last', table.concat(parts, ' '),
-      string.format('%d', n_slot - 1), table.concat(delta, ' '))
+    redis.call('HSET', series, 'at', slot_text, 'last', table.concat(parts, ' '),
+      string.format('%d', slot - 1), table.concat(delta, ' '))
   else
-    redis.call('HSET', series, 'at', slot, 'last', table.concat(parts, ' '))
+    redis.call('HSET', series, 'at', slot_text, 'last', table.concat(parts, ' '))
   end
-  redis.call('HDEL', series, string.format('%d', n_slot - 1 - keep))
-  -- Slots skipped while no reaper ran are not dropped above: drop them all.
-  if redis.call('HLEN', series) > keep + 16 then
-    for _, f in ipairs(redis.call('HKEYS', series)) do
-      local s = tonumber(f)
-      if s and s < n_slot - keep then
-        redis.call('HDEL', series, f)
-      end
-    end
+  -- Drop the slots that left the window since the last snapshot, at `at`:
+  -- those filed then lie in at-keep .. at-1, so at most keep+1 fields,
+  -- however long no reaper ran.
+  local from = slot - 1 - keep
+  local lo, hi = from, from
+  local last_at = tonumber(v[1])
+  if last_at and last_at < slot then
+    lo, hi = last_at - keep, math.min(last_at - 1, from)
+  end
+  local old = {}
+  for s = lo, hi do
+    old[#old + 1] = string.format('%d', s)
+  end
+  if #old > 0 then
+    call_chunked('HDEL', series, old)
   end
 end

@@ -92,13 +92,14 @@ async fn completions_retries_dead_letters_and_stalls_are_counted_and_filed_per_m
 }
 
 #[tokio::test]
-async fn a_minute_that_ended_is_filed_under_its_own_number() {
+async fn a_minute_that_ended_is_filed_under_its_own_number_and_slots_out_of_the_window_are_dropped() {
     let cfg = config();
     let q = Queue::connect(&cfg, "filed").await.unwrap();
     let mover = Mover::new(&cfg, "filed").await;
     // The first reap takes the baseline; jobs counted afterwards are filed
-    // at the next reap in a later minute. Move the baseline back a minute
-    // by hand instead of waiting for one.
+    // at the next reap in a later minute. Move the baseline back by hand
+    // instead of waiting: 3,000 minutes, as if no reaper had run for two
+    // days, leaving behind a slot filed then (now out of the 24 h window).
     mover.reap(5, 100, 0).await;
     let id = q.add("x", &()).await.unwrap().id;
     let leased = mover.fetch(1, Duration::from_secs(30), "w").await;
@@ -107,7 +108,16 @@ async fn a_minute_that_ended_is_filed_under_its_own_number() {
     let key = q.keys().stats_minutes();
     let mut conn = quern_tests::raw_connection(&cfg).await;
     let at: u64 = redis::cmd("HGET").arg(&key).arg("at").query_async(&mut conn).await.unwrap();
-    let _: () = redis::cmd("HSET").arg(&key).arg("at").arg(at - 1).query_async(&mut conn).await.unwrap();
+    let stale = at - 3001;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("at")
+        .arg(at - 3000)
+        .arg(stale)
+        .arg("f=5")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     mover.reap(5, 100, 0).await;
     // Filed under the minute before the one of this reap (`at`, unless a
     // minute just began).
@@ -116,6 +126,8 @@ async fn a_minute_that_ended_is_filed_under_its_own_number() {
         redis::cmd("HGET").arg(&key).arg(at - 1).query_async(&mut conn).await.unwrap();
     let filed = quern_common::QueueStats::from_text(&filed.expect("the ended minute is filed"));
     assert_eq!(filed.completed(), 1);
+    let left: Option<String> = redis::cmd("HGET").arg(&key).arg(stale).query_async(&mut conn).await.unwrap();
+    assert_eq!(left, None, "a slot out of the window is dropped");
     eventually(WAIT, "the series shows it", || async {
         let points = q.stats_series(Resolution::Minute, 3).await.unwrap();
         (points.iter().map(|p| p.stats.completed()).sum::<u64>() == 1).then_some(())
