@@ -53,10 +53,18 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! With the feature `otel`, `add`, `add_with` and `add_json` store the
+//! current span's OpenTelemetry trace context (a W3C traceparent, in
+//! [`JobOptions::trace_parent`]) with the job, unless the options name one;
+//! a worker built with its feature `otel` continues that trace. `add_bulk`
+//! stores what each job's options say.
 #![forbid(unsafe_code)]
 
 mod batcher;
 mod events;
+#[cfg(feature = "otel")]
+mod otel;
 mod queue;
 
 pub use events::EventFollower;

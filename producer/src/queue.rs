@@ -196,12 +196,12 @@ impl Queue {
         payload: &T,
         options: JobOptions,
     ) -> Result<Added> {
-        self.add_one(NewJob::new(name, payload)?.options(options)).await
+        self.add_one(NewJob::new(name, payload)?.options(traced(options))).await
     }
 
     /// Add a job whose payload is JSON text (checked to be valid JSON).
     pub async fn add_json(&self, name: &str, json: &str, options: JobOptions) -> Result<Added> {
-        self.add_one(NewJob::from_json(name, json)?.options(options)).await
+        self.add_one(NewJob::from_json(name, json)?.options(traced(options))).await
     }
 
     /// Add many jobs, up to 1,000 per script call, all calls in one round trip.
@@ -641,6 +641,19 @@ impl Queue {
     async fn dead_letter_action(&self, action: DeadLetterAction, ids: &[&str]) -> Result<Vec<String>> {
         self.run(&DeadLetter { action, batch: DEAD_LETTER_BATCH, ids }).await
     }
+}
+
+/// `options` with the current span's trace context, when built with the
+/// feature `otel`, the span belongs to an OpenTelemetry trace and the
+/// options name no trace parent of their own.
+fn traced(options: JobOptions) -> JobOptions {
+    #[cfg(feature = "otel")]
+    if options.trace_parent.is_none()
+        && let Some(traceparent) = crate::otel::current_trace_parent()
+    {
+        return options.trace_parent(traceparent);
+    }
+    options
 }
 
 /// Every queue name registered under `config`'s prefix, sorted.
