@@ -62,6 +62,14 @@ fn the_bearer_token_opens_every_page() {
     assert_eq!(found.header("location"), Some(format!("/queues/mail/jobs/{id}").as_str()));
     assert_eq!(d.get("/queues/mail/jobs/no-such-job").status, 404);
     assert_eq!(d.get("/schedules").status, 200);
+    let api = d.get("/api/queues");
+    assert_eq!(api.status, 200);
+    let queues = json(&api.body);
+    let mail = queues.as_array().unwrap().iter().find(|q| q["queue"] == "mail").expect("queue mail listed");
+    assert_eq!(mail["counts"]["waiting"], 1, "{mail}");
+    assert_eq!(mail["workers"], 0);
+    assert!(mail["oldest_waiting_ms"].as_u64().is_some(), "{mail}");
+    assert_eq!(d.send("GET", "/api/queues", &[], "").status, 401);
     assert_eq!(d.get("/queues/mail?state=nonsense").status, 400);
 }
 

@@ -13,6 +13,8 @@
 //! # Ok(()) }
 //! ```
 //!
+//! `GET /api/queues` gives what the overview shows of each queue as JSON.
+//!
 //! Pages are rendered on the server (every value escaped), with a small
 //! embedded stylesheet and script (no CDN: it works offline). They work
 //! without JavaScript; with it, the overview and queue pages refresh
@@ -147,6 +149,7 @@ pub fn router(config: DashboardConfig) -> Router {
     let protected = Router::new()
         .route("/", get(pages::overview))
         .route("/schedules", get(pages::schedules))
+        .route("/api/queues", get(pages::api_queues))
         .route("/find", get(pages::find))
         .route("/queues/{queue}", get(pages::queue))
         .route("/queues/{queue}/jobs/{id}", get(pages::job))

@@ -310,6 +310,32 @@ pub(crate) async fn overview(
     Ok(Html(app.frame(&who, "Queues", true).page(&body)).into_response())
 }
 
+/// `GET /api/queues`: what the overview shows of each queue, as JSON, for
+/// scripts and other dashboards.
+pub(crate) async fn api_queues(State(app): State<Arc<App>>) -> PageResult {
+    let conn = app.connection().await?;
+    let names = known_queues(&mut conn.clone(), &app.config.redis.prefix).await?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let r = read_row(&app, &conn, name).await?;
+        let hour = r.last_hour();
+        out.push(serde_json::json!({
+            "queue": r.name,
+            "counts": r.counts,
+            "workers": r.workers,
+            "rate_limit": r.rate.map(|l| serde_json::json!({ "max": l.max(), "per_ms": l.per().as_millis() as u64 })),
+            "last_hour": {
+                "completed": hour.completed(),
+                "failed": hour.failed,
+                "retried": hour.retried,
+                "stalled": hour.stalled,
+            },
+            "oldest_waiting_ms": r.oldest_waiting.map(|d| d.as_millis() as u64),
+        }));
+    }
+    Ok(axum::Json(out).into_response())
+}
+
 /// The query of a queue's page.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct ListQuery {
