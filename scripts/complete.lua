@@ -1,18 +1,20 @@
 -- complete: acknowledge a batch of finished jobs.
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: completed (ids).
+-- Events: completed (ids). Counts each job's run and wait time (see
+-- count_durations in prelude.lua).
 -- Rust side: common/src/moves/complete.rs.
 -- ARGV[3] = completed jobs to keep (-1: all, 0: delete at once), then
 -- 3 arguments per job: id, token, result (JSON, '' = none).
 -- Returns one code per job: OK, DUPLICATE (already acknowledged with this
 -- token), LEASE_LOST or NOT_FOUND.
-local _, now_text = clock()
+local now, now_text = clock()
 local keep = tonumber(ARGV[3])
 local out, done = {}, {}
+local runs, waits = {}, {}
 for b = 4, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = JOB_PREFIX .. id
-  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_CKEY)
+  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_CREATED, F_CKEY)
   if not v[2] then
     out[#out + 1] = NOT_FOUND
   elseif v[1] ~= token then
@@ -26,9 +28,12 @@ for b = 4, #ARGV, 3 do
       redis.call('HSET', jk, F_STATE, 'completed', F_FINISHED, now_text)
     end
     done[#done + 1] = id
+    local started = tonumber(v[3]) or now
+    runs[#runs + 1] = now - started
+    waits[#waits + 1] = started - (tonumber(v[4]) or started)
     out[#out + 1] = OK
-    if v[3] then
-      free_key_slot(v[3])
+    if v[5] then
+      free_key_slot(v[5])
     end
   end
 end
@@ -50,6 +55,7 @@ if #done > 0 then
       end
     end
   end
+  count_durations(runs, waits)
   emit('ev', 'completed', 'ids', table.concat(done, ','))
 end
 return out

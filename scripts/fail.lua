@@ -1,6 +1,7 @@
 -- fail: record a failed attempt, then retry or dead-letter the job.
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: retrying (id, error, delay) or failed (id, error).
+-- Events: retrying (id, error, delay) or failed (id, error). Counts r
+-- (retried) or f (dead-lettered), see count_stat in prelude.lua.
 -- Rust side: common/src/moves/fail.rs.
 -- ARGV[3] = id, ARGV[4] = token, ARGV[5] = error message, ARGV[6] = outcome
 -- kind (error, permanent, timeout, panic, ...), ARGV[7] = retry delay ms, or -1
@@ -30,6 +31,7 @@ end
 if delay < 0 then
   redis.call('HSET', jk, F_STATE, 'failed', F_FINISHED, now, F_ERROR, message)
   redis.call('ZADD', K_DLQ, now, id)
+  count_stat('f', 1)
   emit('ev', 'failed', 'id', id, 'error', message)
   return DEAD
 end
@@ -43,5 +45,6 @@ else
   redis.call('HSET', jk, F_STATE, 'delayed', F_ERROR, message)
   to_delayed(id, now + delay)
 end
+count_stat('r', 1)
 emit('ev', 'retrying', 'id', id, 'error', message, 'delay', delay)
 return OK

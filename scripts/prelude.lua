@@ -452,3 +452,104 @@ local function record_step(jk, key, v, outcome, took, value, now, max_steps, max
     tostring(bytes))
   return seq
 end
+
+-- @block count_stat count_durations
+-- The queue's counters since it began (hash K_META .. ':stats', see
+-- common/src/stats.rs): f dead-lettered by failure or stalls, r retries
+-- scheduled, s leases expired (stalls); and the run and wait time histograms
+-- of completed jobs: rb1 .. rb17 and wb1 .. wb17 count the jobs in each
+-- bucket (not cumulative; the last is above every bound), rs and ws the sums
+-- in ms. One HINCRBY per event kind and per touched bucket of a batch keeps
+-- the cost per job low; reap.lua turns the totals into per-minute and
+-- per-hour series.
+local STAT_BOUNDS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 900000, 3600000 }
+local function count_stat(field, n)
+  redis.call('HINCRBY', K_META .. ':stats', field, n)
+end
+-- Count completed jobs: `runs` and `waits` list their run times (start to
+-- completion) and wait times (add to the start of the completing attempt), ms.
+local function count_durations(runs, waits)
+  local per, stats = {}, K_META .. ':stats'
+  for _, pair in ipairs({ { 'r', runs }, { 'w', waits } }) do
+    local sum = 0
+    for _, ms in ipairs(pair[2]) do
+      if ms < 0 then
+        ms = 0
+      end
+      local b = #STAT_BOUNDS + 1
+      for i = 1, #STAT_BOUNDS do
+        if ms <= STAT_BOUNDS[i] then
+          b = i
+          break
+        end
+      end
+      local f = pair[1] .. 'b' .. b
+      per[f] = (per[f] or 0) + 1
+      sum = sum + ms
+    end
+    redis.call('HINCRBY', stats, pair[1] .. 's', sum)
+  end
+  for f, n in pairs(per) do
+    redis.call('HINCRBY', stats, f, n)
+  end
+end
+
+-- @block snapshot_stats
+-- Turn the counters into a series: hash `series` keeps, per time slot
+-- (minute or hour number since the epoch), what changed in the slot as
+-- 'field=delta ...' (slots with no change are absent), plus `at` (the slot of
+-- the last snapshot) and `last` (the counters then). Runs from reap.lua: one
+-- HMGET while the slot is unchanged, a few commands once per slot. The delta
+-- since the last snapshot (the first time: everything counted so far) is
+-- filed under the slot that just ended. Slots older than `keep` are dropped.
+-- Only HMGET, HSET and HDEL: the worker's ACL role needs no more.
+local STAT_FIELDS = { 'f', 'r', 's', 'rs', 'ws' }
+for i = 1, 17 do
+  STAT_FIELDS[#STAT_FIELDS + 1] = 'rb' .. i
+  STAT_FIELDS[#STAT_FIELDS + 1] = 'wb' .. i
+end
+local function snapshot_stats(series, slot, keep)
+  local slot_text = string.format('%d', slot)
+  local v = redis.call('HMGET', series, 'at', 'last')
+  if v[1] == slot_text then
+    return
+  end
+  local values = redis.call('HMGET', K_META .. ':stats', unpack(STAT_FIELDS))
+  local prev = {}
+  for k, n in string.gmatch(v[2] or '', '(%w+)=(%-?%d+)') do
+    prev[k] = tonumber(n)
+  end
+  local parts, delta = {}, {}
+  for i, name in ipairs(STAT_FIELDS) do
+    local n = tonumber(values[i])
+    if n then
+      parts[#parts + 1] = name .. '=' .. string.format('%d', n)
+    end
+    local d = (n or 0) - (prev[name] or 0)
+    if d ~= 0 then
+      delta[#delta + 1] = name .. '=' .. string.format('%d', d)
+    end
+  end
+  if #delta > 0 then
+    redis.call('HSET', series, 'at', slot_text, 'last', table.concat(parts, ' '),
+      string.format('%d', slot - 1), table.concat(delta, ' '))
+  else
+    redis.call('HSET', series, 'at', slot_text, 'last', table.concat(parts, ' '))
+  end
+  -- Drop the slots that left the window since the last snapshot, at `at`:
+  -- those filed then lie in at-keep .. at-1, so at most keep+1 fields,
+  -- however long no reaper ran.
+  local from = slot - 1 - keep
+  local lo, hi = from, from
+  local last_at = tonumber(v[1])
+  if last_at and last_at < slot then
+    lo, hi = last_at - keep, math.min(last_at - 1, from)
+  end
+  local old = {}
+  for s = lo, hi do
+    old[#old + 1] = string.format('%d', s)
+  end
+  if #old > 0 then
+    call_chunked('HDEL', series, old)
+  end
+end

@@ -1,6 +1,8 @@
 -- reap: recover jobs whose lease expired, and trim old completed jobs.
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: stalled (recovered, failed).
+-- Events: stalled (recovered, failed). Counts s (stalls) and f
+-- (dead-lettered), and files the queue's counters into its per-minute and
+-- per-hour series (see count_stat and snapshot_stats in prelude.lua).
 -- Rust side: common/src/moves/reap.rs.
 -- ARGV[3] = stalls allowed before a job is dead-lettered, ARGV[4] = batch limit,
 -- ARGV[5] = max age of completed jobs in ms (0: no age limit); optional
@@ -15,6 +17,7 @@ local expired = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', now, 'LIMIT', 0, l
 local recovered, dead = {}, {}
 -- Hand-off records ('id\ntoken\n' heads) of the jobs returned unclaimed.
 local unclaimed = {}
+local stalled = 0
 for _, id in ipairs(expired) do
   local jk = JOB_PREFIX .. id
   redis.call('ZREM', K_ACTIVE, id)
@@ -29,6 +32,7 @@ for _, id in ipairs(expired) do
     recovered[#recovered + 1] = id
     unclaimed[id .. '\n' .. v[7] .. '\n'] = true
   elseif v[1] == 'active' then
+    stalled = stalled + 1
     local stalls = (tonumber(v[6]) or 0) + 1
     local attempt = tonumber(v[3]) or 1
     push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, w = v[4] or nil, tk = v[7],
@@ -74,6 +78,14 @@ end
 if #recovered > 0 and not is_paused() then
   wake()
 end
+if stalled > 0 then
+  count_stat('s', stalled)
+end
+if #dead > 0 then
+  count_stat('f', #dead)
+end
+snapshot_stats(K_META .. ':stats:m', math.floor(now / 60000), 1440)
+snapshot_stats(K_META .. ':stats:h', math.floor(now / 3600000), 720)
 if #recovered + #dead > 0 then
   emit('ev', 'stalled', 'recovered', table.concat(recovered, ','), 'failed', table.concat(dead, ','))
 end

@@ -25,6 +25,7 @@ macro_rules! out {
 
 mod bench;
 mod control;
+mod dashboard;
 mod demo;
 mod dlq;
 mod duration;
@@ -151,6 +152,10 @@ enum Command {
     /// (job counts per state, paused, schedule runs, missed ticks, overdue
     /// ticks, the last run's outcome) at GET /metrics, or print them once.
     Metrics(metrics::MetricsArgs),
+    /// Serve the web dashboard: queues with counts and charts, jobs, a job's
+    /// attempts, schedules, and the operator's actions (needs a token; see
+    /// --token).
+    Dashboard(dashboard::DashboardArgs),
     /// See quern work: two workers, a producer, retries with backoff, a poisoned job
     /// in the dead-letter list, with a live display (uses REDIS_URL, else a Redis on
     /// 127.0.0.1:6379, else a throwaway redis-server; keys under the prefix quern-demo).
@@ -194,6 +199,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Keys(args) => keys::run(&config, args).await,
         Command::DeleteQueue(args) => control::delete_queue(&config, args).await,
         Command::Metrics(args) => metrics::run(&config, args).await,
+        Command::Dashboard(args) => dashboard::run(&config, args).await,
         Command::Bench(args) => bench::run(&config, args).await,
     }
 }

@@ -15,8 +15,9 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use quern_common::stats::BUCKET_BOUNDS_MS;
 use quern_common::{QueueCounts, RateLimit, RedisConfig, SelfHealingConnection};
-use quern_producer::{Queue, known_queues};
+use quern_producer::{Histogram, Queue, QueueStats, known_queues};
 use quern_scheduler::{Flag, RunOutcome, ScheduleStatus, Schedules};
 use tokio::sync::Mutex;
 
@@ -105,11 +106,14 @@ struct Snapshot {
     schedules: Vec<ScheduleStatus>,
 }
 
-/// A queue's live workers, rate limit, and concurrency keys at their limit.
+/// A queue's live workers, rate limit, concurrency keys at their limit,
+/// counters and oldest waiting job.
 struct QueueExtras {
     workers: usize,
     rate_limit: Option<RateLimit>,
     keys_at_limit: usize,
+    stats: QueueStats,
+    oldest_waiting: Option<Duration>,
 }
 
 async fn read(config: &RedisConfig, conn: &SelfHealingConnection) -> CliResult<Snapshot> {
@@ -122,6 +126,8 @@ async fn read(config: &RedisConfig, conn: &SelfHealingConnection) -> CliResult<S
             workers: queue.workers().await?.len(),
             rate_limit: queue.rate_limit().await?,
             keys_at_limit: queue.concurrency_keys().await?.busy.iter().filter(|k| k.at_limit()).count(),
+            stats: queue.stats().await?,
+            oldest_waiting: queue.oldest_waiting_age().await?,
         });
     }
     let schedules = Schedules::with_connection(conn.clone(), &config.prefix)?.status().await?;
@@ -206,6 +212,58 @@ fn render(snapshot: Option<&Snapshot>, took: Duration) -> String {
         }
     }
 
+    type Counter = fn(&QueueStats) -> u64;
+    let counters: [(&str, &str, Counter); 4] = [
+        ("quern_jobs_completed_total", "Jobs completed.", QueueStats::completed),
+        (
+            "quern_jobs_failed_total",
+            "Jobs dead-lettered: last attempt failed, permanent error, or stalled too often (cancels not counted).",
+            |s| s.failed,
+        ),
+        (
+            "quern_jobs_retried_total",
+            "Failed attempts after which the job was scheduled to run again.",
+            |s| s.retried,
+        ),
+        ("quern_jobs_stalled_total", "Leases that expired (worker crashed, killed or cut off).", |s| {
+            s.stalled
+        }),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, "counter", help);
+        for ((queue, _), x) in s.queues.iter().zip(&s.extras) {
+            out.sample(name, &[("queue", queue)], value(&x.stats));
+        }
+    }
+    type Hist = fn(&QueueStats) -> &Histogram;
+    let histograms: [(&str, &str, Hist); 2] = [
+        (
+            "quern_job_run_seconds",
+            "Run time of completed jobs: start of the attempt that completed to its acknowledgement.",
+            |s| &s.run,
+        ),
+        (
+            "quern_job_wait_seconds",
+            "Wait time of completed jobs: add (delays included) to the start of the attempt that completed.",
+            |s| &s.wait,
+        ),
+    ];
+    for (name, help, hist) in histograms {
+        out.family(name, "histogram", help);
+        for ((queue, _), x) in s.queues.iter().zip(&s.extras) {
+            out.histogram(name, queue, hist(&x.stats));
+        }
+    }
+    out.family(
+        "quern_queue_oldest_waiting_seconds",
+        "gauge",
+        "How long the oldest waiting job has waited since it was added (0: none waits).",
+    );
+    for ((queue, _), x) in s.queues.iter().zip(&s.extras) {
+        let age = x.oldest_waiting.unwrap_or_default();
+        out.sample("quern_queue_oldest_waiting_seconds", &[("queue", queue)], age.as_secs_f64());
+    }
+
     type Field = fn(&ScheduleStatus) -> Option<f64>;
     let per_schedule: [(&str, &str, &str, Field); 7] = [
         ("quern_schedule_enabled", "gauge", "Whether the schedule is enabled (1) or not (0).", |s| {
@@ -281,6 +339,21 @@ impl Families {
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
 
+    /// A histogram's cumulative buckets, sum and count for one queue.
+    fn histogram(&mut self, name: &str, queue: &str, h: &Histogram) {
+        let bucket = format!("{name}_bucket");
+        let mut seen = 0;
+        for (i, n) in h.counts.iter().enumerate() {
+            seen += n;
+            let le = BUCKET_BOUNDS_MS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |ms| (*ms as f64 / 1000.0).to_string());
+            self.sample(&bucket, &[("queue", queue), ("le", &le)], seen);
+        }
+        self.sample(&format!("{name}_sum"), &[("queue", queue)], h.sum_ms as f64 / 1000.0);
+        self.sample(&format!("{name}_count"), &[("queue", queue)], seen);
+    }
+
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
         self.text.push_str(name);
         if !labels.is_empty() {
@@ -325,7 +398,13 @@ mod tests {
         let counts = QueueCounts { waiting: 3, delayed: 1, active: 2, completed: 7, failed: 1, paused: true };
         let snapshot = Snapshot {
             queues: vec![("ops".into(), counts)],
-            extras: vec![QueueExtras { workers: 2, rate_limit: None, keys_at_limit: 1 }],
+            extras: vec![QueueExtras {
+                workers: 2,
+                rate_limit: None,
+                keys_at_limit: 1,
+                stats: QueueStats::from_text("rb1=2 rb3=1 rs=30 f=1"),
+                oldest_waiting: Some(Duration::from_millis(1500)),
+            }],
             schedules: Vec::new(),
         };
         let text = render(Some(&snapshot), Duration::ZERO);
@@ -337,6 +416,15 @@ mod tests {
             "quern_queue_workers{queue=\"ops\"} 2",
             "quern_queue_concurrency_keys_at_limit{queue=\"ops\"} 1",
             "# TYPE quern_schedule_runs_total counter",
+            "quern_jobs_completed_total{queue=\"ops\"} 3",
+            "quern_jobs_failed_total{queue=\"ops\"} 1",
+            "quern_job_run_seconds_bucket{queue=\"ops\",le=\"0.005\"} 2",
+            "quern_job_run_seconds_bucket{queue=\"ops\",le=\"0.01\"} 2",
+            "quern_job_run_seconds_bucket{queue=\"ops\",le=\"0.025\"} 3",
+            "quern_job_run_seconds_bucket{queue=\"ops\",le=\"+Inf\"} 3",
+            "quern_job_run_seconds_sum{queue=\"ops\"} 0.03",
+            "quern_job_run_seconds_count{queue=\"ops\"} 3",
+            "quern_queue_oldest_waiting_seconds{queue=\"ops\"} 1.5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing in\n{text}");
         }

@@ -22,7 +22,7 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
-            assert!(["gauge", "counter"].contains(&kind), "{line}");
+            assert!(["gauge", "counter", "histogram"].contains(&kind), "{line}");
             assert!(!typed.iter().any(|n| n == name), "{name} typed twice");
             typed.push(name.to_owned());
             continue;
@@ -32,7 +32,11 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         }
         let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line:?}"));
         let name = series.split('{').next().unwrap();
-        assert_eq!(typed.last().map(String::as_str), Some(name), "{name} is not under its own # TYPE");
+        let family = typed.last().map(String::as_str);
+        let in_histogram = family.is_some_and(|f| {
+            ["_bucket", "_sum", "_count"].iter().any(|suffix| name.strip_suffix(suffix) == Some(f))
+        });
+        assert!(family == Some(name) || in_histogram, "{name} is not under its own # TYPE");
         let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line:?}"));
         assert!(out.insert(series.to_owned(), value).is_none(), "{series} twice");
     }
@@ -138,6 +142,71 @@ enabled = false
         );
         assert_eq!(at(&format!(r#"quern_schedule_last_run{{{off},outcome="{outcome}"}}"#)), 0.0, "{outcome}");
     }
+}
+
+/// Run `promtool check metrics` on `text` when promtool is installed (CI
+/// installs it: there, with `CI` set, a missing promtool fails the test).
+fn promtool_accepts(text: &str) {
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("promtool not run ({e}); ./run tests installs it");
+            return;
+        }
+        Err(e) => panic!("promtool is required under CI: {e}"),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+}
+
+#[test]
+fn job_counters_and_histograms_follow_real_workers_and_pass_promtool() {
+    let cfg = config();
+    run(&cfg, &["enqueue", "counted", "command", "--payload", r#"{"argv":["true"]}"#]).ok();
+    run(&cfg, &["enqueue", "counted", "command", "--payload", r#"{"argv":["sleep","0.3"]}"#]).ok();
+    let fails = r#"{"argv":["false"]}"#;
+    run(&cfg, &["enqueue", "counted", "command", "--payload", fails, "--attempts", "2", "--backoff", "none"])
+        .ok();
+    run(&cfg, &["enqueue", "waiting", "nobody-runs-this"]).ok();
+    let _worker = WorkerProcess::start(&cfg, "counted", &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = json(&run(&cfg, &["stats", "counted", "--json"]).ok());
+        if stats["counted"]["failed"] == 1 && stats["counted"]["completed"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not finish: {stats}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let text = run(&cfg, &["metrics", "--once"]).ok();
+    let m = samples(&text);
+    let at = |series: &str| *m.get(series).unwrap_or_else(|| panic!("{series} missing in\n{text}"));
+    assert_eq!(at(r#"quern_jobs_completed_total{queue="counted"}"#), 2.0);
+    assert_eq!(at(r#"quern_jobs_failed_total{queue="counted"}"#), 1.0);
+    assert_eq!(at(r#"quern_jobs_retried_total{queue="counted"}"#), 1.0);
+    assert_eq!(at(r#"quern_jobs_stalled_total{queue="counted"}"#), 0.0);
+    assert_eq!(at(r#"quern_job_run_seconds_count{queue="counted"}"#), 2.0);
+    assert_eq!(at(r#"quern_job_run_seconds_bucket{queue="counted",le="+Inf"}"#), 2.0);
+    assert!(at(r#"quern_job_run_seconds_sum{queue="counted"}"#) >= 0.3);
+    assert_eq!(
+        at(r#"quern_job_run_seconds_bucket{queue="counted",le="0.25"}"#),
+        1.0,
+        "one of the two slept 0.3 s"
+    );
+    assert_eq!(at(r#"quern_job_wait_seconds_count{queue="counted"}"#), 2.0);
+    assert_eq!(at(r#"quern_jobs_completed_total{queue="waiting"}"#), 0.0);
+    assert!(at(r#"quern_queue_oldest_waiting_seconds{queue="waiting"}"#) > 0.0);
+    assert_eq!(at(r#"quern_queue_oldest_waiting_seconds{queue="counted"}"#), 0.0);
+    promtool_accepts(&text);
 }
 
 /// `GET path` over a fresh connection: the status line, the headers (lower

@@ -59,6 +59,11 @@ open_enum! {
         /// Ids listed as waiting had no job behind them (a corrupt or
         /// hand-edited queue); a fetch dropped them from the list (`ids`).
         Dropped = "dropped",
+        /// An operator acted on the queue through the dashboard (`actor`:
+        /// who; `action`: what, e.g. `retry`, `pause`; then `id` or `ids`, or
+        /// `filter` and `count` for actions on every match). The move itself
+        /// writes its own event just before.
+        Operator = "operator",
     }
 }
 

@@ -199,6 +199,25 @@ impl QueueKeys {
         format!("{}:ck:limits", self.meta())
     }
 
+    /// Hash of the queue's counters since it began (dead-lettered, retried,
+    /// stalled, and the run and wait time histograms of completed jobs), kept
+    /// by the scripts; see [`crate::stats`]. Scripts derive it from [`Self::meta`].
+    pub fn stats(&self) -> String {
+        format!("{}:stats", self.meta())
+    }
+
+    /// Hash of what the counters of [`Self::stats`] gained per minute (field:
+    /// the minute number since the epoch), the last 24 hours; kept by the
+    /// reap script. Scripts derive it from [`Self::meta`].
+    pub fn stats_minutes(&self) -> String {
+        format!("{}:stats:m", self.meta())
+    }
+
+    /// The same per hour (field: the hour number since the epoch), the last 30 days.
+    pub fn stats_hours(&self) -> String {
+        format!("{}:stats:h", self.meta())
+    }
+
     /// A key of this queue with a custom suffix, in the same hash slot
     /// (used by the scheduler for its per-schedule watermarks).
     pub fn custom(&self, suffix: &str) -> String {

@@ -28,6 +28,7 @@ pub mod process;
 pub mod rate_limit;
 mod replica_acks;
 pub mod scripts;
+pub mod stats;
 pub mod steps;
 #[cfg(feature = "throwaway-redis")]
 pub mod throwaway_redis;
@@ -45,3 +46,4 @@ pub use outcome::{AttemptOutcome, FailureKind};
 pub use process::ShutdownHandle;
 pub use rate_limit::RateLimit;
 pub use replica_acks::ReplicaAcks;
+pub use stats::{Histogram, QueueStats};

@@ -75,6 +75,11 @@ pub struct JobOptions {
     /// Add nothing when the concurrency key is busy: see
     /// [`JobOptions::skip_if_key_busy`].
     pub skip_if_key_busy: bool,
+    /// The trace the job belongs to, as a W3C `traceparent`
+    /// (`00-<trace id>-<parent span id>-<flags>`): a worker built with the
+    /// feature `otel` runs each attempt in a span continuing it. The
+    /// producer's feature `otel` fills it from the current span.
+    pub trace_parent: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -89,8 +94,25 @@ impl Default for JobOptions {
             idempotency: None,
             concurrency_key: None,
             skip_if_key_busy: false,
+            trace_parent: None,
         }
     }
+}
+
+/// Whether `text` is a W3C `traceparent` of version 00: `00-` then 32 hex
+/// digits (not all zero), `-`, 16 hex digits (not all zero), `-`, 2 hex digits.
+pub fn is_trace_parent(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && nonzero(parts[1])
+        && hex(parts[2], 16)
+        && nonzero(parts[2])
+        && hex(parts[3], 2)
 }
 
 impl JobOptions {
@@ -167,6 +189,12 @@ impl JobOptions {
         self
     }
 
+    /// Set the trace the job continues (a W3C `traceparent`).
+    pub fn trace_parent(mut self, traceparent: impl Into<String>) -> Self {
+        self.trace_parent = Some(traceparent.into());
+        self
+    }
+
     /// Check every option; the error names the one out of range.
     pub fn validate(&self) -> Result<()> {
         if let Some(id) = &self.job_id {
@@ -211,6 +239,11 @@ impl JobOptions {
                 ));
             }
         }
+        if let Some(tp) = self.trace_parent.as_deref().filter(|tp| !is_trace_parent(tp)) {
+            return bad(format!(
+                "trace parent {tp:?} is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, lower case)"
+            ));
+        }
         self.backoff.validate().map_err(Error::InvalidOptions)
     }
 
@@ -220,8 +253,13 @@ impl JobOptions {
             attempts: (self.attempts != DEFAULT_ATTEMPTS).then_some(self.attempts),
             backoff: (self.backoff != Backoff::default()).then_some(self.backoff),
             timeout: self.timeout,
+            trace_parent: self.trace_parent.clone(),
         };
-        if stored.attempts.is_none() && stored.backoff.is_none() && stored.timeout.is_none() {
+        if stored.attempts.is_none()
+            && stored.backoff.is_none()
+            && stored.timeout.is_none()
+            && stored.trace_parent.is_none()
+        {
             String::new()
         } else {
             serde_json::to_string(&stored).expect("options serialize")
@@ -238,11 +276,13 @@ pub struct RunOptions {
     pub backoff: Backoff,
     /// Per-attempt timeout.
     pub timeout: Option<Duration>,
+    /// The trace the job continues (a W3C `traceparent`), if any.
+    pub trace_parent: Option<String>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { attempts: DEFAULT_ATTEMPTS, backoff: Backoff::default(), timeout: None }
+        Self { attempts: DEFAULT_ATTEMPTS, backoff: Backoff::default(), timeout: None, trace_parent: None }
     }
 }
 
@@ -258,6 +298,7 @@ impl RunOptions {
             attempts: s.attempts.unwrap_or(DEFAULT_ATTEMPTS),
             backoff: s.backoff.unwrap_or_default(),
             timeout: s.timeout,
+            trace_parent: s.trace_parent,
         })
     }
 }
@@ -270,6 +311,8 @@ struct StoredOptions {
     backoff: Option<Backoff>,
     #[serde(rename = "to", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
     timeout: Option<Duration>,
+    #[serde(rename = "tp", default, skip_serializing_if = "Option::is_none")]
+    trace_parent: Option<String>,
 }
 
 mod opt_millis {
@@ -292,6 +335,25 @@ mod opt_millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_parents_are_checked_and_stored() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(is_trace_parent(tp));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert!(!is_trace_parent(bad), "{bad}");
+        }
+        let opts = JobOptions::new().trace_parent(tp);
+        assert!(opts.validate().is_ok());
+        assert_eq!(RunOptions::decode(&opts.encode_stored()).unwrap().trace_parent.as_deref(), Some(tp));
+        assert!(JobOptions::new().trace_parent("nope").validate().is_err());
+    }
 
     #[test]
     fn defaults_store_nothing() {

@@ -53,16 +53,25 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! With the feature `otel`, `add`, `add_with` and `add_json` store the
+//! current span's OpenTelemetry trace context (a W3C traceparent, in
+//! [`JobOptions::trace_parent`]) with the job, unless the options name one;
+//! a worker built with its feature `otel` continues that trace. `add_bulk`
+//! stores what each job's options say.
 #![forbid(unsafe_code)]
 
 mod batcher;
 mod events;
 mod keys;
+#[cfg(feature = "otel")]
+mod otel;
 mod queue;
 mod wait;
 
 pub use events::EventFollower;
 pub use keys::{ConcurrencyKeys, KeyOverride, KeyUse, MAX_KEY_LIMIT};
+pub use quern_common::stats::{Histogram, QueueStats, Resolution, StatsPoint};
 pub use quern_common::{
     Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobEntry, JobInfo, JobOptions,
     JobState, NewJob, QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, UnreadableJob,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
+use quern_common::fields;
 use quern_common::keys::{ACTIVE_PIN, QueueKeys};
 use quern_common::moves::{
     Add, Cancel, Counts, DEFAULT_EVENTS_MAX_LEN, DeadLetter, DeadLetterAction, Limit, Move, Obliterate,
@@ -10,6 +11,7 @@ use quern_common::moves::{
 };
 use quern_common::names;
 use quern_common::scripts::{self, ScriptCall};
+use quern_common::stats::{self, QueueStats, Resolution, StatsPoint};
 use quern_common::{
     Added, Error, JobEntry, JobInfo, JobOptions, JobState, NewJob, QueueCounts, QueueScripts, RateLimit,
     RedisConfig, ReplicaAcks, Result, ScriptCode, SelfHealingConnection, UnreadableJob, WorkerInfo,
@@ -202,12 +204,12 @@ impl Queue {
         payload: &T,
         options: JobOptions,
     ) -> Result<Added> {
-        self.add_one(NewJob::new(name, payload)?.options(options)).await
+        self.add_one(NewJob::new(name, payload)?.options(traced(options))).await
     }
 
     /// Add a job whose payload is JSON text (checked to be valid JSON).
     pub async fn add_json(&self, name: &str, json: &str, options: JobOptions) -> Result<Added> {
-        self.add_one(NewJob::from_json(name, json)?.options(options)).await
+        self.add_one(NewJob::from_json(name, json)?.options(traced(options))).await
     }
 
     /// Add many jobs, up to 1,000 per script call, all calls in one round trip.
@@ -556,6 +558,89 @@ impl Queue {
         }
     }
 
+    /// The queue's counters since it began: dead-lettered, retried and
+    /// stalled jobs, and the run and wait time histograms of completed jobs
+    /// (see [`quern_common::stats`]).
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let fields: Vec<(String, i64)> = self.conn().hgetall(self.keys().stats()).await?;
+        Ok(QueueStats::from_fields(fields.iter().map(|(k, v)| (k.as_str(), *v))))
+    }
+
+    /// What the counters gained per minute or hour: `slots` points, oldest
+    /// first, the last being the current (unfinished) minute or hour. Quiet
+    /// slots are zero. Minutes reach back 24 hours and hours 30 days; the
+    /// per-slot figures are filed by the workers' reapers once per slot, so
+    /// a time with no worker running files nothing until one runs again.
+    pub async fn stats_series(&self, resolution: Resolution, slots: usize) -> Result<Vec<StatsPoint>> {
+        let slots = slots.clamp(1, resolution.kept() as usize);
+        let mut conn = self.conn();
+        let now = quern_common::connection::redis_time_ms(&mut conn).await?;
+        let key = match resolution {
+            Resolution::Minute => self.keys().stats_minutes(),
+            Resolution::Hour => self.keys().stats_hours(),
+        };
+        let now_slot = now / resolution.millis();
+        let wanted: Vec<u64> = (0..slots as u64).map(|back| now_slot.saturating_sub(back)).collect();
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(&key).arg("last").arg(&wanted);
+        let mut read: Vec<Option<String>> = cmd.query_async(&mut conn).await?;
+        let totals = self.stats().await?;
+        let last = read.first_mut().and_then(Option::take);
+        let current = totals.since(&last.as_deref().map(QueueStats::from_text).unwrap_or(totals));
+        let filed: HashMap<u64, QueueStats> = wanted
+            .iter()
+            .zip(read.iter().skip(1))
+            .filter_map(|(slot, text)| Some((*slot, QueueStats::from_text(text.as_deref()?))))
+            .collect();
+        Ok(stats::series(resolution, now, slots, &filed, current))
+    }
+
+    /// How long the oldest waiting job has waited since it was added (delays
+    /// included), judged by the heads of the waiting list and of the
+    /// prioritized set: `None` when nothing waits.
+    pub async fn oldest_waiting_age(&self) -> Result<Option<std::time::Duration>> {
+        let mut conn = self.conn();
+        let k = self.keys();
+        let now = quern_common::connection::redis_time_ms(&mut conn).await?;
+        let mut heads: Vec<String> = conn.lrange(k.wait(), 0, 0).await?;
+        let prio: Vec<String> = conn.zrange(k.prioritized(), 0, 0).await?;
+        heads.extend(prio);
+        let mut oldest: Option<u64> = None;
+        for id in heads {
+            let created: Option<String> = conn.hget(k.job(&id), fields::CREATED).await?;
+            if let Some(t) = created.and_then(|t| t.parse::<u64>().ok()) {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+        }
+        Ok(oldest.map(|t| std::time::Duration::from_millis(now.saturating_sub(t))))
+    }
+
+    /// Record in the queue's events stream that `actor` did `action`, with
+    /// `details` (e.g. `("id", job id)`): an [`EventKind::Operator`] entry, so
+    /// who did what stays beside the moves' own events. Tools that act for
+    /// people (the dashboard) call it after each action.
+    ///
+    /// [`EventKind::Operator`]: quern_common::EventKind::Operator
+    pub async fn record_operator_action(
+        &self,
+        actor: &str,
+        action: &str,
+        details: &[(&str, &str)],
+    ) -> Result<()> {
+        let max_len = self.inner.scripts.events_max_len();
+        if max_len == 0 {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.keys().events()).arg("MAXLEN").arg("~").arg(max_len).arg("*");
+        cmd.arg("ev").arg("operator").arg("actor").arg(actor).arg("action").arg(action);
+        for (k, v) in details {
+            cmd.arg(*k).arg(*v);
+        }
+        let _: String = cmd.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
     /// Jobs in the dead-letter list, newest first: [`Queue::jobs`] of
     /// [`JobState::Failed`], so a corrupt record is marked, not fatal.
     pub async fn dead_letters(&self, offset: usize, limit: usize) -> Result<Vec<JobEntry>> {
@@ -635,6 +720,19 @@ impl Queue {
     async fn dead_letter_action(&self, action: DeadLetterAction, ids: &[&str]) -> Result<Vec<String>> {
         self.run(&DeadLetter { action, batch: DEAD_LETTER_BATCH, ids, from_step: None }).await
     }
+}
+
+/// `options` with the current span's trace context, when built with the
+/// feature `otel`, the span belongs to an OpenTelemetry trace and the
+/// options name no trace parent of their own.
+fn traced(options: JobOptions) -> JobOptions {
+    #[cfg(feature = "otel")]
+    if options.trace_parent.is_none()
+        && let Some(traceparent) = crate::otel::current_trace_parent()
+    {
+        return options.trace_parent(traceparent);
+    }
+    options
 }
 
 /// Every queue name registered under `config`'s prefix, sorted.

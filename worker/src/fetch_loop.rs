@@ -370,9 +370,11 @@ impl FetchLoop {
         let rules = StepRules { lease: self.settings.lease, ..self.settings.steps };
         let ctx = JobContext::new(self.client.clone(), &job, run.attempts, lease_lost, rules, slept.clone());
         let started = self.handlers.start(ctx, &job.payload);
+        #[cfg(feature = "otel")]
+        let span = crate::otel::attempt_span(self.client.queue(), &job, run.trace_parent.as_deref());
         let LeasedJob { id, token, attempt, .. } = job;
         let done = self.done_tx.clone();
-        self.jobs.spawn(async move {
+        let task = async move {
             let mut outcome = match started {
                 Ok(fut) => run_attempt(fut, run.timeout).await,
                 Err(e) => Outcome::Failed {
@@ -386,7 +388,10 @@ impl FetchLoop {
                 outcome = Outcome::Slept;
             }
             let _ = done.send(Finished { id, token, attempt, run, outcome });
-        });
+        };
+        #[cfg(feature = "otel")]
+        let task = tracing::Instrument::instrument(task, span);
+        self.jobs.spawn(task);
     }
 
     /// The grace period ended: stop the jobs still running and hand them back.

@@ -53,6 +53,13 @@
 //! worker.run().await
 //! # }
 //! ```
+//!
+//! With the feature `otel`, each attempt runs in a `tracing` span named
+//! `quern.attempt` (fields `queue`, `job.id`, `job.name`, `attempt`) whose
+//! parent is the trace the job was added in (its stored W3C traceparent, see
+//! the producer's feature `otel`), so with `tracing-opentelemetry` installed
+//! a request's trace shows its background work. Without the feature no span
+//! is made.
 #![forbid(unsafe_code)]
 
 mod attempt;
@@ -63,6 +70,8 @@ mod fetch_loop;
 mod handler;
 mod leases;
 mod maintenance;
+#[cfg(feature = "otel")]
+mod otel;
 mod outbox;
 mod settings;
 mod steps;

@@ -102,3 +102,6 @@ pub fn wait_finished(config: &RedisConfig, queue: &str, id: &str) -> serde_json:
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+pub mod browser;
+pub mod dashboard;

@@ -108,6 +108,11 @@ impl QueueScripts {
         self.keys.name()
     }
 
+    /// About how many entries the queue's events stream keeps (0: none written).
+    pub fn events_max_len(&self) -> u64 {
+        self.events_max_len
+    }
+
     /// The call of `m` on this queue, to send alone or in a pipeline
     /// ([`crate::scripts::run_pipelined`], then [`Move::parse`]).
     pub fn call<M: Move>(&self, m: &M) -> ScriptCall {

@@ -1,0 +1,199 @@
+//! `quern dashboard` over HTTP: who may look (token as bearer or through the
+//! login page's cookie), who may act (same site, the form's anti-forgery
+//! field, not read-only), what the pages show (escaped), and what the actions
+//! do and record.
+
+mod support;
+
+use quern_tests::config;
+use support::dashboard::{Dashboard, TOKEN, csrf_of, form_value};
+use support::{json, run};
+
+/// Enqueue a job and move it to the dead-letter list (a cancel does); returns its id.
+fn dead_lettered(cfg: &quern_tests::RedisConfig, queue: &str, name: &str) -> String {
+    let id = run(cfg, &["enqueue", queue, name]).ok().trim().to_owned();
+    run(cfg, &["cancel", queue, &id, "--reason", "for the test"]).ok();
+    id
+}
+
+fn state_of(cfg: &quern_tests::RedisConfig, queue: &str, id: &str) -> String {
+    json(&run(cfg, &["job", queue, id, "--json"]).ok())["state"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn requests_without_the_token_are_refused_and_browsers_sent_to_log_in() {
+    let cfg = config();
+    let d = Dashboard::start(&cfg, &[]);
+    let r = d.send("GET", "/", &[], "");
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = d.send("GET", "/queues/x", &[("Authorization", "Bearer wrong-token")], "");
+    assert_eq!(r.status, 401);
+    let r = d.send("POST", "/queues/x/actions", &[], "action=pause&confirm=yes");
+    assert_eq!(r.status, 401);
+    let r = d.send("GET", "/queues/x?state=failed", &[("Accept", "text/html")], "");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/login?next=%2Fqueues%2Fx%3Fstate%3Dfailed"));
+    let login = d.send("GET", "/login", &[], "");
+    assert_eq!(login.status, 200);
+    assert!(login.body.contains("name=\"token\""), "{}", login.body);
+    assert_eq!(d.send("GET", "/assets/app.css", &[], "").status, 200, "assets need no token");
+}
+
+#[test]
+fn the_bearer_token_opens_every_page() {
+    let cfg = config();
+    let id = run(&cfg, &["enqueue", "mail", "welcome", "--payload", r#"{"to":"a@example.com"}"#])
+        .ok()
+        .trim()
+        .to_owned();
+    let d = Dashboard::start(&cfg, &[]);
+    let home = d.get("/");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("data-queue=\"mail\""), "{}", home.body);
+    assert!(home.body.contains("waiting and no live worker"), "a flag needs a human: {}", home.body);
+    let q = d.get("/queues/mail");
+    assert_eq!(q.status, 200);
+    assert!(q.body.contains(&id), "{}", q.body);
+    let job = d.get(&format!("/queues/mail/jobs/{id}"));
+    assert_eq!(job.status, 200);
+    assert!(job.body.contains("a@example.com"), "{}", job.body);
+    let found = d.get(&format!("/find?id={id}"));
+    assert_eq!(found.status, 303);
+    assert_eq!(found.header("location"), Some(format!("/queues/mail/jobs/{id}").as_str()));
+    assert_eq!(d.get("/queues/mail/jobs/no-such-job").status, 404);
+    assert_eq!(d.get("/schedules").status, 200);
+    let api = d.get("/api/queues");
+    assert_eq!(api.status, 200);
+    let queues = json(&api.body);
+    let mail = queues.as_array().unwrap().iter().find(|q| q["queue"] == "mail").expect("queue mail listed");
+    assert_eq!(mail["counts"]["waiting"], 1, "{mail}");
+    assert_eq!(mail["workers"], 0);
+    assert!(mail["oldest_waiting_ms"].as_u64().is_some(), "{mail}");
+    assert_eq!(d.send("GET", "/api/queues", &[], "").status, 401);
+    assert_eq!(d.get("/queues/mail?state=nonsense").status, 400);
+}
+
+#[test]
+fn logging_in_sets_a_strict_http_only_cookie_that_opens_pages_and_lets_the_form_act() {
+    let cfg = config();
+    let id = dead_lettered(&cfg, "repairs", "fix");
+    let d = Dashboard::start(&cfg, &[]);
+
+    let wrong = d.send("POST", "/login", &[], "token=nope&name=mallory");
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.header("set-cookie").is_none());
+
+    let next = form_value(&format!("/queues/repairs/jobs/{id}"));
+    let ok = d.send("POST", "/login", &[], &format!("token={TOKEN}&name=Ada&next={next}"));
+    assert_eq!(ok.status, 303, "{ok:?}");
+    assert_eq!(ok.header("location"), Some(format!("/queues/repairs/jobs/{id}").as_str()));
+    let set = ok.header("set-cookie").expect("a session cookie");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let cookie = [("Cookie", cookie.as_str())];
+
+    let page = d.send("GET", &format!("/queues/repairs/jobs/{id}"), &cookie, "");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Ada"), "the page says who is logged in");
+    let csrf = csrf_of(&page.body);
+
+    // Without the form's field, or from another site: refused.
+    let form = format!("action=retry&id={id}&confirm=yes");
+    assert_eq!(d.send("POST", "/queues/repairs/actions", &cookie, &form).status, 403);
+    let with_csrf = format!("{form}&csrf={csrf}");
+    let evil = [cookie[0], ("Origin", "http://evil.example")];
+    assert_eq!(d.send("POST", "/queues/repairs/actions", &evil, &with_csrf).status, 403);
+    let cross = [cookie[0], ("Sec-Fetch-Site", "cross-site")];
+    assert_eq!(d.send("POST", "/queues/repairs/actions", &cross, &with_csrf).status, 403);
+    assert_eq!(state_of(&cfg, "repairs", &id), "failed", "nothing was done");
+
+    // Unconfirmed: a confirmation page; confirmed: done, and recorded with the actor.
+    let ask =
+        d.send("POST", "/queues/repairs/actions", &cookie, &format!("action=retry&id={id}&csrf={csrf}"));
+    assert_eq!(ask.status, 200);
+    assert!(ask.body.contains("name=\"confirm\" value=\"yes\""), "{}", ask.body);
+    assert_eq!(state_of(&cfg, "repairs", &id), "failed");
+    let origin = format!("http://127.0.0.1:{}", d.port);
+    let same = [cookie[0], ("Origin", origin.as_str())];
+    let done = d.send("POST", "/queues/repairs/actions", &same, &with_csrf);
+    assert_eq!(done.status, 303, "{done:?}");
+    assert_eq!(state_of(&cfg, "repairs", &id), "waiting");
+    let events = run(&cfg, &["events", "repairs", "--json"]).ok();
+    let operator = events
+        .lines()
+        .map(json)
+        .find(|e| e["event"] == "operator")
+        .unwrap_or_else(|| panic!("no operator event in {events}"));
+    assert_eq!(operator["actor"], "Ada", "{operator}");
+    assert_eq!(operator["action"], "retry", "{operator}");
+    assert_eq!(operator["id"], id.as_str(), "{operator}");
+
+    // Logged out: the cookie opens nothing any more.
+    assert_eq!(d.send("POST", "/logout", &cookie, &format!("csrf={csrf}")).status, 303);
+    assert_eq!(d.send("GET", "/", &cookie, "").status, 401);
+}
+
+#[test]
+fn actions_through_the_bearer_token_retry_purge_pause_and_filter_by_name() {
+    let cfg = config();
+    let a = dead_lettered(&cfg, "ops", "report");
+    let b = dead_lettered(&cfg, "ops", "report");
+    let c = dead_lettered(&cfg, "ops", "cleanup");
+    let d = Dashboard::start(&cfg, &[]);
+    let r = d.post("/queues/ops/actions", "action=retry_all&filter=report&confirm=yes", "cron-bot");
+    assert_eq!(r.status, 303, "{r:?}");
+    assert!(r.header("location").unwrap().contains("2%20dead-lettered"), "{r:?}");
+    assert_eq!(state_of(&cfg, "ops", &a), "waiting");
+    assert_eq!(state_of(&cfg, "ops", &b), "waiting");
+    assert_eq!(state_of(&cfg, "ops", &c), "failed", "another name: untouched");
+    assert_eq!(d.post("/queues/ops/actions", &format!("action=purge&id={c}&confirm=yes"), "x").status, 303);
+    assert_eq!(run(&cfg, &["job", "ops", &c]).code, 3, "purged");
+    assert_eq!(d.post("/queues/ops/actions", "action=pause&confirm=yes", "x").status, 303);
+    assert!(d.get("/queues/ops").body.contains("paused"));
+    assert_eq!(d.post("/queues/ops/actions", "action=explode&confirm=yes", "x").status, 400);
+    assert_eq!(d.post("/queues/ops/actions", "action=retry&confirm=yes", "x").status, 400, "no id");
+    assert_eq!(d.post("/queues/ops/actions", "action=retry&id=nope&confirm=yes", "x").status, 404);
+}
+
+#[test]
+fn a_read_only_dashboard_shows_but_refuses_every_action() {
+    let cfg = config();
+    let id = dead_lettered(&cfg, "ro", "job");
+    let d = Dashboard::start(&cfg, &["--read-only"]);
+    let page = d.get(&format!("/queues/ro/jobs/{id}"));
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("data-action"), "no action buttons: {}", page.body);
+    let r = d.post("/queues/ro/actions", &format!("action=retry&id={id}&confirm=yes"), "x");
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("read-only"), "{}", r.body);
+    assert_eq!(state_of(&cfg, "ro", &id), "failed");
+}
+
+#[test]
+fn payloads_names_and_errors_are_shown_escaped() {
+    let cfg = config();
+    let evil = "<script>alert(1)</script>";
+    let payload = serde_json::json!({ "html": evil }).to_string();
+    let id = run(&cfg, &["enqueue", "xss", evil, "--payload", &payload]).ok().trim().to_owned();
+    run(&cfg, &["cancel", "xss", &id, "--reason", evil]).ok();
+    let d = Dashboard::start(&cfg, &[]);
+    for path in [format!("/queues/xss/jobs/{id}"), "/queues/xss?state=failed".to_owned()] {
+        let page = d.get(&path);
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains(evil), "raw markup on {path}: {}", page.body);
+        assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{}", page.body);
+    }
+}
+
+#[test]
+fn a_non_loopback_address_without_a_token_refuses_to_start() {
+    let cfg = config();
+    let out = support::quern(&cfg)
+        .args(["dashboard", "--listen", "0.0.0.0:0"])
+        .env_remove("QUERN_DASHBOARD_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without a token"), "{err}");
+}
