@@ -197,3 +197,39 @@ fn a_non_loopback_address_without_a_token_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without a token"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_page_shows_its_keys_and_its_step_timeline() {
+    use quern_common::{JobOptions, JobState};
+    use quern_producer::Queue;
+    use quern_tests::workers::{RunningWorker, wait_for_state};
+    use quern_worker::{JobContext, JobError, Worker};
+    use std::time::Duration;
+
+    let cfg = config();
+    let q = Queue::connect(&cfg, "dash-steps").await.unwrap();
+    let w = RunningWorker::start(Worker::builder(&cfg, "dash-steps").handler(
+        "order",
+        |ctx: JobContext, _: ()| async move {
+            ctx.step("reserve", || async { Ok(41) }).await?;
+            ctx.step("charge", || async { Err::<u32, _>(JobError::permanent("card <declined>")) }).await?;
+            Ok::<(), JobError>(())
+        },
+    ))
+    .await;
+    let opts =
+        JobOptions::new().concurrency_key("merchant-7").idempotency_key("order-7", Duration::from_secs(3600));
+    let id = q.add_with("order", &(), opts).await.unwrap().id;
+    wait_for_state(&q, &id, JobState::Failed, Duration::from_secs(10)).await;
+    w.stop().await;
+
+    let d = Dashboard::start(&cfg, &[]);
+    let page = d.get(&format!("/queues/dash-steps/jobs/{id}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("merchant-7") && page.body.contains("order-7"), "keys shown: {}", page.body);
+    let steps = &page.body[page.body.find("id=\"steps\"").expect("a step table")..];
+    let reserve = steps.find("reserve#1").expect("the first step");
+    let charge = steps.find("charge#1").expect("the second step");
+    assert!(reserve < charge, "in the order they were stored");
+    assert!(steps.contains("card &lt;declined&gt;"), "the failed step's error, escaped: {steps}");
+}

@@ -677,6 +677,12 @@ pub(crate) async fn job(
         let label = if j.state == JobState::Completed { "error of an earlier attempt" } else { "last error" };
         kv(label, e.clone());
     }
+    if let Some(k) = &j.concurrency_key {
+        kv("concurrency key", k.clone());
+    }
+    if let Some(k) = &j.idempotency_key {
+        kv("idempotency key", k.clone());
+    }
     body.push_str("</dl>");
     for problem in &j.problems {
         let _ = write!(body, "<p class=\"error\">{}</p>", esc(problem));
@@ -711,7 +717,36 @@ pub(crate) async fn job(
         );
     }
     body.push_str("</tbody></table>");
+    step_timeline(&mut body, &j.steps);
     Ok(Html(frame.page(&body)).into_response())
+}
+
+/// The job's durable steps and sleeps, in the order they were stored.
+fn step_timeline(body: &mut String, steps: &[quern_common::steps::StepRecord]) {
+    if steps.is_empty() {
+        return;
+    }
+    body.push_str(
+        "<h2>Steps</h2><table id=\"steps\"><thead><tr><th>#</th><th>step</th><th>outcome</th><th>started</th><th>took</th><th class=\"num\">attempt</th><th>detail</th></tr></thead><tbody>",
+    );
+    for step in steps {
+        let detail = match step.wake_at_ms() {
+            Some(wake) => format!("until {}", time(wake)),
+            None => step.detail(),
+        };
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            step.seq,
+            esc(&step.key()),
+            esc(&step.outcome.to_string()),
+            time(step.started_at_ms),
+            took(step.took_ms),
+            step.attempt,
+            esc(&detail)
+        );
+    }
+    body.push_str("</tbody></table>");
 }
 
 /// The query of find-by-id.
