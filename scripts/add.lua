@@ -77,7 +77,10 @@ local function hand_off(id, name, head, tail, opts)
   if #parked == 0 or redis.call('EXISTS', K_WAIT, K_PRIO, K_HANDOFF) > 0 then
     return false
   end
-  local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))
+  -- The counter, then Redis' clock: a failover that loses the counter's last
+  -- increments (writes not yet replicated) issues new tokens, not old ones
+  -- again (that would take the same count in the same millisecond).
+  local token = redis.call('HINCRBY', K_META, 'tok', 1) .. '-' .. now_text
   local lease = tonumber(string.match(parked[1], '^%d+'))
   redis.call('HSET', JOB_PREFIX .. id, F_STATE, 'active', F_TOKEN, token, F_STARTED, now_text, F_ATTEMPTS, '1')
   redis.call('ZADD', K_ACTIVE, tostring(now + lease), id, 'inf', ACTIVE_PIN)

@@ -182,7 +182,10 @@ local held = 0
 if got > 0 then
   -- One token per fetch call: a job gets one lease per call, so the token is
   -- still unique to each lease of each job (that is all fencing needs).
-  local token = tostring(redis.call('HINCRBY', K_META, 'tok', 1))
+  -- The counter, then Redis' clock: a failover that loses the counter's last
+  -- increments (writes not yet replicated) issues new tokens, not old ones
+  -- again (that would take the same count in the same millisecond).
+  local token = redis.call('HINCRBY', K_META, 'tok', 1) .. '-' .. now_text
   local deadline = tostring(now + tonumber(ARGV[4]))
   out[3] = token
   local leased, nl, no = {}, 0, 4
