@@ -23,9 +23,18 @@ fn settings(cfg: &RedisConfig, dir: &Path, queue: &str) -> WorkerSettings {
     s
 }
 
+/// Wait until the worker runs `n` jobs: `n` active and none of them still on
+/// the hand-off list (an add hands a job to a parked worker as `active`
+/// before the worker has taken it; a stopping worker gives such a job back).
 async fn wait_active(q: &Queue, n: u64) {
-    eventually(Duration::from_secs(5), "jobs to be running", || async {
-        (q.counts().await.unwrap().active == n).then_some(())
+    let handoff = q.keys().handoff().to_owned();
+    eventually(Duration::from_secs(5), "jobs to be running", || {
+        let handoff = handoff.clone();
+        async move {
+            let pending: u64 =
+                redis::cmd("LLEN").arg(&handoff).query_async(&mut q.connection()).await.unwrap();
+            (q.counts().await.unwrap().active == n && pending == 0).then_some(())
+        }
     })
     .await;
 }
