@@ -468,6 +468,26 @@ local function count_stat(field, n)
 end
 -- Count completed jobs: `runs` and `waits` list their run times (start to
 -- completion) and wait times (add to the start of the completing attempt), ms.
+-- Field names per bucket, made once: concatenating a number costs a printf.
+local STAT_BUCKET = { r = {}, w = {} }
+for i = 1, #STAT_BOUNDS + 1 do
+  STAT_BUCKET.r[i] = 'rb' .. i
+  STAT_BUCKET.w[i] = 'wb' .. i
+end
+-- The bucket of `ms`: the first bound at or above it (binary search), or the
+-- last bucket, above every bound.
+local function stat_bucket(ms)
+  local lo, hi = 1, #STAT_BOUNDS + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if ms <= STAT_BOUNDS[mid] then
+      hi = mid
+    else
+      lo = mid + 1
+    end
+  end
+  return lo
+end
 local function count_durations(runs, waits)
   local per, fields = {}, {}
   local function add(f, n)
@@ -477,23 +497,16 @@ local function count_durations(runs, waits)
     end
     per[f] = per[f] + n
   end
-  for _, pair in ipairs({ { 'r', runs }, { 'w', waits } }) do
-    local sum = 0
-    for _, ms in ipairs(pair[2]) do
+  for kind, list in pairs({ r = runs, w = waits }) do
+    local names, sum = STAT_BUCKET[kind], 0
+    for _, ms in ipairs(list) do
       if ms < 0 then
         ms = 0
       end
-      local b = #STAT_BOUNDS + 1
-      for i = 1, #STAT_BOUNDS do
-        if ms <= STAT_BOUNDS[i] then
-          b = i
-          break
-        end
-      end
-      add(pair[1] .. 'b' .. b, 1)
+      add(names[stat_bucket(ms)], 1)
       sum = sum + ms
     end
-    add(pair[1] .. 's', sum)
+    add(kind .. 's', sum)
   end
   -- One read and one write for the batch: a call per touched field (HINCRBY)
   -- cost about a microsecond per completed job in small batches.

@@ -562,8 +562,9 @@ impl Queue {
     /// stalled jobs, and the run and wait time histograms of completed jobs
     /// (see [`quern_common::stats`]).
     pub async fn stats(&self) -> Result<QueueStats> {
-        let fields: Vec<(String, i64)> = self.conn().hgetall(self.keys().stats()).await?;
-        Ok(QueueStats::from_fields(fields.iter().map(|(k, v)| (k.as_str(), *v))))
+        // Unreadable values (a hand-edited hash) are skipped, not an error.
+        let fields: Vec<(String, String)> = self.conn().hgetall(self.keys().stats()).await?;
+        Ok(QueueStats::from_fields(fields.iter().filter_map(|(k, v)| Some((k.as_str(), v.parse().ok()?)))))
     }
 
     /// What the counters gained per minute or hour: `slots` points, oldest
