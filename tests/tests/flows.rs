@@ -357,3 +357,22 @@ async fn a_handler_fans_out_once_even_when_retried_and_the_callback_counts_the_o
     assert_eq!(counts.failed, 1);
     w.stop().await;
 }
+
+/// Ten thousand children: added in calls of at most 1,000 jobs, each child's
+/// end applied in the script that ends it, the parent run once, reading
+/// every result.
+#[tokio::test]
+async fn a_parent_of_ten_thousand_children_runs_once_with_every_result() {
+    let cfg = config();
+    let q = Queue::connect(&cfg, "q").await.unwrap();
+    let kids = (0..10_000).map(|i| job("double", &format!("kid-{i}"), 1));
+    let added = q.add_flow(job("sum", "big", 0).children(OnChildFailure::FailParent, kids)).await.unwrap();
+    assert_eq!(added.len(), 10_001);
+    let counts = q.counts().await.unwrap();
+    assert_eq!((counts.waiting_children, counts.waiting), (1, 10_000));
+    let w = worker(&cfg, "q").await;
+    let done = wait_for_state(&q, "big", JobState::Completed, Duration::from_secs(300)).await;
+    assert_eq!(done.result.as_deref(), Some("20000"));
+    assert_eq!(done.children.len(), 10_000);
+    w.stop().await;
+}
