@@ -167,7 +167,9 @@ impl FileSchedule {
             (Some(job), true) => job.clone(),
             (None, false) => String::new(),
             (Some(_), false) => {
-                return Err(bad("give either job (and payload) or [[schedule.chain]] links, not both".into()));
+                return Err(
+                    bad("give either job (and payload) or [[schedule.chain]] links, not both".into()),
+                );
             }
             (None, true) => return Err(bad("missing field `job` (or [[schedule.chain]] links)".into())),
         };
