@@ -113,6 +113,12 @@ async fn a_parent_waits_for_its_children_then_runs_with_their_results() {
         ]
     );
     assert_eq!(q.counts().await.unwrap().waiting_children, 0);
+    // The transitions are events on the parent's queue.
+    let events = Mover::new(&cfg, "q").await.event_entries().await;
+    let of = |kind: &str, id: &str| events.iter().filter(|e| e["ev"] == kind && e["id"] == id).count();
+    assert_eq!(of("child_finished", "total"), 3);
+    assert_eq!(of("children_done", "total"), 1);
+    assert_eq!(of("children_done", "nested"), 1);
     w.stop().await;
 }
 
