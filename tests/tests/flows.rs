@@ -382,3 +382,45 @@ async fn a_parent_of_ten_thousand_children_runs_once_with_every_result() {
     assert_eq!(done.children.len(), 10_000);
     w.stop().await;
 }
+
+/// A real worker process of the child's queue completes the child and is
+/// killed (SIGKILL) before its reaper relays the outcome: the record waits in
+/// the child's queue, and the next worker there relays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_worker_killed_before_relaying_loses_no_notification() {
+    use quern_tests::chaos::{ChaosJob, WorkerProcess, WorkerSettings, new_job};
+    let cfg = config();
+    let parents = Queue::connect(&cfg, "parents").await.unwrap();
+    let child = new_job("k", ChaosJob { sleep_ms: 0, fail_attempts: 0 }, 1);
+    let flow = job("count", "p", 0).child(OnChildFailure::FailParent, FlowJob::new(child).in_queue("kids"));
+    parents.add_flow(flow).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = WorkerSettings::new(quern_tests::redis().url(), "kids", dir.path().join("ledger"));
+    settings.prefix = Some(cfg.prefix.clone());
+    // Its first reaper pass runs at start, before the child ends; the next
+    // would come long after the kill.
+    settings.reap_interval = Duration::from_secs(600);
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chaos_worker"));
+    let process = WorkerProcess::start(binary, &settings, &dir.path().join("worker.log")).await.unwrap();
+    let kids = Mover::new(&cfg, "kids").await;
+    quern_tests::eventually(WAIT, "the child to complete, its record waiting in the outbox", || {
+        let kids = &kids;
+        async move { (kids.run(&FlowPeek(10)).await.len() == 1).then_some(()) }
+    })
+    .await;
+    process.kill9().await.unwrap();
+    assert_eq!(parents.job("p").await.unwrap().unwrap().state, JobState::WaitingChildren);
+
+    let relay = worker(&cfg, "kids").await;
+    let builder = Worker::builder(&cfg, "parents").handler("count", |ctx: JobContext, _n: u32| async move {
+        let children = ctx.children::<serde_json::Value>().await.map_err(JobError::permanent)?;
+        Ok::<_, JobError>(children.iter().filter(|c| c.status == ChildStatus::Completed).count())
+    });
+    let runner = RunningWorker::start(builder).await;
+    let done = wait_for_state(&parents, "p", JobState::Completed, WAIT).await;
+    assert_eq!(done.result.as_deref(), Some("1"));
+    assert_eq!(pending(&cfg, "p").await, "0", "counted once");
+    relay.stop().await;
+    runner.stop().await;
+}
