@@ -137,18 +137,12 @@ impl Schedules {
             let ids: Vec<String> = (1..=links)
                 .map(|n| if n == links { keys.job(id) } else { keys.job(&format!("{id}#{n}")) })
                 .collect();
-            // One command per schedule keeps the replies aligned; HGET of
-            // no key is not allowed, so a schedule without chain asks for
-            // its last job's state again.
-            if ids.is_empty() {
-                chains_pipe.cmd("EXISTS").arg(keys.job(id));
-            } else {
-                for key in &ids {
-                    chains_pipe.cmd("HGET").arg(key).arg("s");
-                }
+            for key in &ids {
+                chains_pipe.cmd("HGET").arg(key).arg("s");
             }
         }
-        let chain_states: Vec<Option<String>> = if stored.is_empty() {
+        // Only HGET: the read-only operator's ACL role allows it.
+        let chain_states: Vec<Option<String>> = if stored.iter().all(|(s, _)| s.chain.is_empty()) {
             Vec::new()
         } else {
             let raw: Vec<redis::Value> = chains_pipe.query_async(&mut conn).await?;
@@ -179,7 +173,6 @@ impl Schedules {
                 _ => RunOutcome::Gone,
             });
             let chain = if schedule.chain.is_empty() {
-                chain_states.next();
                 None
             } else {
                 let links: Vec<Option<String>> = chain_states.by_ref().take(schedule.chain.len()).collect();
