@@ -11,7 +11,7 @@
 local now = now_ms()
 local id, reason = ARGV[3], ARGV[4]
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_STARTED, F_ATTEMPTS, F_WORKER, F_CKEY)
+local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_STARTED, F_ATTEMPTS, F_WORKER, F_CKEY, F_PARENT)
 local s = v[1]
 if not s then
   return NOT_FOUND
@@ -29,6 +29,9 @@ if s == 'active' then
   if v[6] then
     free_key_slot(v[6])
   end
+elseif s == 'waiting-children' then
+  redis.call('ZREM', flow_key('wc'), id)
+  push_history(jk, { out = 'cancelled', fin = now, err = reason })
 elseif s == 'delayed' then
   redis.call('ZREM', K_DELAYED, id)
   if v[6] then
@@ -47,4 +50,8 @@ end
 redis.call('HSET', jk, F_STATE, 'failed', F_TOKEN, '', F_FINISHED, now, F_ERROR, reason)
 redis.call('ZADD', K_DLQ, now, id)
 emit('ev', 'cancelled', 'id', id, 'error', reason)
+-- A cancelled child counts as failed for its parent.
+if v[7] then
+  child_ended(id, v[7], 'failed', 'cancelled: ' .. reason)
+end
 return OK

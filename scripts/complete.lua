@@ -1,6 +1,7 @@
 -- complete: acknowledge a batch of finished jobs.
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: completed (ids). Counts each job's run and wait time (see
+-- Events: completed (ids); a flow's child also child_finished and
+-- children_done or failed on its parent (see apply_child in prelude.lua). Counts each job's run and wait time (see
 -- count_durations in prelude.lua).
 -- Rust side: common/src/moves/complete.rs.
 -- ARGV[3] = completed jobs to keep (-1: all, 0: delete at once), then
@@ -14,7 +15,7 @@ local runs, waits = {}, {}
 for b = 4, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = JOB_PREFIX .. id
-  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_CREATED, F_CKEY)
+  local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_CREATED, F_CKEY, F_PARENT)
   if not v[2] then
     out[#out + 1] = NOT_FOUND
   elseif v[1] ~= token then
@@ -34,6 +35,10 @@ for b = 4, #ARGV, 3 do
     out[#out + 1] = OK
     if v[5] then
       free_key_slot(v[5])
+    end
+    -- A child of a flow tells its parent (see flow.lua).
+    if v[6] then
+      child_ended(id, v[6], 'ok', result)
     end
   end
 end

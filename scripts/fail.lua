@@ -11,7 +11,7 @@ local now = now_ms()
 local id, token, message, kind = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local delay = tonumber(ARGV[7])
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_CKEY)
+local v = redis.call('HMGET', jk, F_TOKEN, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_CKEY, F_PARENT)
 if not v[2] then
   return NOT_FOUND
 end
@@ -33,6 +33,9 @@ if delay < 0 then
   redis.call('ZADD', K_DLQ, now, id)
   count_stat('f', 1)
   emit('ev', 'failed', 'id', id, 'error', message)
+  if v[8] then
+    child_ended(id, v[8], 'failed', message)
+  end
   return DEAD
 end
 if delay == 0 then

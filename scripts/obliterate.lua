@@ -43,7 +43,7 @@ for _, list in ipairs({ K_WAIT, K_COMPLETED }) do
     redis.call('LTRIM', list, #ids, -1)
   end
 end
-for _, set in ipairs({ K_PRIO, K_DELAYED, K_ACTIVE, K_DLQ }) do
+for _, set in ipairs({ K_PRIO, K_DELAYED, K_ACTIVE, K_DLQ, K_META .. ':flow:wc' }) do
   while deleted < limit do
     local ids = redis.call('ZRANGE', set, 0, limit - deleted - 1)
     if #ids == 0 or (#ids == 1 and ids[1] == ACTIVE_PIN) then
@@ -71,5 +71,6 @@ if deleted >= limit then
 end
 redis.call('DEL', K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE,
   K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO, K_META .. ':ck:active', K_META .. ':ck:held',
-  K_META .. ':ck:limits', K_META .. ':ck:ready', K_META .. ':stats', K_META .. ':stats:m', K_META .. ':stats:h')
+  K_META .. ':ck:limits', K_META .. ':ck:ready', K_META .. ':stats', K_META .. ':stats:m', K_META .. ':stats:h',
+  K_META .. ':flow:out')
 return { 'done', deleted }

@@ -50,6 +50,9 @@ local F_HISTORY = 'h' -- the attempt history (JSON array)
 local F_PROGRESS = 'pg' -- the latest progress: <token> <JSON>
 local F_CKEY = 'ck' -- its concurrency key (absent: none), see free_key_slot
 local F_IDEM = 'ik' -- its idempotency key (absent: none), see add.lua
+-- Its parent in a flow (absent: none), see flow.lua: '<parent queue, or empty
+-- when the same queue>\n<parent id>\n<failure policy>\n<this child's ref>'.
+local F_PARENT = 'pa'
 
 -- Kept at +inf in K_ACTIVE: a member over 64 bytes keeps the set in skiplist
 -- encoding, where adding and removing leases does not scan the whole set. Not a
@@ -578,4 +581,89 @@ local function snapshot_stats(series, slot, keep)
   if #old > 0 then
     call_chunked('HDEL', series, old)
   end
+end
+
+-- @block F_PENDING F_KIDS KID_FIELD flow_key child_ended apply_child
+-- Flows (see flow.lua). A parent's hash holds F_PENDING, its children not
+-- yet finished; F_KIDS, the refs of all its children ('<queue>/<id>',
+-- newline-separated); and per child KID_FIELD .. ref: '?' while it runs,
+-- then '<ok|failed|ignored|removed>\n<result JSON or error>'. The outcomes
+-- live with the parent, whatever the children's retention.
+local F_PENDING = 'pc'
+local F_KIDS = 'kl'
+local KID_FIELD = 'k:'
+-- <meta>:flow:wc (sorted set: parents waiting for children, by add time);
+-- <meta>:flow:out (list: outcome records of this queue's children whose
+-- parent is in another queue, for a worker's relay to apply there).
+local function flow_key(suffix)
+  return K_META .. ':flow:' .. suffix
+end
+
+local apply_child
+
+-- Job `id` ended for good ('ok' with its result, or 'failed' with its
+-- error) and has parent field `parent`: apply the outcome to a parent of
+-- this queue at once; for a parent in another queue, leave a record in this
+-- queue's outbox (no script touches two slots).
+local function child_ended(id, parent, outcome, text)
+  local pq, pid, policy, ref = string.match(parent, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
+  if not pid then
+    emit('ev', 'flow_error', 'id', id, 'error', 'unreadable parent field')
+    return
+  end
+  if pq == '' then
+    apply_child(pid, ref, policy, outcome, text)
+  else
+    redis.call('RPUSH', flow_key('out'), pq .. '\n' .. pid .. '\n' .. policy .. '\n' .. ref .. '\n' .. outcome .. '\n' .. text)
+  end
+end
+
+-- Apply child `ref`'s outcome to parent `pid` of this queue, once: a child
+-- already applied (or a parent gone) changes nothing. The last child to
+-- finish makes the parent waiting; a failed child under policy fail_parent
+-- dead-letters a parent still waiting for children. Returns whether applied.
+apply_child = function(pid, ref, policy, outcome, text)
+  local pk = JOB_PREFIX .. pid
+  local field = KID_FIELD .. ref
+  local v = redis.call('HMGET', pk, F_STATE, field, F_PENDING, F_PARENT, F_PRIORITY)
+  if not v[1] or v[2] ~= '?' then
+    return false
+  end
+  local stored = outcome
+  if outcome ~= 'ok' then
+    if policy == 'ignore' then
+      stored = 'ignored'
+    elseif policy == 'remove' then
+      stored = 'removed'
+    else
+      stored = 'failed'
+    end
+  end
+  local pending = (tonumber(v[3]) or 1) - 1
+  redis.call('HSET', pk, field, stored .. '\n' .. text, F_PENDING, tostring(pending))
+  emit('ev', 'child_finished', 'id', pid, 'child', ref, 'outcome', stored)
+  if v[1] ~= 'waiting-children' then
+    return true
+  end
+  if stored == 'failed' and policy ~= 'continue' then
+    local now, now_text = clock()
+    local message = 'child ' .. ref .. ' failed: ' .. text
+    redis.call('ZREM', flow_key('wc'), pid)
+    redis.call('HSET', pk, F_STATE, 'failed', F_FINISHED, now_text, F_ERROR, message)
+    redis.call('ZADD', K_DLQ, now_text, pid)
+    count_stat('f', 1)
+    emit('ev', 'failed', 'id', pid, 'error', message)
+    if v[4] then
+      child_ended(pid, v[4], 'failed', message)
+    end
+  elseif pending <= 0 then
+    redis.call('ZREM', flow_key('wc'), pid)
+    redis.call('HSET', pk, F_STATE, 'waiting')
+    to_waiting(pid, v[5], false)
+    if not is_paused() then
+      wake()
+    end
+    emit('ev', 'children_done', 'id', pid)
+  end
+  return true
 end

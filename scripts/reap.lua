@@ -21,7 +21,7 @@ local stalled = 0
 for _, id in ipairs(expired) do
   local jk = JOB_PREFIX .. id
   redis.call('ZREM', K_ACTIVE, id)
-  local v = redis.call('HMGET', jk, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_STALLS, F_TOKEN, F_CKEY)
+  local v = redis.call('HMGET', jk, F_STATE, F_STARTED, F_ATTEMPTS, F_WORKER, F_PRIORITY, F_STALLS, F_TOKEN, F_CKEY, F_PARENT)
   if v[1] == 'active' and not v[4] then
     -- Handed over by an add (add.lua) but never claimed: the job did not start,
     -- so no stall is counted; its record leaves the hand-off list below.
@@ -41,6 +41,9 @@ for _, id in ipairs(expired) do
       local message = 'stalled ' .. stalls .. ' times (allowed: ' .. max_stalls .. ')'
       redis.call('HSET', jk, F_STATE, 'failed', F_FINISHED, now, F_ERROR, message, F_STALLS, stalls, F_TOKEN, '')
       redis.call('ZADD', K_DLQ, now, id)
+      if v[9] then
+        child_ended(id, v[9], 'failed', message)
+      end
       dead[#dead + 1] = id
       -- The lease held a slot of the job's concurrency key: it frees with the lease.
       if v[8] then

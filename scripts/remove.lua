@@ -6,7 +6,7 @@
 -- scans its list (LREM), like removing from the middle of any queue.
 local id = ARGV[3]
 local jk = JOB_PREFIX .. id
-local v = redis.call('HMGET', jk, F_STATE, F_CKEY)
+local v = redis.call('HMGET', jk, F_STATE, F_CKEY, F_PARENT)
 local s = v[1]
 if not s then
   return NOT_FOUND
@@ -21,6 +21,8 @@ if s == 'waiting' then
   if v[2] then
     drop_holder(id, v[2])
   end
+elseif s == 'waiting-children' then
+  redis.call('ZREM', flow_key('wc'), id)
 elseif s == 'delayed' then
   redis.call('ZREM', K_DELAYED, id)
   if v[2] then
@@ -32,5 +34,9 @@ elseif s == 'failed' then
   redis.call('ZREM', K_DLQ, id)
 end
 redis.call('DEL', jk)
+-- A child removed before it finished counts as failed for its parent.
+if v[3] and s ~= 'completed' and s ~= 'failed' then
+  child_ended(id, v[3], 'failed', 'removed')
+end
 emit('ev', 'removed', 'id', id)
 return OK

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use quern_common::RedisConfig;
-use quern_producer::{JobOptions, NewJob, Queue};
+use quern_producer::{FlowJob, JobOptions, NewJob, OnChildFailure, Queue};
 use quern_worker::{JobContext, JobError, Retention, Worker, WorkerBuilder};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -44,7 +44,8 @@ pub(crate) struct BenchArgs {
     /// need enqueue_bulk. keyed_drain is drain with every job under one of
     /// 1,000 concurrency keys, each limited to 1 job at a time. Workflow
     /// scenarios run only when named: steps (N waiting jobs of 5 durable
-    /// steps each, one worker of C slots).
+    /// steps each, one worker of C slots); flow (N/10 parents of 10 children
+    /// each, added in bulk 100 trees a call, then one worker of C slots).
     #[arg(long, value_delimiter = ',')]
     pub(crate) only: Vec<String>,
     /// Instead of the protocol's scenarios, measure Redis CPU per job (enqueue
@@ -168,6 +169,75 @@ impl Bench {
             self.steps().await?;
             remove_own_keys(&mut admin).await?;
         }
+        if self.args.only.iter().any(|s| s == "flow") {
+            self.flow().await?;
+            remove_own_keys(&mut admin).await?;
+        }
+        Ok(())
+    }
+
+    /// `flow`: N/10 parents, each with 10 children in the same queue, added
+    /// in bulk (100 trees a call); then one worker with C slots runs every
+    /// child, then every parent. Timed from the first add to the last
+    /// parent completed; figures per job, children and parents.
+    async fn flow(&self) -> Result<()> {
+        const CHILDREN: usize = 10;
+        const TREES_PER_CALL: usize = 100;
+        let c = self.args.concurrency;
+        let parents = (self.args.jobs / CHILDREN).max(1);
+        let total = parents * (CHILDREN + 1);
+        eprintln!("flow: {parents} parents of {CHILDREN} children, one worker, concurrency {c}");
+        let queue = self.queue(QUEUE).await?;
+        let mut admin = self.admin.clone();
+        let cpu0 = redis_cpu(&mut admin).await?;
+        let start = Instant::now();
+        for first in (0..parents).step_by(TREES_PER_CALL) {
+            let trees = (first..(first + TREES_PER_CALL).min(parents))
+                .map(|p| {
+                    let children = (0..CHILDREN)
+                        .map(|k| Ok(FlowJob::new(NewJob::new("child", &payload(p * CHILDREN + k))?)))
+                        .collect::<Result<Vec<_>>>()?;
+                    Ok(FlowJob::new(NewJob::new("parent", &payload(p))?)
+                        .children(OnChildFailure::FailParent, children))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            queue.add_flows(&trees).await?;
+        }
+        let worker = self
+            .worker(QUEUE)
+            .concurrency(c)
+            .retention(Retention::keep_all())
+            .handler("child", |_ctx: JobContext, _job: Payload| async { Ok::<u32, JobError>(1) })
+            .handler("parent", |_ctx: JobContext, _job: Payload| async { Ok::<u32, JobError>(1) })
+            .build()
+            .await?;
+        let stop = worker.shutdown_handle();
+        let running = tokio::spawn(worker.run_until(std::future::pending()));
+        let mut last_report = Instant::now();
+        loop {
+            let counts = queue.counts().await?;
+            if counts.failed > 0 {
+                return Err(CliError::Failed(format!("flow: {} jobs failed", counts.failed)));
+            }
+            if counts.completed >= total as u64 {
+                break;
+            }
+            if last_report.elapsed() > Duration::from_secs(2) {
+                eprintln!("flow: {} of {total} completed", counts.completed);
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = redis_cpu(&mut admin).await? - cpu0;
+        stop.shutdown();
+        join_worker(running).await?;
+        let mut figures = throughput(total, c, secs, cpu);
+        if let Some(map) = figures.as_object_mut() {
+            map.insert("parents".into(), json!(parents));
+            map.insert("children_per_parent".into(), json!(CHILDREN));
+        }
+        self.line("flow", figures);
         Ok(())
     }
 

@@ -256,6 +256,7 @@ fn attempts_line(job: Option<&JobInfo>) -> String {
         quern_common::JobState::Delayed => "delayed: not due yet",
         quern_common::JobState::Waiting => "waiting for a worker",
         quern_common::JobState::Active => "running",
+        quern_common::JobState::WaitingChildren => "waiting for its children",
         quern_common::JobState::Completed => "completed",
     };
     let last_outcome = job.history.iter().rev().find(|a| a.number.is_some()).map(|a| &a.outcome);

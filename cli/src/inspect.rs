@@ -38,7 +38,8 @@ pub(crate) struct JobArgs {
 pub(crate) struct JobsArgs {
     /// The queue.
     pub(crate) queue: String,
-    /// State to list: waiting, delayed, active, completed or failed.
+    /// State to list: waiting, delayed, active, completed, failed or
+    /// waiting-children (flows' parents waiting for their children).
     #[arg(long, value_parser = parse_state, default_value = "waiting")]
     pub(crate) state: JobState,
     /// Most jobs to list.
@@ -66,6 +67,7 @@ pub(crate) fn counts_json(c: &QueueCounts) -> Value {
         "active": c.active,
         "completed": c.completed,
         "failed": c.failed,
+        "waiting-children": c.waiting_children,
     })
 }
 
@@ -269,11 +271,29 @@ pub(crate) fn render_job(job: &JobInfo) -> String {
     if let Some(e) = &job.last_error {
         line("last error", e.clone());
     }
+    if let Some(p) = &job.parent {
+        line("parent", format!("{}/{} (on failure: {})", p.queue, p.id, p.on_failure));
+    }
     if !job.problems.is_empty() {
         out.push_str("\nproblems (fields of its record that cannot be read):\n");
         for p in &job.problems {
             out.push_str(&format!("  {p}\n"));
         }
+    }
+    if !job.children.is_empty() {
+        out.push_str("\nchildren:\n");
+        let mut t = Table::new(&["  QUEUE", "ID", "STATUS", "RESULT / ERROR"]);
+        for c in &job.children {
+            let status = serde_json::to_value(c.status).ok().and_then(|v| v.as_str().map(str::to_owned));
+            let detail = c.result.as_deref().or(c.error.as_deref()).unwrap_or("-");
+            t.row(vec![
+                format!("  {}", c.queue),
+                c.id.clone(),
+                status.unwrap_or_default(),
+                cell(detail, 200),
+            ]);
+        }
+        out.push_str(&t.render());
     }
     if !job.steps.is_empty() {
         out.push_str("\nsteps:\n");

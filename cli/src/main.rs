@@ -32,6 +32,7 @@ mod duration;
 mod enqueue;
 mod error;
 mod events;
+mod flow;
 mod inspect;
 mod keys;
 mod keyspace;
@@ -110,6 +111,9 @@ enum Command {
     Schedules(schedules::SchedulesArgs),
     /// Add a job to a queue and print its id.
     Enqueue(enqueue::EnqueueArgs),
+    /// Flows: `quern flow add FILE` adds a parent job with its children from
+    /// JSON; the parent runs once every child has ended.
+    Flow(flow::FlowArgs),
     /// Job counts per state (waiting, delayed, active, completed, failed) per queue.
     Stats(inspect::StatsArgs),
     /// The live workers of each queue: host, pid, slots, running jobs,
@@ -184,6 +188,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Scheduler(args) => schedules::run_scheduler(&config, args).await,
         Command::Schedules(args) => schedules::run_schedules(&config, args).await,
         Command::Enqueue(args) => enqueue::run(&config, args).await,
+        Command::Flow(args) => flow::run(&config, args).await,
         Command::Stats(args) => inspect::stats(&config, args).await,
         Command::Workers(args) => inspect::workers(&config, args).await,
         Command::Job(args) => inspect::job(&config, args).await,

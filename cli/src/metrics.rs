@@ -168,6 +168,7 @@ fn render(snapshot: Option<&Snapshot>, took: Duration) -> String {
             ("active", c.active),
             ("completed", c.completed),
             ("failed", c.failed),
+            ("waiting-children", c.waiting_children),
         ] {
             out.sample("quern_queue_jobs", &[("queue", queue), ("state", state)], n);
         }
@@ -395,7 +396,15 @@ mod tests {
 
     #[test]
     fn queues_give_one_sample_per_state() {
-        let counts = QueueCounts { waiting: 3, delayed: 1, active: 2, completed: 7, failed: 1, paused: true };
+        let counts = QueueCounts {
+            waiting: 3,
+            delayed: 1,
+            active: 2,
+            completed: 7,
+            failed: 1,
+            paused: true,
+            waiting_children: 0,
+        };
         let snapshot = Snapshot {
             queues: vec![("ops".into(), counts)],
             extras: vec![QueueExtras {

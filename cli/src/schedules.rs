@@ -7,7 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use quern_common::RedisConfig;
 use quern_scheduler::{
-    Flag, MisfirePolicy, OverlapPolicy, RunOutcome, ScheduleStatus, Scheduler, Schedules, TickOutcome,
+    ChainProgress, Flag, MisfirePolicy, OverlapPolicy, RunOutcome, ScheduleStatus, Scheduler, Schedules,
+    TickOutcome,
 };
 use serde_json::{Value, json};
 
@@ -147,6 +148,23 @@ fn outcome_json(o: &Option<RunOutcome>) -> Value {
     }
 }
 
+/// How far a chain got: `2/3 done`, or `link 2 of 3 failed`.
+fn chain_text(c: &ChainProgress) -> String {
+    match c.failed {
+        Some(n) => format!("chain: link {n} of {} failed", c.links),
+        None => format!("chain: {}/{} done", c.completed, c.links),
+    }
+}
+
+/// The job column: the job name, or a chain's links in order.
+fn job_text(d: &quern_scheduler::Schedule) -> String {
+    if d.chain.is_empty() {
+        d.job_name.clone()
+    } else {
+        d.chain.iter().map(|l| l.job.as_str()).collect::<Vec<_>>().join(" > ")
+    }
+}
+
 fn flag_text(f: &Flag) -> String {
     match f {
         Flag::LastRunFailed => "LAST RUN FAILED".into(),
@@ -184,6 +202,7 @@ fn status_json(s: &ScheduleStatus) -> Value {
         "runs": s.runs,
         "missed_ticks": s.missed_ticks,
         "overlap_skips": s.overlap_skips,
+        "chain": s.chain.as_ref().map(|c| json!({ "links": c.links, "completed": c.completed, "failed_link": c.failed })),
         "flags": s.flags.iter().map(flag_text).collect::<Vec<_>>(),
     })
 }
@@ -226,10 +245,15 @@ pub(crate) async fn run_schedules(config: &RedisConfig, args: SchedulesArgs) -> 
                         d.cron.clone(),
                         d.time_zone.clone(),
                         d.queue.clone(),
-                        d.job_name.clone(),
+                        job_text(d),
                         time(s.next_fire),
                         time(s.last_tick),
-                        cell(&outcome_text(&s.last_run), 60),
+                        match &s.chain {
+                            Some(c) => {
+                                cell(&format!("{} ({})", outcome_text(&s.last_run), chain_text(c)), 80)
+                            }
+                            None => cell(&outcome_text(&s.last_run), 60),
+                        },
                         s.runs.to_string(),
                         flags,
                     ]);

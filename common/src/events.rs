@@ -44,6 +44,15 @@ open_enum! {
         Released = "released",
         /// A job was removed (`id`).
         Removed = "removed",
+        /// A flow's child ended and its parent recorded it (`id` = the
+        /// parent, `child` = `<queue>/<id>`, `outcome`: ok, failed, ignored
+        /// or removed).
+        ChildFinished = "child_finished",
+        /// A flow's parent saw its last child end and became waiting (`id`).
+        ChildrenDone = "children_done",
+        /// A flow child's parent field could not be read (`id`, `error`):
+        /// its parent was not told.
+        FlowError = "flow_error",
         /// Delayed jobs were made waiting now (`ids`).
         Promoted = "promoted",
         /// The queue was paused.

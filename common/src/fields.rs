@@ -50,6 +50,8 @@ pub const STEP_BYTES: &str = "sb";
 pub const CONCURRENCY_KEY: &str = "ck";
 /// `ik`: its idempotency key (absent: none).
 pub const IDEMPOTENCY_KEY: &str = "ik";
+/// `pa`: its parent in a flow (absent: none), see `scripts/flow.lua`.
+pub const PARENT: &str = "pa";
 
 /// Every field with its Lua name, as in the prelude's table.
 pub const ALL: &[(&str, &str)] = &[
@@ -76,6 +78,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("F_STEP_BYTES", STEP_BYTES),
     ("F_CKEY", CONCURRENCY_KEY),
     ("F_IDEM", IDEMPOTENCY_KEY),
+    ("F_PARENT", PARENT),
 ];
 
 #[cfg(test)]

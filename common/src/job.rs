@@ -25,12 +25,20 @@ pub enum JobState {
     Completed,
     /// Failed for good; listed in the dead-letter list.
     Failed,
+    /// A flow's parent waiting for its children to end (see `scripts/flow.lua`).
+    WaitingChildren,
 }
 
 impl JobState {
-    /// All states, in lifecycle order.
-    pub const ALL: [JobState; 5] =
-        [JobState::Waiting, JobState::Delayed, JobState::Active, JobState::Completed, JobState::Failed];
+    /// All states: the lifecycle of a plain job, then a flow parent's wait.
+    pub const ALL: [JobState; 6] = [
+        JobState::Waiting,
+        JobState::Delayed,
+        JobState::Active,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::WaitingChildren,
+    ];
 
     /// The state's name as stored and printed.
     pub fn as_str(self) -> &'static str {
@@ -40,6 +48,7 @@ impl JobState {
             JobState::Active => "active",
             JobState::Completed => "completed",
             JobState::Failed => "failed",
+            JobState::WaitingChildren => "waiting-children",
         }
     }
 }
@@ -56,7 +65,7 @@ impl FromStr for JobState {
     fn from_str(s: &str) -> Result<Self> {
         JobState::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
             Error::InvalidOptions(format!(
-                "unknown job state {s:?}; expected waiting, delayed, active, completed or failed"
+                "unknown job state {s:?}; expected waiting-children, waiting, delayed, active, completed or failed"
             ))
         })
     }
@@ -150,6 +159,12 @@ pub struct JobInfo {
     /// Every attempt, oldest first (the latest 25 failures and interruptions,
     /// then the running or successful attempt).
     pub history: Vec<Attempt>,
+    /// Its parent, when it is a child in a flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<crate::ParentInfo>,
+    /// Its children, when it is a flow's parent, with how each ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<crate::ChildInfo>,
     /// The job's durable steps and sleeps, in the order they were stored
     /// (see `JobContext::step` in quern-worker); empty for a job without
     /// steps, and then left out of its JSON. The JSON shows a result's size
@@ -385,6 +400,25 @@ impl JobInfo {
         let payload = take_payload(&mut h, &mut problems);
         let (steps, step_problems) = StepRecord::from_hash(&h);
         problems.extend(step_problems);
+        let parent = h.remove(crate::fields::PARENT).and_then(|p| {
+            let parent = crate::ParentInfo::from_stored(queue, &p);
+            if parent.is_none() {
+                problems.push(format!("field pa (parent) is unreadable: {}", shown(&p)));
+            }
+            parent
+        });
+        let mut children = Vec::new();
+        for child_ref in h.get("kl").map(|l| l.split('\n').collect::<Vec<_>>()).unwrap_or_default() {
+            let stored = h.get(&format!("k:{child_ref}")).map(String::as_str).unwrap_or("?");
+            match crate::ChildInfo::from_stored(child_ref, stored) {
+                Some(child) => children.push(child),
+                None => problems.push(format!(
+                    "child {} has an unreadable outcome: {}",
+                    shown(child_ref),
+                    shown(stored)
+                )),
+            }
+        }
         Ok(JobInfo {
             queue: queue.to_owned(),
             id: id.to_owned(),
@@ -405,6 +439,8 @@ impl JobInfo {
             idempotency_key: h.remove(crate::fields::IDEMPOTENCY_KEY),
             progress: progress_of(state, h.get("tk").map(String::as_str), h.get("pg").map(String::as_str)),
             history,
+            parent,
+            children,
             steps,
             problems,
         })
@@ -433,6 +469,8 @@ pub struct QueueCounts {
     pub failed: u64,
     /// Whether the queue is paused.
     pub paused: bool,
+    /// Flows' parents waiting for their children.
+    pub waiting_children: u64,
 }
 
 impl QueueCounts {
@@ -444,6 +482,7 @@ impl QueueCounts {
             JobState::Active => self.active,
             JobState::Completed => self.completed,
             JobState::Failed => self.failed,
+            JobState::WaitingChildren => self.waiting_children,
         }
     }
 }

@@ -128,6 +128,18 @@ impl QueueKeys {
         &self.all[7]
     }
 
+    /// Sorted set of flows' parents waiting for their children, by add time
+    /// (see `scripts/flow.lua`).
+    pub fn waiting_children(&self) -> String {
+        format!("{}:flow:wc", self.all[0])
+    }
+
+    /// List of outcome records of this queue's children whose parents live
+    /// in other queues, for a worker's flow relay to apply there.
+    pub fn flow_outbox(&self) -> String {
+        format!("{}:flow:out", self.all[0])
+    }
+
     /// List that idle workers block on; holds at most one marker.
     pub fn wake(&self) -> &str {
         &self.all[8]

@@ -501,6 +501,7 @@ pub(crate) async fn queue(
             JobState::Active => counts.active,
             JobState::Completed => counts.completed,
             JobState::Failed => counts.failed,
+            JobState::WaitingChildren => counts.waiting_children,
         };
         let label = if s == JobState::Failed { "dead-lettered".to_owned() } else { s.to_string() };
         let _ = write!(
@@ -614,6 +615,10 @@ fn job_actions(j: &JobInfo) -> Vec<(&'static str, &'static str, &'static str, bo
         JobState::Failed => vec![
             ("retry", "Retry", "Move this job back to waiting with a fresh attempt budget?", false),
             ("purge", "Purge", "Delete this dead-lettered job? This cannot be undone.", true),
+        ],
+        JobState::WaitingChildren => vec![
+            ("cancel", "Cancel", "Cancel this parent? It moves to the dead-letter list.", true),
+            ("remove", "Remove", "Delete this job? This cannot be undone.", true),
         ],
     }
 }

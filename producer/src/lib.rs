@@ -63,6 +63,7 @@
 
 mod batcher;
 mod events;
+mod flow;
 mod keys;
 #[cfg(feature = "otel")]
 mod otel;
@@ -71,11 +72,12 @@ mod wait;
 
 pub use events::EventFollower;
 pub use keys::{ConcurrencyKeys, KeyOverride, KeyUse, MAX_KEY_LIMIT};
+pub use quern_common::flow::{FlowJob, FlowJobAdded};
 pub use quern_common::stats::{Histogram, QueueStats, Resolution, StatsPoint};
 pub use quern_common::{
-    Added, Attempt, AttemptOutcome, Backoff, Error, Event, EventKind, JobEntry, JobInfo, JobOptions,
-    JobState, NewJob, QueueCounts, RateLimit, RedisConfig, Result, SelfHealingConnection, UnreadableJob,
-    WorkerInfo,
+    Added, Attempt, AttemptOutcome, Backoff, ChildInfo, ChildStatus, Error, Event, EventKind, JobEntry,
+    JobInfo, JobOptions, JobState, NewJob, OnChildFailure, ParentInfo, QueueCounts, RateLimit, RedisConfig,
+    Result, SelfHealingConnection, UnreadableJob, WorkerInfo,
 };
 pub use queue::{Queue, QueueBuilder, known_queues};
 pub use wait::JobOutcome;

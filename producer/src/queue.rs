@@ -176,6 +176,16 @@ impl Queue {
         self.inner.conn.clone()
     }
 
+    /// About how many entries the queue's events stream keeps.
+    pub(crate) fn events_max_len(&self) -> u64 {
+        self.inner.scripts.events_max_len()
+    }
+
+    /// The largest payload this handle adds, in bytes.
+    pub(crate) fn max_payload_bytes(&self) -> usize {
+        self.inner.max_payload_bytes
+    }
+
     /// The Redis settings this handle was built with.
     pub(crate) fn config(&self) -> &RedisConfig {
         &self.inner.config
@@ -329,6 +339,7 @@ impl Queue {
                 })?
             }
             JobState::Failed => conn.zrevrange(k.dead_letter(), start, stop).await?,
+            JobState::WaitingChildren => conn.zrange(k.waiting_children(), start, stop).await?,
         })
     }
 
@@ -407,6 +418,9 @@ impl Queue {
                 in_list(k.completed()).query_async::<Option<i64>>(&mut conn).await?.is_some()
             }
             JobState::Failed => conn.zscore::<_, _, Option<f64>>(k.dead_letter(), id).await?.is_some(),
+            JobState::WaitingChildren => {
+                conn.zscore::<_, _, Option<f64>>(k.waiting_children(), id).await?.is_some()
+            }
         })
     }
 

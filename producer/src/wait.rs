@@ -121,7 +121,7 @@ impl Queue {
             return Ok(Some(JobOutcome::Removed));
         };
         Ok(match job.state {
-            JobState::Waiting | JobState::Delayed | JobState::Active => None,
+            JobState::Waiting | JobState::Delayed | JobState::Active | JobState::WaitingChildren => None,
             JobState::Completed => Some(JobOutcome::Completed(self.typed_result(&job)?)),
             JobState::Failed => Some(failure(job)),
         })

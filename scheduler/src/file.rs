@@ -19,6 +19,23 @@
 //! delay = "0s"
 //! backoff = "exponential:1s:1h"  # none | fixed:30s | exponential:BASE:MAX
 //! ```
+//!
+//! Instead of `job` and `payload`, a schedule may enqueue a chain on each
+//! tick: links that run in order, each once the one before it completed.
+//!
+//! ```toml
+//! [[schedule]]
+//! name = "nightly"
+//! cron = "0 2 * * *"
+//! queue = "ops"
+//! overlap = "skip"
+//! [[schedule.chain]]
+//! job = "command"
+//! payload = { argv = ["/opt/app/bin/rebuild-profiles"] }
+//! [[schedule.chain]]
+//! job = "command"
+//! payload = { argv = ["/opt/app/bin/snapshot"] }
+//! ```
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -28,7 +45,7 @@ use quern_common::duration::parse_duration;
 use quern_common::{Backoff, JobOptions};
 use serde::Deserialize;
 
-use crate::schedule::{MisfirePolicy, OverlapPolicy, Schedule};
+use crate::schedule::{ChainLink, MisfirePolicy, OverlapPolicy, Schedule};
 use crate::{Error, Result};
 
 #[derive(Deserialize)]
@@ -46,9 +63,12 @@ struct FileSchedule {
     #[serde(default, alias = "tz")]
     time_zone: Option<String>,
     queue: String,
-    job: String,
+    #[serde(default)]
+    job: Option<String>,
     #[serde(default)]
     payload: Option<toml::Value>,
+    #[serde(default)]
+    chain: Vec<FileChainLink>,
     #[serde(default)]
     misfire: Option<String>,
     #[serde(default)]
@@ -69,6 +89,14 @@ struct FileSchedule {
     delay: Option<String>,
     #[serde(default)]
     backoff: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileChainLink {
+    job: String,
+    #[serde(default)]
+    payload: Option<toml::Value>,
 }
 
 /// Read and validate a schedules file.
@@ -135,7 +163,30 @@ impl FileSchedule {
             "skip" => OverlapPolicy::Skip,
             other => return Err(bad(format!("overlap must be allow or skip, got {other:?}"))),
         };
-        let mut schedule = Schedule::new(self.name, self.cron, self.queue, self.job)
+        let job = match (&self.job, self.chain.is_empty()) {
+            (Some(job), true) => job.clone(),
+            (None, false) => String::new(),
+            (Some(_), false) => {
+                return Err(
+                    bad("give either job (and payload) or [[schedule.chain]] links, not both".into()),
+                );
+            }
+            (None, true) => return Err(bad("missing field `job` (or [[schedule.chain]] links)".into())),
+        };
+        if !self.chain.is_empty() && self.payload.is_some() {
+            return Err(bad("payload goes in each [[schedule.chain]] link".into()));
+        }
+        let mut links = Vec::with_capacity(self.chain.len());
+        for (n, link) in self.chain.iter().enumerate() {
+            let payload = match &link.payload {
+                Some(p) => {
+                    serde_json::to_value(p).map_err(|e| bad(format!("chain link {}: payload: {e}", n + 1)))?
+                }
+                None => serde_json::Value::Null,
+            };
+            links.push(ChainLink { job: link.job.clone(), payload: payload.to_string() });
+        }
+        let mut schedule = Schedule::new(self.name, self.cron, self.queue, job)
             .time_zone(self.time_zone.unwrap_or_else(|| "UTC".into()))
             .options(options)
             .misfire(misfire)
@@ -147,6 +198,9 @@ impl FileSchedule {
         if let Some(p) = self.payload {
             let json = serde_json::to_value(&p).map_err(|e| bad(format!("payload: {e}")))?;
             schedule = schedule.payload(json);
+        }
+        if !links.is_empty() {
+            schedule = schedule.chain(links);
         }
         Ok(schedule)
     }

@@ -49,6 +49,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use file::{load_schedules_file, parse_schedules_toml};
 pub use quern_common::process::ShutdownHandle;
 pub use runner::{DEFAULT_LEASE, Scheduler, SchedulerBuilder, TickEvent, TickOutcome, run};
-pub use schedule::{MisfirePolicy, OverlapPolicy, Schedule, tick_job_id};
-pub use status::{Flag, RunOutcome, ScheduleStatus};
+pub use schedule::{ChainLink, MAX_CHAIN_LINKS, MisfirePolicy, OverlapPolicy, Schedule, tick_job_id};
+pub use status::{ChainProgress, Flag, RunOutcome, ScheduleStatus};
 pub use store::{ApplyReport, Schedules, Upserted};

@@ -486,6 +486,14 @@ impl Scheduler {
                     let e = &entries[&p.name];
                     let action = match p.missed {
                         Some(ticks) => TickAction::Miss { ticks },
+                        None if !e.stored.chain.is_empty() => TickAction::EnqueueChain {
+                            job_id,
+                            queue: &e.schedule.queue,
+                            links: &e.stored.chain,
+                            options: &e.stored.opts,
+                            priority: e.stored.prio,
+                            skip_overlap: e.schedule.overlap == OverlapPolicy::Skip,
+                        },
                         None => TickAction::Enqueue {
                             job_id,
                             name: &e.schedule.job_name,

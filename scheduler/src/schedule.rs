@@ -88,7 +88,23 @@ pub struct Schedule {
     pub overlap: OverlapPolicy,
     /// Disabled schedules enqueue nothing; ticks while disabled are not misfires.
     pub enabled: bool,
+    /// When not empty, each tick enqueues this chain instead of one job: the
+    /// links run in order, each once the one before it completed (see
+    /// [`Schedule::chain`]); `job_name` and `payload` are the last link's.
+    pub chain: Vec<ChainLink>,
 }
+
+/// One link of a schedule's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    /// Job name (selects the worker's handler).
+    pub job: String,
+    /// Payload as JSON text.
+    pub payload: String,
+}
+
+/// The most links a schedule's chain may have.
+pub const MAX_CHAIN_LINKS: usize = 100;
 
 impl Schedule {
     /// A schedule with defaults: UTC, payload `null`, default job options,
@@ -111,7 +127,22 @@ impl Schedule {
             misfire_grace: DEFAULT_MISFIRE_GRACE,
             overlap: OverlapPolicy::default(),
             enabled: true,
+            chain: Vec::new(),
         }
+    }
+
+    /// Enqueue a chain on each tick instead of one job: `links` run in
+    /// order, each only once the one before it completed; a link that fails
+    /// for good dead-letters the rest. The tick's job id is the last link's;
+    /// link n of the others is `<tick job id>#<n>` (from 1), so a tick still
+    /// enqueues at most once. Sets `job_name` and `payload` to the last link's.
+    pub fn chain(mut self, links: Vec<ChainLink>) -> Self {
+        if let Some(last) = links.last() {
+            self.job_name = last.job.clone();
+            self.payload = last.payload.clone();
+        }
+        self.chain = links;
+        self
     }
 
     /// Set the time zone (IANA name).
@@ -177,6 +208,29 @@ impl Schedule {
         if self.misfire_grace > Duration::from_secs(7 * 24 * 3600) {
             return Err(bad("misfire grace must be at most 7 days".into()));
         }
+        if !self.chain.is_empty() {
+            if self.chain.len() > MAX_CHAIN_LINKS {
+                return Err(bad(format!(
+                    "a chain has at most {MAX_CHAIN_LINKS} links, got {}",
+                    self.chain.len()
+                )));
+            }
+            if !self.options.delay.is_zero() {
+                return Err(bad("a chain takes no delay".into()));
+            }
+            for (n, link) in self.chain.iter().enumerate() {
+                names::validate_job_name(&link.job)
+                    .map_err(|e| bad(format!("chain link {}: job: {e}", n + 1)))?;
+                serde_json::from_str::<serde::de::IgnoredAny>(&link.payload)
+                    .map_err(|e| bad(format!("chain link {}: payload is not valid JSON: {e}", n + 1)))?;
+            }
+            let last = &self.chain[self.chain.len() - 1];
+            if last.job != self.job_name || last.payload != self.payload {
+                return Err(bad(
+                    "job and payload must be the chain's last link's (use Schedule::chain)".into()
+                ));
+            }
+        }
         CronSpec::parse(&self.name, &self.cron, &self.time_zone)
     }
 
@@ -210,6 +264,7 @@ impl Schedule {
             overlap: matches!(self.overlap, OverlapPolicy::Skip),
             enabled: self.enabled,
             since_ms,
+            chain: self.chain.iter().map(|l| (l.job.clone(), l.payload.clone())).collect(),
         }
     }
 
@@ -239,6 +294,11 @@ impl Schedule {
             misfire_grace: Duration::from_millis(s.grace_ms),
             overlap: if s.overlap { OverlapPolicy::Skip } else { OverlapPolicy::Allow },
             enabled: s.enabled,
+            chain: s
+                .chain
+                .iter()
+                .map(|(job, payload)| ChainLink { job: job.clone(), payload: payload.clone() })
+                .collect(),
         })
     }
 }
@@ -291,6 +351,9 @@ pub(crate) struct StoredSchedule {
     /// Redis time (ms) from which ticks count: creation, last change or
     /// re-enabling. Ticks before it are neither enqueued nor missed.
     pub(crate) since_ms: i64,
+    /// The chain's links (job name, payload), if the schedule enqueues one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) chain: Vec<(String, String)>,
 }
 
 impl StoredSchedule {

@@ -36,6 +36,17 @@ pub enum RunOutcome {
     Gone,
 }
 
+/// How far the last tick's chain got (schedules that enqueue a chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainProgress {
+    /// Links in the chain.
+    pub links: usize,
+    /// Links completed (they complete in order).
+    pub completed: usize,
+    /// The first link dead-lettered (from 1), if any: the chain stopped there.
+    pub failed: Option<usize>,
+}
+
 /// Why a schedule needs attention.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Flag {
@@ -78,6 +89,8 @@ pub struct ScheduleStatus {
     pub last_missed_tick: Option<DateTime<Utc>>,
     /// Ticks skipped because the previous job was unfinished.
     pub overlap_skips: u64,
+    /// How far the last tick's chain got, for a schedule that enqueues one.
+    pub chain: Option<ChainProgress>,
     /// Everything that needs attention; empty when all is well.
     pub flags: Vec<Flag>,
 }
@@ -115,6 +128,32 @@ impl Schedules {
             jobs_pipe.cmd("HMGET").arg(keys.job(id)).arg("s").arg("e");
         }
         let jobs: Vec<(Option<String>, Option<String>)> = jobs_pipe.query_async(&mut conn).await?;
+        // The states of every link of the last tick's chain, in order.
+        let mut chains_pipe = redis::pipe();
+        for ((s, _), st) in stored.iter().zip(&states) {
+            let keys = QueueKeys::new(self.prefix(), &s.queue)?;
+            let id = st.get("id").map(String::as_str).unwrap_or("");
+            let links = s.chain.len();
+            let ids: Vec<String> = (1..=links)
+                .map(|n| if n == links { keys.job(id) } else { keys.job(&format!("{id}#{n}")) })
+                .collect();
+            for key in &ids {
+                chains_pipe.cmd("HGET").arg(key).arg("s");
+            }
+        }
+        // Only HGET: the read-only operator's ACL role allows it.
+        let chain_states: Vec<Option<String>> = if stored.iter().all(|(s, _)| s.chain.is_empty()) {
+            Vec::new()
+        } else {
+            let raw: Vec<redis::Value> = chains_pipe.query_async(&mut conn).await?;
+            raw.into_iter()
+                .map(|v| match v {
+                    redis::Value::BulkString(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut chain_states = chain_states.into_iter();
         let now = ms_to_utc(now_ms).ok_or_else(|| Error::Queue(bad_time(now_ms)))?;
         let mut out = Vec::with_capacity(stored.len());
         for (((schedule, def), st), (state, error)) in stored.into_iter().zip(states).zip(jobs) {
@@ -125,7 +164,7 @@ impl Schedules {
             let watermark = num("wm");
             let last_job_id = st.get("id").cloned();
             let last_run = last_job_id.as_ref().map(|_| match state.as_deref() {
-                Some("waiting") => RunOutcome::Pending,
+                Some("waiting" | "waiting-children") => RunOutcome::Pending,
                 Some("delayed") if error.is_some() => RunOutcome::Failed { error: error.clone() },
                 Some("delayed") => RunOutcome::Pending,
                 Some("active") => RunOutcome::Running,
@@ -133,6 +172,16 @@ impl Schedules {
                 Some("failed") => RunOutcome::Dead { error: error.clone() },
                 _ => RunOutcome::Gone,
             });
+            let chain = if schedule.chain.is_empty() {
+                None
+            } else {
+                let links: Vec<Option<String>> = chain_states.by_ref().take(schedule.chain.len()).collect();
+                last_job_id.as_ref().map(|_| ChainProgress {
+                    links: links.len(),
+                    completed: links.iter().filter(|s| s.as_deref() == Some("completed")).count(),
+                    failed: links.iter().position(|s| s.as_deref() == Some("failed")).map(|n| n + 1),
+                })
+            };
             let handled_upto = watermark.unwrap_or(i64::MIN).max(def.since_ms);
             let mut flags = Vec::new();
             match &last_run {
@@ -165,6 +214,7 @@ impl Schedules {
                 missed_ticks,
                 last_missed_tick: num("last_missed").and_then(ms_to_utc),
                 overlap_skips: num("overlaps").unwrap_or(0).max(0) as u64,
+                chain,
                 flags,
                 schedule,
             });

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quern_common::{Backoff, ErrorKind, JobEntry, JobState, RateLimit, RedisConfig};
-use quern_producer::{EventFollower, JobOptions, Queue, known_queues};
+use quern_producer::{EventFollower, FlowJob, JobOptions, NewJob, OnChildFailure, Queue, known_queues};
 use quern_scheduler::{Schedule, Scheduler, Schedules, TickOutcome};
 use quern_tests::acl::AclServer;
 use quern_tests::moves::Mover;
@@ -256,4 +256,43 @@ async fn a_scheduler_user_leads_and_enqueues_ticks() {
     let counts = hb.counts().await.unwrap();
     assert!(counts.waiting >= 2 && counts.delayed >= 2, "{counts:?}");
     assert_refused_outside_its_role(&server, "quern-scheduler").await;
+}
+
+#[tokio::test]
+async fn producer_and_worker_users_run_flows_across_queues() {
+    let server = AclServer::start().await;
+    let producer = Queue::connect(&server.config_of("quern-producer"), "parents").await.unwrap();
+    let cfg = server.config_of("quern-worker");
+    let job = |name: &str, id: &str| {
+        FlowJob::new(NewJob::new(name, &()).unwrap().options(JobOptions::new().job_id(id)))
+    };
+    let flow = job("fan", "p1")
+        .child(OnChildFailure::FailParent, job("ok", "k1").in_queue("kids"))
+        .child(OnChildFailure::Continue, job("doomed", "k2").in_queue("kids"));
+    producer.add_flow(flow).await.unwrap();
+    let builder = |queue: &str| {
+        Worker::builder(&cfg, queue)
+            .reap_interval(Duration::from_millis(100))
+            .handler("ok", |_ctx: JobContext, _: ()| async { Ok::<(), JobError>(()) })
+            .handler("doomed", |_ctx: JobContext, _: ()| async {
+                Err::<(), JobError>(JobError::permanent("never"))
+            })
+            // A handler fans out (the worker user adds a flow), then reads children.
+            .handler("fan", |ctx: JobContext, _: ()| async move {
+                let children = ctx.children::<()>().await?;
+                let kids = (0..3).map(|_| NewJob::new("ok", &()).unwrap());
+                let callback = NewJob::new("ok", &()).unwrap();
+                ctx.fan_out(callback, kids, OnChildFailure::FailParent).await?;
+                Ok::<usize, JobError>(children.len())
+            })
+    };
+    let parents = RunningWorker::start(builder("parents")).await;
+    let kids = RunningWorker::start(builder("kids")).await;
+    let p1 = wait_for_state(&producer, "p1", JobState::Completed, WAIT).await;
+    assert_eq!(p1.result.as_deref(), Some("2"));
+    wait_for_state(&producer, "p1/batch", JobState::Completed, WAIT).await;
+    parents.stop().await;
+    kids.stop().await;
+    assert_eq!(server.denials_of("quern-worker").await, Vec::<String>::new());
+    assert_eq!(server.denials_of("quern-producer").await, Vec::<String>::new());
 }

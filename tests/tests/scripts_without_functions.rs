@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use quern_common::JobState;
 use quern_common::scripts;
-use quern_producer::Queue;
+use quern_common::{JobOptions, JobState, NewJob, OnChildFailure};
+use quern_producer::{FlowJob, Queue};
 use quern_tests::workers::{RunningWorker, counting, wait_for_state};
 use quern_tests::{TestRedis, command_calls, config_for, raw_connection};
 use quern_worker::Worker;
@@ -45,6 +45,31 @@ async fn jobs_run_through_evalsha_when_fcall_is_refused() {
     }
     worker.stop().await;
     assert_eq!(done.load(Ordering::SeqCst), 20);
+
+    // A flow, whose scripts carry the prelude's flow helpers: the parent
+    // runs once its children completed, in this queue and another.
+    let child =
+        |id: &str| FlowJob::new(NewJob::new("job", &0).unwrap().options(JobOptions::new().job_id(id)));
+    let flow = child("parent")
+        .child(OnChildFailure::FailParent, child("here"))
+        .child(OnChildFailure::FailParent, child("there").in_queue("other"));
+    q.add_flow(flow).await.unwrap();
+    let here = RunningWorker::start(counting(
+        Worker::builder(&cfg, "q").reap_interval(Duration::from_millis(100)),
+        "job",
+        done.clone(),
+    ))
+    .await;
+    let there = RunningWorker::start(counting(
+        Worker::builder(&cfg, "other").reap_interval(Duration::from_millis(100)),
+        "job",
+        done.clone(),
+    ))
+    .await;
+    let parent = wait_for_state(&q, "parent", JobState::Completed, Duration::from_secs(10)).await;
+    assert_eq!(parent.children.len(), 2);
+    here.stop().await;
+    there.stop().await;
 
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut raw).await.unwrap();
     assert!(command_calls(&info, "evalsha") >= 40, "adds, fetches and completions ran as EVALSHA:\n{info}");

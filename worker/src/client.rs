@@ -51,6 +51,16 @@ impl QueueClient {
         self.inner.scripts.queue()
     }
 
+    /// The key prefix.
+    pub(crate) fn prefix(&self) -> &str {
+        self.inner.scripts.keys().prefix()
+    }
+
+    /// How long the queue's events stream is kept.
+    pub(crate) fn events_max_len(&self) -> u64 {
+        self.inner.scripts.events_max_len()
+    }
+
     /// A handle on the multiplexed connection.
     pub(crate) fn conn(&self) -> SelfHealingConnection {
         self.inner.conn.clone()

@@ -141,7 +141,8 @@ impl Reaper {
         }
     }
 
-    /// One pass: calls while batches come back full.
+    /// One pass: calls while batches come back full, then relays flow
+    /// outcomes of this queue's children to parents in other queues.
     pub(crate) async fn pass(&self) -> quern_common::Result<()> {
         loop {
             let report = self.presence.report(false);
@@ -163,8 +164,14 @@ impl Reaper {
                 error!(worker = %self.client.worker(), jobs = ?reaped.dead, "stalled too often: moved to the dead-letter list");
             }
             if !reaped.is_full(REAP_BATCH) {
-                return Ok(());
+                break;
             }
         }
+        // Outcomes of this queue's children for parents in other queues.
+        let moved = crate::flows::relay_flow_outcomes(&self.client, self.client.events_max_len()).await?;
+        if moved > 0 {
+            tracing::debug!(worker = %self.client.worker(), records = moved, "relayed flow outcomes to parents in other queues");
+        }
+        Ok(())
     }
 }

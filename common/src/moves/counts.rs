@@ -18,7 +18,7 @@ impl Move for Counts {
     fn args(&self, _call: &mut ScriptCall) {}
 
     fn parse(&self, reply: Value) -> Result<QueueCounts> {
-        let [waiting, delayed, active, completed, failed, paused] = fixed(reply, "counts")?;
+        let [waiting, delayed, active, completed, failed, paused, waiting_children] = fixed(reply, "counts")?;
         let n = |v: &Value| int(v).map(|x| x.max(0) as u64);
         Ok(QueueCounts {
             waiting: n(&waiting)?,
@@ -27,6 +27,7 @@ impl Move for Counts {
             completed: n(&completed)?,
             failed: n(&failed)?,
             paused: int(&paused)? == 1,
+            waiting_children: n(&waiting_children)?,
         })
     }
 }

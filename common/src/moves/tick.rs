@@ -42,6 +42,23 @@ pub enum TickAction<'a> {
         /// Skip the tick while the previous tick's job is unfinished.
         skip_overlap: bool,
     },
+    /// Enqueue a chain: `links` (job name, payload) run in order, each once
+    /// the one before it completed. The last link gets `job_id`; link n of
+    /// the others `<job_id>#<n>` (from 1).
+    EnqueueChain {
+        /// The tick's job id (the last link's).
+        job_id: &'a str,
+        /// The queue's name (the links' refs name it).
+        queue: &'a str,
+        /// The links: job name, payload (JSON text).
+        links: &'a [(String, String)],
+        /// Stored job options of every link ('' = defaults).
+        options: &'a str,
+        /// Priority of every link (0 = highest).
+        priority: u32,
+        /// Skip the tick while the previous tick's chain is unfinished.
+        skip_overlap: bool,
+    },
     /// Record that the misfire policy dropped it, with `ticks` missed in all.
     Miss {
         /// Ticks missed in this outage, this one included.
@@ -99,6 +116,19 @@ impl Move for Tick<'_> {
                     .arg(priority)
                     .arg(delay_ms)
                     .arg(if skip_overlap { "skip" } else { "allow" });
+            }
+            TickAction::EnqueueChain { job_id, queue, links, options, priority, skip_overlap } => {
+                call.arg("chain")
+                    .arg(self.tick_ms)
+                    .arg(job_id)
+                    .arg(queue)
+                    .arg(options)
+                    .arg(priority)
+                    .arg(if skip_overlap { "skip" } else { "allow" })
+                    .arg(links.len());
+                for (name, payload) in links {
+                    call.arg(name).arg(payload);
+                }
             }
             TickAction::Miss { ticks } => {
                 call.arg("miss").arg(self.tick_ms).arg(ticks);

@@ -87,6 +87,8 @@ scripts! {
     Remove => "remove",
     /// Count jobs per state.
     Counts => "counts",
+    /// Flows: add parents and children, apply a child's outcome, relay records.
+    Flow => "flow",
     /// Retry or purge dead-lettered jobs.
     DeadLetter => "dead_letter",
     /// Pause or resume a queue.
