@@ -414,9 +414,18 @@ local STEP_FIELD = 's:'
 -- @block read_for_step record_step
 -- What a step or sleep script needs of job `jk`, in one HMGET: state,
 -- token, attempts, then the record of step `key` and the step counters.
-local function read_for_step(jk, key)
-  return redis.call('HMGET', jk, F_STATE, F_TOKEN, F_ATTEMPTS, STEP_FIELD .. key, F_STEP_SEQ, F_STEP_COUNT,
+-- Returns them, or nil and the reply refusing the write: {'gone', ''} (no
+-- such job) or {'lost', ''} (not the lease holder of `token`).
+local function read_for_step(jk, key, token)
+  local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_ATTEMPTS, STEP_FIELD .. key, F_STEP_SEQ, F_STEP_COUNT,
     F_STEP_BYTES)
+  if not v[1] then
+    return nil, { 'gone', '' }
+  end
+  if v[1] ~= 'active' or v[2] ~= token then
+    return nil, { 'lost', '' }
+  end
+  return v
 end
 
 -- Store durable step `key` of job `jk`, whose fields `v` were read by

@@ -17,12 +17,9 @@
 -- must use it); {'lost', ''}; {'gone', ''}; {'limit', why}.
 local id, token, key = ARGV[3], ARGV[4], ARGV[5]
 local jk = JOB_PREFIX .. id
-local v = read_for_step(jk, key)
-if not v[1] then
-  return { 'gone', '' }
-end
-if v[1] ~= 'active' or v[2] ~= token then
-  return { 'lost', '' }
+local v, refused = read_for_step(jk, key, token)
+if not v then
+  return refused
 end
 local now, now_text = clock()
 local wake_at = tonumber(ARGV[7])

@@ -18,12 +18,9 @@
 -- lease holder: nothing stored); {'gone', ''} (no such job); {'limit', why}.
 local id, token, key, outcome = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local jk = JOB_PREFIX .. id
-local v = read_for_step(jk, key)
-if not v[1] then
-  return { 'gone', '' }
-end
-if v[1] ~= 'active' or v[2] ~= token then
-  return { 'lost', '' }
+local v, refused = read_for_step(jk, key, token)
+if not v then
+  return refused
 end
 -- Once the record will be stored: the event, whose stream id is Redis'
 -- clock (its ms stand in for a TIME call).
