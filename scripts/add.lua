@@ -28,6 +28,9 @@
 local n = tonumber(ARGV[3])
 local plain = ARGV[4] == 'plain'
 local keyed = ARGV[4] == 'keyed'
+-- The concurrency keys' hash has its pin (see CK_PIN), set by the first job
+-- with a key in this call.
+local pinned = false
 local stride = plain and 3 or (keyed and 11 or 7)
 local now, now_text = clock()
 
@@ -120,6 +123,10 @@ else
     local created = 1
     local idem_key = keyed and ARGV[b + 7] ~= '' and K_META .. ':idem:' .. ARGV[b + 7]
     local ckey = keyed and ARGV[b + 9] ~= '' and ARGV[b + 9]
+    if ckey and not pinned then
+      pinned = true
+      redis.call('HSET', ck_key('active'), CK_PIN, '0')
+    end
     local earlier = idem_key and redis.call('GET', idem_key)
     if earlier then
       created = 2
@@ -142,24 +149,24 @@ else
       first_created = first_created or id
       last_created = id
       local jk = JOB_PREFIX .. id
-      if keyed then
-        if idem_key and ckey then
-          redis.call('HSET', jk, F_IDEM, ARGV[b + 7], F_CKEY, ckey)
-        elseif idem_key then
-          redis.call('HSET', jk, F_IDEM, ARGV[b + 7])
-        elseif ckey then
-          redis.call('HSET', jk, F_CKEY, ckey)
-        end
+      -- The keys go in the job's own HSET.
+      local extra = nil
+      if idem_key and ckey then
+        extra = { F_IDEM, ARGV[b + 7], F_CKEY, ckey }
+      elseif idem_key then
+        extra = { F_IDEM, ARGV[b + 7] }
+      elseif ckey then
+        extra = { F_CKEY, ckey }
       end
       if delay > 0 then
-        write_split_job(jk, name, head, tail, opts, prio, 'delayed', now_text)
+        write_split_job(jk, name, head, tail, opts, prio, 'delayed', now_text, extra)
         local due = now + delay
         redis.call('ZADD', K_DELAYED, due, id)
         if min_due == nil or due < min_due then
           min_due = due
         end
       else
-        write_split_job(jk, name, head, tail, opts, prio, 'waiting', now_text)
+        write_split_job(jk, name, head, tail, opts, prio, 'waiting', now_text, extra)
         if prio > 0 then
           to_waiting(id, prio, false)
           prio_ready = true

@@ -1,7 +1,8 @@
 -- complete: acknowledge a batch of finished jobs.
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: completed (ids); a flow's child also child_finished and
--- children_done or failed on its parent (see apply_child in prelude.lua). Counts each job's run and wait time (see
+-- Events: completed (ids); flows' children also one child_finished (ids,
+-- children, outcomes) for all, and children_done or failed per parent (see
+-- apply_child in prelude.lua). Counts each job's run and wait time (see
 -- count_durations in prelude.lua).
 -- Rust side: common/src/moves/complete.rs.
 -- ARGV[3] = completed jobs to keep (-1: all, 0: delete at once), then
@@ -12,6 +13,8 @@ local now, now_text = clock()
 local keep = tonumber(ARGV[3])
 local out, done = {}, {}
 local runs, waits = {}, {}
+-- Read once, when the first job with a concurrency key or a parent needs it.
+local none_held, finished, emptied = nil, nil, nil
 for b = 4, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = JOB_PREFIX .. id
@@ -34,11 +37,18 @@ for b = 4, #ARGV, 3 do
     waits[#waits + 1] = started - (tonumber(v[4]) or started)
     out[#out + 1] = OK
     if v[5] then
-      free_key_slot(v[5])
+      -- 'ckw' counts the jobs held for any key: with none, no key is looked up.
+      if none_held == nil then
+        local held = redis.call('HGET', K_META, 'ckw')
+        none_held = not held or held == '0'
+      end
+      emptied = emptied or {}
+      free_key_slot(v[5], none_held, emptied)
     end
-    -- A child of a flow tells its parent (see flow.lua).
+    -- A child of a flow tells its parent (see flow.lua); one event for all.
     if v[6] then
-      child_ended(id, v[6], 'ok', result)
+      finished = finished or {}
+      child_ended(id, v[6], 'ok', result, finished)
     end
   end
 end
@@ -62,5 +72,11 @@ if #done > 0 then
   end
   count_durations(runs, waits)
   emit('ev', 'completed', 'ids', table.concat(done, ','))
+end
+if emptied and #emptied > 0 then
+  call_chunked('HDEL', ck_key('active'), emptied)
+end
+if finished then
+  emit_children_finished(finished)
 end
 return out

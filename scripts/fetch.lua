@@ -104,26 +104,38 @@ local function limit_of(key)
   end
   return key_limits and redis.call('HGET', ck_key('limits'), key) or state[3]
 end
+-- The key of <meta>:ck:active, made on first use (plain jobs never need it).
+local ck_active = nil
 local function key_has_room(key, limit)
+  ck_active = ck_active or ck_key('active')
   limit = limit or limit_of(key)
   if limit == 's' then
     limit = '1'
   end
-  return not limit or tonumber(redis.call('HGET', ck_key('active'), key) or '0') < tonumber(limit)
+  return not limit or tonumber(redis.call('HGET', ck_active, key) or '0') < tonumber(limit)
 end
+-- Take a slot of `key` for job `id`, or hold the job for the key. Counts
+-- first and undoes in the rarer busy case: one call when the key has room.
 local function take_key_slot(key, id)
+  ck_active = ck_active or ck_key('active')
   local limit = limit_of(key)
   -- A singleton key's holder back from its backoff has the slot already.
-  if limit == 's' and redis.call('HGET', ck_key('active'), '\n' .. key) == id then
+  if limit == 's' and redis.call('HGET', ck_active, '\n' .. key) == id then
     return true
   end
-  if not key_has_room(key, limit) then
+  local n = redis.call('HINCRBY', ck_active, key, 1)
+  local max = limit == 's' and 1 or tonumber(limit)
+  if max and n > max then
+    if n == 1 then
+      redis.call('HDEL', ck_active, key)
+    else
+      redis.call('HINCRBY', ck_active, key, -1)
+    end
     hold(id, key, false)
     return false
   end
-  redis.call('HINCRBY', ck_key('active'), key, 1)
   if limit == 's' then
-    redis.call('HSET', ck_key('active'), '\n' .. key, id)
+    redis.call('HSET', ck_active, '\n' .. key, id)
   end
   return true
 end
@@ -146,9 +158,9 @@ local function from_ready(n)
       local id = redis.call('LPOP', ck_key('w:' .. key))
       if id then
         unhold(key)
-        redis.call('HINCRBY', ck_key('active'), key, 1)
+        redis.call('HINCRBY', ck_active, key, 1)
         if limit == 's' then
-          redis.call('HSET', ck_key('active'), '\n' .. key, id)
+          redis.call('HSET', ck_active, '\n' .. key, id)
         end
         ids[#ids + 1] = id
         slotted[id] = key

@@ -1,7 +1,7 @@
 -- flow: jobs that wait for other jobs (a parent runs once its children ended).
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: added (count); apply: child_finished, then children_done or failed
--- (see apply_child in prelude.lua).
+-- Events: added (count); apply: child_finished (ids, children, outcomes: one
+-- each), then children_done or failed (see apply_child in prelude.lua).
 -- Rust side: common/src/moves/flow.rs.
 -- ARGV[3] = what to do:
 --   'add': ARGV[4] = number of jobs, then per job: id, name, payload,
@@ -73,17 +73,31 @@ for _ = 1, n do
   else
     local p = tonumber(prio) or 0
     state = k > 0 and 'waiting-children' or 'waiting'
-    write_job(jk, name, payload, opts, p, state, now_text)
+    -- The flow's fields go in the job's one HSET, with the first CHUNK
+    -- children's; a bigger parent's others follow, CHUNK a call.
+    local extra = nil
     if parent ~= '' then
-      redis.call('HSET', jk, F_PARENT, parent)
+      extra = { F_PARENT, parent }
     end
+    local refs = nil
     if k > 0 then
-      local refs = {}
+      refs = {}
       for r = first_ref, first_ref + k - 1 do
         refs[#refs + 1] = ARGV[r]
       end
-      redis.call('HSET', jk, F_PENDING, tostring(k), F_KIDS, table.concat(refs, '\n'))
-      for i = 1, k, CHUNK do
+      extra = extra or {}
+      extra[#extra + 1] = F_PENDING
+      extra[#extra + 1] = tostring(k)
+      extra[#extra + 1] = F_KIDS
+      extra[#extra + 1] = table.concat(refs, '\n')
+      for j = 1, math.min(CHUNK, k) do
+        extra[#extra + 1] = KID_FIELD .. refs[j]
+        extra[#extra + 1] = '?'
+      end
+    end
+    write_job(jk, name, payload, opts, p, state, now_text, extra)
+    if k > 0 then
+      for i = CHUNK + 1, k, CHUNK do
         local fields = {}
         for j = i, math.min(i + CHUNK - 1, k) do
           fields[#fields + 1] = KID_FIELD .. refs[j]

@@ -39,7 +39,7 @@ if key ~= '' then
   holders = { key }
 else
   for _, field in ipairs(redis.call('HKEYS', ck_key('active'))) do
-    if string.sub(field, 1, 1) == '\n' then
+    if string.sub(field, 1, 1) == '\n' and field ~= CK_PIN then
       holders[#holders + 1] = string.sub(field, 2)
     end
   end

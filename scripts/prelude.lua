@@ -169,7 +169,7 @@ local function announce_released(ids)
   end
 end
 
--- @block ck_key unhold hold free_key_slot drop_held is_holder drop_holder
+-- @block ck_key CK_PIN unhold hold free_key_slot drop_held is_holder drop_holder
 -- Concurrency keys. A job with a key (F_CKEY) waits like any job; when fetch
 -- meets it while its key is at its limit, it sets the job aside ("held") on
 -- the key's list instead of leasing it. When a slot of the key frees, the key
@@ -186,6 +186,11 @@ end
 local function ck_key(suffix)
   return K_META .. ':ck:' .. suffix
 end
+-- A field of <meta>:ck:active that is no key (keys hold no newline): over 64
+-- bytes, it keeps the hash in hashtable encoding, where a field is found
+-- without scanning the others (a key's field is read, counted and deleted per
+-- job). Set by add.lua. Keep in sync with KEYS_ACTIVE_PIN in common/src/keys.rs.
+local CK_PIN = '\n\n not a key: keeps this hash in hashtable encoding, where fields are found fast'
 
 -- One job held for `key` left its list.
 local function unhold(key)
@@ -204,12 +209,22 @@ end
 
 -- A lease of a job with key `key` ended (completed, failed, released,
 -- reaped, cancelled): the key has a slot free, so if jobs are held for it,
--- the key is ready, and a worker is woken for it.
-local function free_key_slot(key)
-  if redis.call('HINCRBY', ck_key('active'), key, -1) <= 0 then
-    redis.call('HDEL', ck_key('active'), key, '\n' .. key)
+-- the key is ready, and a worker is woken for it. `none_held`: the caller
+-- knows that no job of any key is held (K_META's 'ckw'), so none is looked for.
+-- `emptied`: a list to which the fields of a key left with no slot in use are
+-- added, for the caller to delete in one HDEL (a script ending many jobs);
+-- without it they are deleted at once.
+local function free_key_slot(key, none_held, emptied)
+  local active = ck_key('active')
+  if redis.call('HINCRBY', active, key, -1) <= 0 then
+    if emptied then
+      emptied[#emptied + 1] = key
+      emptied[#emptied + 1] = '\n' .. key
+    else
+      redis.call('HDEL', active, key, '\n' .. key)
+    end
   end
-  if redis.call('HEXISTS', ck_key('held'), key) == 1 then
+  if not none_held and redis.call('HEXISTS', ck_key('held'), key) == 1 then
     redis.call('RPUSH', ck_key('ready'), key)
     if not is_paused() then
       wake()
@@ -340,8 +355,10 @@ end
 -- Create the hash of a new job in `state` ('waiting' or 'delayed').
 -- Payloads of one or two pieces without a priority, the common jobs, skip the
 -- general path: building argument tables costs more Redis CPU than the HSET.
-local function write_job(jk, name, data, opts, prio, state, now_text)
-  if prio == 0 then
+-- `extra` (optional): more field, value pairs for the same HSET (a flow's or
+-- a keyed job's fields; a second HSET would cost more than the table).
+local function write_job(jk, name, data, opts, prio, state, now_text, extra)
+  if prio == 0 and not extra then
     local len = #data
     local first, second
     if len <= PIECE or len > MAX_PIECES * PIECE then
@@ -374,6 +391,11 @@ local function write_job(jk, name, data, opts, prio, state, now_text)
   end
   fields[#fields + 1] = F_STATE
   fields[#fields + 1] = state
+  if extra then
+    for i = 1, #extra do
+      fields[#fields + 1] = extra[i]
+    end
+  end
   redis.call('HSET', jk, unpack(fields))
 end
 
@@ -381,12 +403,12 @@ end
 -- Create the hash of a new job whose payload the client sent as head and
 -- tail: two pieces of at most 64 bytes each (tail ~= ''), or the whole
 -- payload in head (tail == ''). Cutting is the client's work: in Lua it cost
--- more Redis CPU than the HSET.
-local function write_split_job(jk, name, head, tail, opts, prio, state, now_text)
+-- more Redis CPU than the HSET. `extra`: as for write_job.
+local function write_split_job(jk, name, head, tail, opts, prio, state, now_text, extra)
   if tail == '' then
-    write_job(jk, name, head, opts, prio, state, now_text)
-  elseif prio ~= 0 then
-    write_job(jk, name, head .. tail, opts, prio, state, now_text)
+    write_job(jk, name, head, opts, prio, state, now_text, extra)
+  elseif prio ~= 0 or extra then
+    write_job(jk, name, head .. tail, opts, prio, state, now_text, extra)
   else
     write_plain_job(jk, name, head, tail, opts, state, now_text)
   end
@@ -465,7 +487,7 @@ local function record_step(jk, key, v, outcome, took, value, now, max_steps, max
   return seq
 end
 
--- @block count_stat count_durations
+-- @block count_stat count_durations stat_bucket
 -- The queue's counters since it began (hash K_META .. ':stats', see
 -- common/src/stats.rs): f dead-lettered by failure or stalls, r retries
 -- scheduled, s leases expired (stalls); and the run and wait time histograms
@@ -486,40 +508,79 @@ for i = 1, #STAT_BOUNDS + 1 do
   STAT_BUCKET.r[i] = 'rb' .. i
   STAT_BUCKET.w[i] = 'wb' .. i
 end
--- The bucket of `ms`: the first bound at or above it (binary search), or the
--- last bucket, above every bound.
+-- The bucket of `ms`: the first of STAT_BOUNDS at or above it, or the last
+-- bucket, above every bound. Comparisons with constants, unrolled: a search
+-- loop (with math.floor) cost several times more Redis CPU, twice per job.
+-- A test checks it against STAT_BOUNDS (tests/tests/queue_counters.rs).
 local function stat_bucket(ms)
-  local lo, hi = 1, #STAT_BOUNDS + 1
-  while lo < hi do
-    local mid = math.floor((lo + hi) / 2)
-    if ms <= STAT_BOUNDS[mid] then
-      hi = mid
-    else
-      lo = mid + 1
+  if ms <= 500 then
+    if ms <= 25 then
+      if ms <= 5 then
+        return 1
+      elseif ms <= 10 then
+        return 2
+      end
+      return 3
+    elseif ms <= 100 then
+      if ms <= 50 then
+        return 4
+      end
+      return 5
+    elseif ms <= 250 then
+      return 6
     end
+    return 7
+  elseif ms <= 30000 then
+    if ms <= 2500 then
+      if ms <= 1000 then
+        return 8
+      end
+      return 9
+    elseif ms <= 5000 then
+      return 10
+    elseif ms <= 10000 then
+      return 11
+    end
+    return 12
+  elseif ms <= 300000 then
+    if ms <= 60000 then
+      return 13
+    end
+    return 14
+  elseif ms <= 900000 then
+    return 15
+  elseif ms <= 3600000 then
+    return 16
   end
-  return lo
+  return 17
+end
+-- Add the durations of `list` to `per` (field -> count; `fields` lists the
+-- fields touched, in order) under the bucket names `names`; returns their sum.
+local function tally_durations(names, list, per, fields)
+  local sum = 0
+  for i = 1, #list do
+    local ms = list[i]
+    if ms < 0 then
+      ms = 0
+    end
+    local f = names[stat_bucket(ms)]
+    local n = per[f]
+    if n then
+      per[f] = n + 1
+    else
+      per[f] = 1
+      fields[#fields + 1] = f
+    end
+    sum = sum + ms
+  end
+  return sum
 end
 local function count_durations(runs, waits)
   local per, fields = {}, {}
-  local function add(f, n)
-    if not per[f] then
-      per[f] = 0
-      fields[#fields + 1] = f
-    end
-    per[f] = per[f] + n
-  end
-  for kind, list in pairs({ r = runs, w = waits }) do
-    local names, sum = STAT_BUCKET[kind], 0
-    for _, ms in ipairs(list) do
-      if ms < 0 then
-        ms = 0
-      end
-      add(names[stat_bucket(ms)], 1)
-      sum = sum + ms
-    end
-    add(kind .. 's', sum)
-  end
+  per.rs = tally_durations(STAT_BUCKET.r, runs, per, fields)
+  per.ws = tally_durations(STAT_BUCKET.w, waits, per, fields)
+  fields[#fields + 1] = 'rs'
+  fields[#fields + 1] = 'ws'
   -- One read and one write for the batch: a call per touched field (HINCRBY)
   -- cost about a microsecond per completed job in small batches.
   local stats = K_META .. ':stats'
@@ -592,7 +653,7 @@ local function snapshot_stats(series, slot, keep)
   end
 end
 
--- @block F_PENDING F_KIDS KID_FIELD flow_key child_ended apply_child
+-- @block F_PENDING F_KIDS KID_FIELD flow_key child_ended apply_child emit_children_finished
 -- Flows (see flow.lua). A parent's hash holds F_PENDING, its children not
 -- yet finished; F_KIDS, the refs of all its children ('<queue>/<id>',
 -- newline-separated); and per child KID_FIELD .. ref: '?' while it runs,
@@ -610,18 +671,33 @@ end
 
 local apply_child
 
+-- The child_finished events of many children in one entry (ids: their
+-- parents, children: their refs, outcomes: what each parent recorded, in
+-- the same order). `finished` holds {parent id, child ref, outcome} entries
+-- collected by apply_child; an event per child cost more than its job's end.
+local function emit_children_finished(finished)
+  if #finished > 0 then
+    local ids, refs, outcomes = {}, {}, {}
+    for i, f in ipairs(finished) do
+      ids[i], refs[i], outcomes[i] = f[1], f[2], f[3]
+    end
+    emit('ev', 'child_finished', 'ids', table.concat(ids, ','), 'children', table.concat(refs, ','),
+      'outcomes', table.concat(outcomes, ','))
+  end
+end
+
 -- Job `id` ended for good ('ok' with its result, or 'failed' with its
 -- error) and has parent field `parent`: apply the outcome to a parent of
 -- this queue at once; for a parent in another queue, leave a record in this
 -- queue's outbox (no script touches two slots).
-local function child_ended(id, parent, outcome, text)
+local function child_ended(id, parent, outcome, text, finished)
   local pq, pid, policy, ref = string.match(parent, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
   if not pid then
     emit('ev', 'flow_error', 'id', id, 'error', 'unreadable parent field')
     return
   end
   if pq == '' then
-    apply_child(pid, ref, policy, outcome, text)
+    apply_child(pid, ref, policy, outcome, text, finished)
   else
     redis.call('RPUSH', flow_key('out'), pq .. '\n' .. pid .. '\n' .. policy .. '\n' .. ref .. '\n' .. outcome .. '\n' .. text)
   end
@@ -631,7 +707,7 @@ end
 -- already applied (or a parent gone) changes nothing. The last child to
 -- finish makes the parent waiting; a failed child under policy fail_parent
 -- dead-letters a parent still waiting for children. Returns whether applied.
-apply_child = function(pid, ref, policy, outcome, text)
+apply_child = function(pid, ref, policy, outcome, text, finished)
   local pk = JOB_PREFIX .. pid
   local field = KID_FIELD .. ref
   local v = redis.call('HMGET', pk, F_STATE, field, F_PENDING, F_PARENT, F_PRIORITY)
@@ -650,7 +726,11 @@ apply_child = function(pid, ref, policy, outcome, text)
   end
   local pending = (tonumber(v[3]) or 1) - 1
   redis.call('HSET', pk, field, stored .. '\n' .. text, F_PENDING, tostring(pending))
-  emit('ev', 'child_finished', 'id', pid, 'child', ref, 'outcome', stored)
+  if finished then
+    finished[#finished + 1] = { pid, ref, stored }
+  else
+    emit('ev', 'child_finished', 'ids', pid, 'children', ref, 'outcomes', stored)
+  end
   if v[1] ~= 'waiting-children' then
     return true
   end

@@ -44,9 +44,10 @@ open_enum! {
         Released = "released",
         /// A job was removed (`id`).
         Removed = "removed",
-        /// A flow's child ended and its parent recorded it (`id` = the
-        /// parent, `child` = `<queue>/<id>`, `outcome`: ok, failed, ignored
-        /// or removed).
+        /// Flow children ended and their parents recorded them: `ids` (the
+        /// parents), `children` (each `<queue>/<id>`) and `outcomes` (ok,
+        /// failed, ignored or removed), comma-separated lists in the same
+        /// order; a batch of completions writes one such event for all.
         ChildFinished = "child_finished",
         /// A flow's parent saw its last child end and became waiting (`id`).
         ChildrenDone = "children_done",

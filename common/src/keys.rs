@@ -15,6 +15,14 @@ pub const DEFAULT_PREFIX: &str = "quern";
 /// per job with 50 leases held. Keep in sync with `scripts/prelude.lua`.
 pub const ACTIVE_PIN: &str = "~ not a job: keeps this sorted set in skiplist encoding, which is faster ~";
 
+/// A field of the concurrency keys' active hash ([`QueueKeys::keys_active`])
+/// that is no key (keys hold no newline): longer than 64 bytes, it keeps the
+/// hash in hashtable encoding, where the scripts find a key's field without
+/// scanning the others. Readers skip it. Keep in sync with `CK_PIN` in
+/// `scripts/prelude.lua`.
+pub const KEYS_ACTIVE_PIN: &str =
+    "\n\n not a key: keeps this hash in hashtable encoding, where fields are found fast";
+
 /// Key suffixes in the order every script receives them as `KEYS`
 /// (see `scripts/prelude.lua`).
 const SUFFIXES: [&str; 9] =

@@ -115,7 +115,8 @@ impl Queue {
         let mut conn = self.connection();
         let limit: Option<String> = conn.hget(meta, "ckl").await?;
         let own: HashMap<String, String> = conn.hgetall(self.keys().key_limits()).await?;
-        let active: HashMap<String, String> = conn.hgetall(self.keys().keys_active()).await?;
+        let mut active: HashMap<String, String> = conn.hgetall(self.keys().keys_active()).await?;
+        active.remove(quern_common::keys::KEYS_ACTIVE_PIN);
         let held: HashMap<String, u64> = conn.hgetall(self.keys().keys_held()).await?;
         // A limit's text: a number, or 's' for the singleton mode (limit 1).
         let read = |text: &str| match text {

@@ -116,7 +116,19 @@ async fn a_parent_waits_for_its_children_then_runs_with_their_results() {
     // The transitions are events on the parent's queue.
     let events = Mover::new(&cfg, "q").await.event_entries().await;
     let of = |kind: &str, id: &str| events.iter().filter(|e| e["ev"] == kind && e["id"] == id).count();
-    assert_eq!(of("child_finished", "total"), 3);
+    // child_finished lists parents, children and outcomes (one event per batch).
+    let mut finished: Vec<(String, String, String)> = Vec::new();
+    for e in events.iter().filter(|e| e["ev"] == "child_finished") {
+        let (ids, refs, outcomes) = (e["ids"].split(','), e["children"].split(','), e["outcomes"].split(','));
+        for ((id, r), o) in ids.zip(refs).zip(outcomes) {
+            finished.push((id.to_owned(), r.to_owned(), o.to_owned()));
+        }
+    }
+    finished.sort();
+    let of_total: Vec<_> =
+        finished.iter().filter(|f| f.0 == "total").map(|f| (f.1.as_str(), f.2.as_str())).collect();
+    assert_eq!(of_total, [("q/a", "ok"), ("q/b", "ok"), ("q/nested", "ok")]);
+    assert_eq!(finished.len(), 4, "a, b and nested for total, c for nested: {finished:?}");
     assert_eq!(of("children_done", "total"), 1);
     assert_eq!(of("children_done", "nested"), 1);
     w.stop().await;

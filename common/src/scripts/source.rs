@@ -129,6 +129,16 @@ mod tests {
     }
 
     #[test]
+    fn the_keys_pin_is_the_same_in_rust_and_lua_forces_hashtable_encoding_and_is_no_key() {
+        let pin = crate::keys::KEYS_ACTIVE_PIN;
+        let lua = pin.replace('\n', "\\n");
+        assert!(ScriptName::Add.source().contains(&format!("local CK_PIN = '{lua}'")));
+        assert!(pin.len() > 64, "over hash-max-listpack-value (64 bytes)");
+        let options = crate::JobOptions::new().concurrency_key(pin);
+        assert!(options.validate().is_err(), "never a valid concurrency key");
+    }
+
+    #[test]
     fn a_script_gets_the_prelude_blocks_it_uses_and_those_they_use() {
         let prelude = "local K = KEYS[1]\n-- @block a\nlocal function a() end\n-- @block b B2\nlocal B2 = 2\nlocal function b() a() end\n-- @block c\nlocal function c() end";
         let only_b = with_prelude(prelude, "return B2");
