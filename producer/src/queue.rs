@@ -279,6 +279,15 @@ impl Queue {
         }
     }
 
+    /// The state of job `id` alone (one field read: cheap whatever the job
+    /// holds, such as a parent's thousands of children), or `None` when
+    /// there is no such job. A state this version does not know is
+    /// [`Error::InvalidOptions`].
+    pub async fn job_state(&self, id: &str) -> Result<Option<JobState>> {
+        let stored: Option<String> = self.conn().hget(self.keys().job(id), fields::STATE).await?;
+        stored.map(|s| s.parse()).transpose()
+    }
+
     /// Job counts per state, read atomically.
     pub async fn counts(&self) -> Result<QueueCounts> {
         self.run(&Counts).await
