@@ -3,10 +3,18 @@
 -- Events: none (the events stream is deleted with the queue).
 -- Rust side: common/src/moves/obliterate.rs.
 -- ARGV[3] = jobs to delete at most in this call, ARGV[4] = '1' to go ahead
--- even with running jobs or live workers.
+-- even with running jobs or live workers, ARGV[5] = '1' when the caller
+-- relayed the flow outbox and what is left of it cannot be read (it goes).
+-- A job deleted before it ended whose parent is in another queue is that
+-- parent's child removed: it leaves a record in the flow outbox (see
+-- child_ended in prelude.lua), as remove.lua does; a parent in this queue
+-- is being deleted too. The queue's last keys go only once the outbox is
+-- empty, so no parent elsewhere waits for a record deleted here.
 -- Returns {status, jobs deleted by this call}: status 'busy' (nothing done:
--- jobs are running or workers are live, and not forced), 'more' (call again)
--- or 'done' (every key of the queue is gone).
+-- jobs are running or workers are live, and not forced), 'more' (call again),
+-- 'relay' (every job is gone; relay the flow outbox, see relay_outbox in
+-- common/src/flow.rs, then call again) or 'done' (every key of the queue is
+-- gone).
 local now = now_ms()
 local limit = tonumber(ARGV[3])
 if ARGV[4] ~= '1' then
@@ -24,7 +32,13 @@ local function delete_jobs(ids)
   local keys = {}
   for _, id in ipairs(ids) do
     if id ~= ACTIVE_PIN then
-      keys[#keys + 1] = JOB_PREFIX .. id
+      local jk = JOB_PREFIX .. id
+      keys[#keys + 1] = jk
+      local v = redis.call('HMGET', jk, F_STATE, F_PARENT)
+      -- A parent field starting with a newline names a parent of this queue.
+      if v[2] and string.byte(v[2], 1) ~= 10 and v[1] ~= 'completed' and v[1] ~= 'failed' then
+        child_ended(id, v[2], 'failed', 'removed: its queue was deleted')
+      end
     end
   end
   for i = 1, #keys, CHUNK do
@@ -68,6 +82,9 @@ for _, key in ipairs(redis.call('HKEYS', K_META .. ':ck:held')) do
 end
 if deleted >= limit then
   return { 'more', deleted }
+end
+if ARGV[5] ~= '1' and redis.call('LLEN', flow_key('out')) > 0 then
+  return { 'relay', deleted }
 end
 redis.call('DEL', K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE,
   K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO, K_META .. ':ck:active', K_META .. ':ck:held',

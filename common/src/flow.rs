@@ -11,7 +11,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
-use crate::moves::{FlowAdd, FlowNodeArgs};
+use crate::moves::{FlowAdd, FlowApply, FlowDrop, FlowNodeArgs, FlowPeek, OutboxRecord};
 use crate::{Error, NewJob, QueueKeys, QueueScripts, Result, names};
 
 /// What a child's failure (dead-lettered, cancelled or removed before it
@@ -380,5 +380,62 @@ fn validate_flow_job(job: &NewJob, max_payload_bytes: usize) -> Result<()> {
             job.name()
         ))),
         None => Ok(()),
+    }
+}
+
+/// Outbox records the relay reads per call.
+const RELAY_BATCH: usize = 100;
+
+/// What one relay of a queue's flow outbox did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Records applied to their parents' queues and dropped.
+    pub moved: usize,
+    /// Records left in place because they cannot be read (logged).
+    pub unreadable: usize,
+}
+
+/// Apply the outcome records in queue `child`'s outbox (its children's
+/// outcomes, see `child_ended` in `scripts/prelude.lua`) to their parents
+/// in other queues: apply on the parent's queue (at most once per child),
+/// then drop the record here. A crash between the two leaves the record,
+/// which the next relay applies again without effect. No call touches two
+/// queues. The worker's reaper runs this on every pass; deleting a queue
+/// runs it before the queue's keys go.
+pub async fn relay_outbox<C: ConnectionLike + Send>(conn: &mut C, child: &QueueScripts) -> Result<Relayed> {
+    let mut done = Relayed::default();
+    loop {
+        let records = child.run(&mut *conn, &FlowPeek(RELAY_BATCH)).await?;
+        let mut unreadable = 0;
+        for record in &records {
+            match OutboxRecord::parse(record) {
+                Ok(r) => {
+                    let keys = QueueKeys::new(child.keys().prefix(), &r.parent_queue)?;
+                    let parent = QueueScripts::new(keys, child.events_max_len());
+                    let apply = FlowApply {
+                        parent: &r.parent,
+                        child: &r.child,
+                        policy: &r.policy,
+                        outcome: &r.outcome,
+                        text: &r.text,
+                    };
+                    parent.run(&mut *conn, &apply).await?;
+                }
+                // Kept, and logged on every relay: dropping it would hang the parent.
+                Err(e) => {
+                    tracing::error!(queue = %child.queue(), error = %e, "flow outbox record cannot be read; left in place");
+                    unreadable += 1;
+                    continue;
+                }
+            }
+            if !child.run(&mut *conn, &FlowDrop(record)).await? {
+                tracing::warn!(queue = %child.queue(), "flow outbox record was already gone (relayed by another process)");
+            }
+            done.moved += 1;
+        }
+        done.unreadable = unreadable;
+        if records.len() < RELAY_BATCH || unreadable == records.len() {
+            return Ok(done);
+        }
     }
 }

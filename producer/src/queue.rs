@@ -528,13 +528,28 @@ impl Queue {
     /// [`Error::QueueInUse`] while jobs run or workers are live, unless
     /// `force` (their results are then refused). Producers still adding to it
     /// create it afresh. Returns how many jobs were deleted.
+    ///
+    /// Flows stay whole: a job deleted before it ended whose parent is in
+    /// another queue is reported to that parent as removed (a failure under
+    /// the edge's policy) through the queue's flow outbox, and the outbox
+    /// (with the outcomes of children that ended and were not relayed yet)
+    /// is relayed to the parents' queues before the queue's last keys go.
+    /// No parent elsewhere is left waiting for a child deleted here.
     pub async fn obliterate(&self, force: bool) -> Result<u64> {
         let mut total = 0;
+        let mut drop_unreadable = false;
         loop {
-            let reply = self.run(&Obliterate { batch: OBLITERATE_BATCH, force }).await?;
+            let reply = self.run(&Obliterate { batch: OBLITERATE_BATCH, force, drop_unreadable }).await?;
             total += reply.deleted;
             match reply.status {
                 ObliterateStatus::More => continue,
+                ObliterateStatus::Relay => {
+                    let relayed =
+                        quern_common::flow::relay_outbox(&mut self.conn(), &self.inner.scripts).await?;
+                    // Records that cannot be read can never be applied
+                    // (they were logged): the next call deletes them.
+                    drop_unreadable = relayed.moved == 0 && relayed.unreadable > 0;
+                }
                 ObliterateStatus::Done => break,
                 ObliterateStatus::Busy => {
                     let running = self.counts().await?.active;
