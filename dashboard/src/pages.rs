@@ -617,8 +617,18 @@ fn job_actions(j: &JobInfo) -> Vec<(&'static str, &'static str, &'static str, bo
             ("purge", "Purge", "Delete this dead-lettered job? This cannot be undone.", true),
         ],
         JobState::WaitingChildren => vec![
-            ("cancel", "Cancel", "Cancel this parent? It moves to the dead-letter list.", true),
-            ("remove", "Remove", "Delete this job? This cannot be undone.", true),
+            (
+                "cancel",
+                "Cancel",
+                "Cancel this parent and its children that have not ended? They move to the dead-letter list.",
+                true,
+            ),
+            (
+                "remove",
+                "Remove",
+                "Delete this parent and its children that have not ended? This cannot be undone.",
+                true,
+            ),
         ],
     }
 }

@@ -141,3 +141,22 @@ async fn deleting_a_queue_of_children_lets_a_continue_parent_run_and_see_them() 
         ]
     );
 }
+
+#[tokio::test]
+async fn deleting_a_queue_of_parents_removes_their_children_in_other_queues() {
+    use quern_producer::FlowJob;
+    let cfg = config();
+    let job = |id: &str| FlowJob::new(NewJob::new("n", &0).unwrap().options(JobOptions::new().job_id(id)));
+    let parents = Queue::connect(&cfg, "parents").await.unwrap();
+    let kids = Queue::connect(&cfg, "kids").await.unwrap();
+    let flow = job("p")
+        .child(quern_common::OnChildFailure::FailParent, job("k").in_queue("kids"))
+        .child(quern_common::OnChildFailure::FailParent, job("sibling"));
+    parents.add_flow(flow).await.unwrap();
+    let kept = kids.add("n", &0).await.unwrap().id;
+
+    assert_eq!(parents.obliterate(false).await.unwrap(), 2);
+    assert_eq!(keys_of(&cfg, "parents").await, Vec::<String>::new(), "no key of the queue is left");
+    assert_eq!(kids.job_state("k").await.unwrap(), None, "the deleted parent's child went with it");
+    assert_eq!(kids.job_state(&kept).await.unwrap(), Some(JobState::Waiting), "other jobs stay");
+}
