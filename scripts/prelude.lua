@@ -756,3 +756,135 @@ apply_child = function(pid, ref, policy, outcome, text, finished)
   end
   return true
 end
+
+-- @block parent_is queue_cascade cancel_job remove_job
+-- Ending a job early (cancel.lua, remove.lua, and a cancelled or removed
+-- parent's children: flow.lua 'cascade' and 'stop').
+
+-- Whether job `id` of this queue is a child of parent `pid` of queue `pq`
+-- ('' = this queue), by its parent field: an id used again by another job
+-- is left alone.
+local function parent_is(id, pq, pid)
+  local pa = redis.call('HGET', JOB_PREFIX .. id, F_PARENT)
+  local head = pq .. '\n' .. pid .. '\n'
+  return pa ~= false and pa ~= nil and string.sub(pa, 1, #head) == head
+end
+
+-- Parent `id` (hash `jk`) was cancelled or removed while it waited for
+-- children: they go the same way, in bounded calls (flow.lua 'cascade').
+-- A task '<action>\n<parent id>\n<byte offset>\n<reason>' goes on
+-- <meta>:flow:cx and the parent's child refs are copied to
+-- <meta>:flow:cx:<parent id> (the parent may be deleted meanwhile).
+local function queue_cascade(id, jk, action, reason)
+  local v = redis.call('HMGET', jk, F_KIDS, F_PENDING)
+  if v[1] and (tonumber(v[2]) or 1) > 0 then
+    redis.call('SET', flow_key('cx:' .. id), v[1])
+    redis.call('RPUSH', flow_key('cx'), action .. '\n' .. id .. '\n1\n' .. reason)
+  end
+end
+
+-- Cancel job `id` for good (see cancel.lua). Returns OK, NOT_FOUND or
+-- WRONG_STATE (completed, or dead-lettered already).
+local function cancel_job(id, reason)
+  local now = now_ms()
+  local jk = JOB_PREFIX .. id
+  local v = redis.call('HMGET', jk, F_STATE, F_TOKEN, F_STARTED, F_ATTEMPTS, F_WORKER, F_CKEY, F_PARENT)
+  local s = v[1]
+  if not s then
+    return NOT_FOUND
+  end
+  if s == 'completed' or s == 'failed' then
+    return WRONG_STATE
+  end
+  if s == 'active' then
+    redis.call('ZREM', K_ACTIVE, id)
+    -- Handed over by an add and not claimed yet: no worker is to take it.
+    if not v[5] then
+      drop_handoff_records({ [id .. '\n' .. v[2] .. '\n'] = true })
+    end
+    push_history(jk, { n = tonumber(v[4]), out = 'cancelled', st = tonumber(v[3]), fin = now, w = v[5] or nil, tk = v[2], err = reason })
+    if v[6] then
+      free_key_slot(v[6])
+    end
+  elseif s == 'waiting-children' then
+    redis.call('ZREM', flow_key('wc'), id)
+    push_history(jk, { out = 'cancelled', fin = now, err = reason })
+    queue_cascade(id, jk, 'cancel', reason)
+  elseif s == 'delayed' then
+    redis.call('ZREM', K_DELAYED, id)
+    if v[6] then
+      drop_holder(id, v[6])
+    end
+    push_history(jk, { out = 'cancelled', fin = now, err = reason })
+  else
+    if redis.call('LREM', K_WAIT, 1, id) == 0 and not (v[6] and drop_held(id, v[6])) then
+      redis.call('ZREM', K_PRIO, id)
+    end
+    if v[6] then
+      drop_holder(id, v[6])
+    end
+    push_history(jk, { out = 'cancelled', fin = now, err = reason })
+  end
+  redis.call('HSET', jk, F_STATE, 'failed', F_TOKEN, '', F_FINISHED, now, F_ERROR, reason)
+  redis.call('ZADD', K_DLQ, now, id)
+  emit('ev', 'cancelled', 'id', id, 'error', reason)
+  -- A cancelled child counts as failed for its parent.
+  if v[7] then
+    child_ended(id, v[7], 'failed', 'cancelled: ' .. reason)
+  end
+  return OK
+end
+
+-- Delete job `id` (see remove.lua). `with_parent`: a removed parent's
+-- child, deleted only if it has not ended (else WRONG_STATE), even when
+-- running (its lease is revoked as a cancel's is). Returns OK, NOT_FOUND,
+-- JOB_ACTIVE or WRONG_STATE.
+local function remove_job(id, with_parent)
+  local jk = JOB_PREFIX .. id
+  local v = redis.call('HMGET', jk, F_STATE, F_CKEY, F_PARENT, F_TOKEN, F_WORKER)
+  local s = v[1]
+  if not s then
+    return NOT_FOUND
+  end
+  if with_parent and (s == 'completed' or s == 'failed') then
+    return WRONG_STATE
+  end
+  if s == 'active' then
+    if not with_parent then
+      return JOB_ACTIVE
+    end
+    redis.call('ZREM', K_ACTIVE, id)
+    if not v[5] then
+      drop_handoff_records({ [id .. '\n' .. v[4] .. '\n'] = true })
+    end
+    if v[2] then
+      free_key_slot(v[2])
+    end
+  elseif s == 'waiting' then
+    if redis.call('LREM', K_WAIT, 1, id) == 0 and not (v[2] and drop_held(id, v[2])) then
+      redis.call('ZREM', K_PRIO, id)
+    end
+    if v[2] then
+      drop_holder(id, v[2])
+    end
+  elseif s == 'waiting-children' then
+    redis.call('ZREM', flow_key('wc'), id)
+    queue_cascade(id, jk, 'remove', 'removed')
+  elseif s == 'delayed' then
+    redis.call('ZREM', K_DELAYED, id)
+    if v[2] then
+      drop_holder(id, v[2])
+    end
+  elseif s == 'completed' then
+    redis.call('LREM', K_COMPLETED, 1, id)
+  elseif s == 'failed' then
+    redis.call('ZREM', K_DLQ, id)
+  end
+  redis.call('DEL', jk)
+  -- A child removed before it finished counts as failed for its parent.
+  if v[3] and s ~= 'completed' and s ~= 'failed' then
+    child_ended(id, v[3], 'failed', 'removed')
+  end
+  emit('ev', 'removed', 'id', id)
+  return OK
+end

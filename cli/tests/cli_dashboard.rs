@@ -233,3 +233,57 @@ async fn a_job_page_shows_its_keys_and_its_step_timeline() {
     assert!(reserve < charge, "in the order they were stored");
     assert!(steps.contains("card &lt;declined&gt;"), "the failed step's error, escaped: {steps}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_page_shows_its_flow_escaped_and_at_most_a_hundred_children() {
+    use quern_common::{JobOptions, NewJob, OnChildFailure};
+    use quern_producer::{FlowJob, Queue};
+
+    let cfg = config();
+    let job =
+        |id: &str| FlowJob::new(NewJob::new("part", &()).unwrap().options(JobOptions::new().job_id(id)));
+    let evil_id = "<i>kid\"1\"</i>";
+    let kids = (0..150).map(|n| job(&format!("part-{n}"))).chain([job(evil_id)]);
+    let flow = job("report-1")
+        .children(OnChildFailure::Continue, kids)
+        .child(OnChildFailure::FailParent, job("scan-1").in_queue("dash-scans"));
+    let q = Queue::connect(&cfg, "dash-flow").await.unwrap();
+    q.add_flow(flow).await.unwrap();
+    q.cancel("part-0", "<script>alert(1)</script>").await.unwrap();
+
+    let d = Dashboard::start(&cfg, &[]);
+    let page = d.get("/queues/dash-flow/jobs/report-1");
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    assert!(!body.contains("<script>alert") && !body.contains(evil_id), "raw markup: {body}");
+    let count = &body[body.find("id=\"children-count\"").expect("the children's count")..];
+    assert!(count.starts_with("id=\"children-count\">152 children: 151 pending, 1 failed<"), "{count}");
+    let table = &body[body.find("id=\"children\"").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr>").count(), 1 + 100, "a header and 100 children: {table}");
+    assert!(table.contains("cancelled: &lt;script&gt;alert(1)&lt;/script&gt;"), "{table}");
+    assert!(table.contains("href=\"/queues/dash-flow/jobs/part-0\""), "{table}");
+    assert!(body.contains("and 52 more children"), "{body}");
+    assert!(!table.contains("scan-1"), "the 152nd child is counted, not listed");
+
+    // The children listed past the 100th are on their own pages, which show the parent.
+    let kid = d.get(&format!("/queues/dash-flow/jobs/{}", support::dashboard::form_value(evil_id)));
+    assert_eq!(kid.status, 200);
+    assert!(kid.body.contains("&lt;i&gt;kid&quot;1&quot;&lt;/i&gt;") && !kid.body.contains(evil_id));
+    let scan = d.get("/queues/dash-scans/jobs/scan-1");
+    assert_eq!(scan.status, 200);
+    let parent = &scan.body[scan.body.find("id=\"parent\"").expect("a parent table")..];
+    assert!(parent.contains("href=\"/queues/dash-flow/jobs/report-1\""), "{parent}");
+    assert!(parent.contains("<td>waiting-children</td><td>fail_parent</td>"), "{parent}");
+    assert!(!scan.body.contains("id=\"children\""), "a child without children has no such table");
+
+    // A parent gone (as when trimmed after it ended): its child's page says so.
+    let parent_key = quern_common::QueueKeys::new(&cfg.prefix, "dash-flow").unwrap().job("report-1");
+    let _: i64 = redis::cmd("DEL")
+        .arg(parent_key)
+        .query_async(&mut quern_tests::raw_connection(&cfg).await)
+        .await
+        .unwrap();
+    let scan = d.get("/queues/dash-scans/jobs/scan-1");
+    assert!(scan.body.contains("gone (removed"), "{}", scan.body);
+}

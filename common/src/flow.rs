@@ -2,7 +2,7 @@
 //! The types a flow is built with ([`FlowJob`]) and a reader sees of one,
 //! and the add ([`add_flows`]) producers and handlers share.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -11,7 +11,10 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
-use crate::moves::{FlowAdd, FlowNodeArgs};
+use crate::moves::{
+    FlowAdd, FlowApply, FlowCascade, FlowDrop, FlowDropStop, FlowNodeArgs, FlowPeek, FlowPeekStops, FlowStop,
+    OutboxRecord, StopRecord,
+};
 use crate::{Error, NewJob, QueueKeys, QueueScripts, Result, names};
 
 /// What a child's failure (dead-lettered, cancelled or removed before it
@@ -381,4 +384,135 @@ fn validate_flow_job(job: &NewJob, max_payload_bytes: usize) -> Result<()> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Records the relay reads per call.
+const RELAY_BATCH: usize = 100;
+/// Children a cascade call looks at, at most (cancelling a waiting child
+/// scans the waiting list, like any cancel).
+pub const CASCADE_BATCH: usize = 100;
+/// Queues [`settle_flows`] relays at most; what is left, their workers'
+/// reapers finish.
+const SETTLE_QUEUES: usize = 64;
+
+/// What one relay of a queue's flow records did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relayed {
+    /// Outcome records applied to their parents' queues and dropped.
+    pub moved: usize,
+    /// Stop records applied in their children's queues and dropped.
+    pub stops: usize,
+    /// Records left in place because they cannot be read (logged).
+    pub unreadable: usize,
+    /// The queues stop records were applied in (their own cascades may
+    /// have started).
+    pub stopped_in: BTreeSet<String>,
+}
+
+/// Relay queue `q`'s flow records; no call touches two queues.
+///
+/// 1. Its outbox: the outcomes of its children for parents in other queues
+///    ([`FlowApply`], at most once per child).
+/// 2. Its cascades (parents cancelled or removed while they waited for
+///    children, see `queue_cascade` in `scripts/prelude.lua`), in calls of
+///    [`CASCADE_BATCH`] children: children in `q` are stopped there, and
+///    those in other queues get a stop record.
+/// 3. Its stop records, applied in the children's queues ([`FlowStop`]:
+///    a child that ended, or is not that parent's child, is left alone).
+///
+/// Each record is dropped only once applied; a crash between the two
+/// leaves it, and the next relay applies it again without effect. The
+/// worker's reaper runs this on every pass; deleting a queue runs it
+/// before the queue's keys go.
+pub async fn relay_outbox<C: ConnectionLike + Send>(conn: &mut C, q: &QueueScripts) -> Result<Relayed> {
+    let mut done = Relayed::default();
+    let other = |name: &str| {
+        Ok::<_, Error>(QueueScripts::new(QueueKeys::new(q.keys().prefix(), name)?, q.events_max_len()))
+    };
+    loop {
+        let records = q.run(&mut *conn, &FlowPeek(RELAY_BATCH)).await?;
+        let mut unreadable = 0;
+        for record in &records {
+            match OutboxRecord::parse(record) {
+                Ok(r) => {
+                    let apply = FlowApply {
+                        parent: &r.parent,
+                        child: &r.child,
+                        policy: &r.policy,
+                        outcome: &r.outcome,
+                        text: &r.text,
+                    };
+                    other(&r.parent_queue)?.run(&mut *conn, &apply).await?;
+                }
+                // Kept, and logged on every relay: dropping it would hang the parent.
+                Err(e) => {
+                    tracing::error!(queue = %q.queue(), error = %e, "flow outbox record cannot be read; left in place");
+                    unreadable += 1;
+                    continue;
+                }
+            }
+            if !q.run(&mut *conn, &FlowDrop(record)).await? {
+                tracing::warn!(queue = %q.queue(), "flow outbox record was already gone (relayed by another process)");
+            }
+            done.moved += 1;
+        }
+        done.unreadable += unreadable;
+        if records.len() < RELAY_BATCH || unreadable == records.len() {
+            break;
+        }
+    }
+
+    while q.run(&mut *conn, &FlowCascade(CASCADE_BATCH)).await? > 0 {}
+    loop {
+        let records = q.run(&mut *conn, &FlowPeekStops(RELAY_BATCH)).await?;
+        let mut unreadable = 0;
+        for record in &records {
+            match StopRecord::parse(record) {
+                Ok(r) => {
+                    let stop = FlowStop {
+                        child: &r.child,
+                        action: &r.action,
+                        parent_queue: &r.parent_queue,
+                        parent: &r.parent,
+                        reason: &r.reason,
+                    };
+                    other(&r.child_queue)?.run(&mut *conn, &stop).await?;
+                    done.stopped_in.insert(r.child_queue);
+                }
+                // Kept, and logged on every relay: dropping it would leave the child running.
+                Err(e) => {
+                    tracing::error!(queue = %q.queue(), error = %e, "flow stop record cannot be read; left in place");
+                    unreadable += 1;
+                    continue;
+                }
+            }
+            q.run(&mut *conn, &FlowDropStop(record)).await?;
+            done.stops += 1;
+        }
+        done.unreadable += unreadable;
+        if records.len() < RELAY_BATCH || unreadable == records.len() {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+/// After a parent of queue `q` was cancelled or removed: relay `q`'s flow
+/// records, then those of every queue a stop was applied in (a child there
+/// may be a parent in turn), and so on, up to 64 queue relays; the
+/// workers' reapers finish anything left (or cut short by a crash).
+pub async fn settle_flows<C: ConnectionLike + Send>(conn: &mut C, q: &QueueScripts) -> Result<()> {
+    let mut todo = vec![q.clone()];
+    let mut relays = 0;
+    while let Some(next) = todo.pop() {
+        let relayed = relay_outbox(&mut *conn, &next).await?;
+        relays += 1;
+        if relays >= SETTLE_QUEUES {
+            break;
+        }
+        for name in relayed.stopped_in {
+            todo.push(QueueScripts::new(QueueKeys::new(q.keys().prefix(), &name)?, q.events_max_len()));
+        }
+    }
+    Ok(())
 }

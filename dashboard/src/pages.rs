@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{Html, IntoResponse, Response};
 use quern_common::events::{Event, parse_entries};
-use quern_common::{JobEntry, JobInfo, JobState, SelfHealingConnection};
+use quern_common::{ChildStatus, JobEntry, JobInfo, JobState, SelfHealingConnection};
 use quern_producer::{Queue, QueueStats, Resolution, StatsPoint, known_queues};
 use quern_scheduler::{Flag, RunOutcome, ScheduleStatus, Schedules};
 use serde::Deserialize;
@@ -617,8 +617,18 @@ fn job_actions(j: &JobInfo) -> Vec<(&'static str, &'static str, &'static str, bo
             ("purge", "Purge", "Delete this dead-lettered job? This cannot be undone.", true),
         ],
         JobState::WaitingChildren => vec![
-            ("cancel", "Cancel", "Cancel this parent? It moves to the dead-letter list.", true),
-            ("remove", "Remove", "Delete this job? This cannot be undone.", true),
+            (
+                "cancel",
+                "Cancel",
+                "Cancel this parent and its children that have not ended? They move to the dead-letter list.",
+                true,
+            ),
+            (
+                "remove",
+                "Remove",
+                "Delete this parent and its children that have not ended? This cannot be undone.",
+                true,
+            ),
         ],
     }
 }
@@ -723,7 +733,105 @@ pub(crate) async fn job(
     }
     body.push_str("</tbody></table>");
     step_timeline(&mut body, &j.steps);
+    flow_section(&app, &mut body, &j).await;
     Ok(Html(frame.page(&body)).into_response())
+}
+
+/// Children listed on a job's page, at most: a parent of 10,000 children
+/// keeps a short page (its children are counted by status, all of them).
+pub(crate) const CHILDREN_SHOWN: usize = 100;
+/// Characters of a child's result or error shown in its row, at most.
+const CHILD_DETAIL_CHARS: usize = 200;
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// The job's flow: its parent (read for its state: one field) and its
+/// children as the job records them (no read per child), the first
+/// [`CHILDREN_SHOWN`] listed.
+async fn flow_section(app: &App, body: &mut String, j: &JobInfo) {
+    if let Some(p) = &j.parent {
+        let state = match app.queue(&p.queue).await {
+            Ok((q, _)) => match q.job_state(&p.id).await {
+                Ok(Some(s)) => s.to_string(),
+                Ok(None) => "gone (removed, or trimmed after it ended)".to_owned(),
+                Err(e) => format!("unreadable: {e}"),
+            },
+            Err(e) => format!("unreadable: {}", e.message),
+        };
+        let _ = write!(
+            body,
+            "<h2>Parent</h2><table id=\"parent\"><thead><tr><th>queue</th><th>job</th><th>state</th><th>if this job fails</th></tr></thead>\
+             <tbody><tr><td><a href=\"{}\">{}</a></td><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td></tr></tbody></table>",
+            esc(&app.queue_url(&p.queue)),
+            esc(&p.queue),
+            esc(&app.job_url(&p.queue, &p.id)),
+            esc(&p.id),
+            esc(&state),
+            esc(p.on_failure.as_str())
+        );
+    }
+    if j.children.is_empty() {
+        return;
+    }
+    let count = |status: ChildStatus| j.children.iter().filter(|c| c.status == status).count();
+    let tally: Vec<String> = [
+        (ChildStatus::Pending, "pending"),
+        (ChildStatus::Completed, "completed"),
+        (ChildStatus::Failed, "failed"),
+        (ChildStatus::Ignored, "ignored"),
+        (ChildStatus::Removed, "removed"),
+    ]
+    .into_iter()
+    .filter_map(|(status, label)| match count(status) {
+        0 => None,
+        n => Some(format!("{n} {label}")),
+    })
+    .collect();
+    let _ = write!(
+        body,
+        "<h2>Children</h2><p id=\"children-count\">{} {}: {}</p><table id=\"children\"><thead><tr><th>queue</th><th>job</th><th>outcome</th><th>result or error</th></tr></thead><tbody>",
+        j.children.len(),
+        if j.children.len() == 1 { "child" } else { "children" },
+        tally.join(", ")
+    );
+    for c in j.children.iter().take(CHILDREN_SHOWN) {
+        let detail = c.error.as_deref().or(c.result.as_deref()).unwrap_or("");
+        let _ = write!(
+            body,
+            "<tr><td><a href=\"{}\">{}</a></td><td><a href=\"{}\">{}</a></td><td>{}</td><td>{}</td></tr>",
+            esc(&app.queue_url(&c.queue)),
+            esc(&c.queue),
+            esc(&app.job_url(&c.queue, &c.id)),
+            esc(&c.id),
+            child_status(c.status),
+            esc(&clip(detail, CHILD_DETAIL_CHARS))
+        );
+    }
+    body.push_str("</tbody></table>");
+    if j.children.len() > CHILDREN_SHOWN {
+        let _ = write!(
+            body,
+            "<p class=\"muted\" id=\"children-more\">and {} more children not listed (<code>quern job</code> lists them all)</p>",
+            j.children.len() - CHILDREN_SHOWN
+        );
+    }
+}
+
+/// A child's outcome as its parent records it.
+fn child_status(status: ChildStatus) -> &'static str {
+    match status {
+        ChildStatus::Pending => "pending",
+        ChildStatus::Completed => "completed",
+        ChildStatus::Failed => "failed",
+        ChildStatus::Ignored => "ignored",
+        ChildStatus::Removed => "removed",
+    }
 }
 
 /// The job's durable steps and sleeps, in the order they were stored.

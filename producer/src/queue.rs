@@ -279,6 +279,15 @@ impl Queue {
         }
     }
 
+    /// The state of job `id` alone (one field read: cheap whatever the job
+    /// holds, such as a parent's thousands of children), or `None` when
+    /// there is no such job. A state this version does not know is
+    /// [`Error::InvalidOptions`].
+    pub async fn job_state(&self, id: &str) -> Result<Option<JobState>> {
+        let stored: Option<String> = self.conn().hget(self.keys().job(id), fields::STATE).await?;
+        stored.map(|s| s.parse()).transpose()
+    }
+
     /// Job counts per state, read atomically.
     pub async fn counts(&self) -> Result<QueueCounts> {
         self.run(&Counts).await
@@ -454,12 +463,23 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Remove a job that is not active.
+    /// Remove a job that is not active. A flow's parent waiting for its
+    /// children takes with it its children that have not ended (and
+    /// theirs), a running one too (its lease revoked): see [`Queue::cancel`]
+    /// for how and when.
     pub async fn remove(&self, id: &str) -> Result<()> {
         match self.run(&Remove { id }).await?.to_error(self.name(), id) {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => self.settle_flows().await,
         }
+    }
+
+    /// Carry a cancelled or removed parent's end to its children, in this
+    /// queue and the queues they live in (see
+    /// [`quern_common::flow::settle_flows`]). Cheap when there is nothing
+    /// to do: three script calls that find nothing.
+    async fn settle_flows(&self) -> Result<()> {
+        quern_common::flow::settle_flows(&mut self.conn(), &self.inner.scripts).await
     }
 
     /// Make delayed job `id` (waiting out its delay or a retry's backoff)
@@ -499,11 +519,20 @@ impl Queue {
     /// result is refused; the stock `command` kind kills its process group).
     /// The job lands in the dead-letter list, where `retry_dead_letter` can
     /// run it again.
+    ///
+    /// A flow's parent waiting for its children: its children that have
+    /// not ended are cancelled too (and theirs, down the flow), each with
+    /// the error `parent <queue>/<id> cancelled: <reason>`. Those in this
+    /// queue go in script calls of at most 100 children each; those in
+    /// other queues through a stop record this queue keeps until it is
+    /// applied in theirs. This call carries the cascade as far as it can
+    /// before it returns; if it is cut short (a crash, Redis unreachable),
+    /// the reaper of any worker of the queues concerned finishes it.
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<()> {
         let code = self.run(&Cancel { id, reason }).await?;
         let (queue, id) = (self.name().to_owned(), id.to_owned());
         match code {
-            ScriptCode::Ok => Ok(()),
+            ScriptCode::Ok => self.settle_flows().await,
             ScriptCode::NotFound => Err(Error::JobNotFound { queue, id }),
             ScriptCode::WrongState => match self.job(&id).await? {
                 Some(job) => Err(Error::Finished { queue, id, state: job.state }),
@@ -519,13 +548,28 @@ impl Queue {
     /// [`Error::QueueInUse`] while jobs run or workers are live, unless
     /// `force` (their results are then refused). Producers still adding to it
     /// create it afresh. Returns how many jobs were deleted.
+    ///
+    /// Flows stay whole: a job deleted before it ended whose parent is in
+    /// another queue is reported to that parent as removed (a failure under
+    /// the edge's policy) through the queue's flow outbox, and the outbox
+    /// (with the outcomes of children that ended and were not relayed yet)
+    /// is relayed to the parents' queues before the queue's last keys go.
+    /// No parent elsewhere is left waiting for a child deleted here.
     pub async fn obliterate(&self, force: bool) -> Result<u64> {
         let mut total = 0;
+        let mut drop_unreadable = false;
         loop {
-            let reply = self.run(&Obliterate { batch: OBLITERATE_BATCH, force }).await?;
+            let reply = self.run(&Obliterate { batch: OBLITERATE_BATCH, force, drop_unreadable }).await?;
             total += reply.deleted;
             match reply.status {
                 ObliterateStatus::More => continue,
+                ObliterateStatus::Relay => {
+                    let relayed =
+                        quern_common::flow::relay_outbox(&mut self.conn(), &self.inner.scripts).await?;
+                    // Records that cannot be read can never be applied
+                    // (they were logged): the next call deletes them.
+                    drop_unreadable = relayed.moved == 0 && relayed.stops == 0 && relayed.unreadable > 0;
+                }
                 ObliterateStatus::Done => break,
                 ObliterateStatus::Busy => {
                     let running = self.counts().await?.active;

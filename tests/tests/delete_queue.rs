@@ -65,3 +65,98 @@ async fn a_queue_with_running_jobs_is_refused_unless_forced() {
     assert_ne!(late, [quern_common::ScriptCode::Ok], "the running job's result is refused");
     assert!(q.job(&id).await.unwrap().is_none());
 }
+
+/// A parent in queue `parents` with two children in queue `kids` under
+/// `policy`: `done` completed (its outcome still in the kids' outbox, no
+/// worker relayed it) and `wait` waiting. Then queue `kids` is deleted.
+async fn delete_a_queue_of_children(cfg: &quern_common::RedisConfig, policy: quern_common::OnChildFailure) {
+    use quern_producer::FlowJob;
+    let job = |name: &str, id: &str| {
+        FlowJob::new(NewJob::new(name, &0).unwrap().options(JobOptions::new().job_id(id))).in_queue("kids")
+    };
+    let parents = Queue::connect(cfg, "parents").await.unwrap();
+    let kids = Queue::connect(cfg, "kids").await.unwrap();
+    let flow = job("report", "p")
+        .in_queue("parents")
+        .child(policy, job("n", "done"))
+        .child(policy, job("n", "wait"));
+    parents.add_flow(flow).await.unwrap();
+    let m = Mover::new(cfg, "kids").await;
+    let done = m.fetch(1, LEASE, "w").await.jobs.remove(0);
+    assert_eq!(done.id, "done");
+    m.complete(-1, &[(&done.id, &done.token, "41")]).await;
+    assert_eq!(parents.job("p").await.unwrap().unwrap().state, JobState::WaitingChildren, "not relayed yet");
+
+    assert_eq!(kids.obliterate(false).await.unwrap(), 2);
+    assert_eq!(
+        keys_of(cfg, "kids").await,
+        Vec::<String>::new(),
+        "no key of the queue is left, its outbox neither"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_queue_of_children_dead_letters_their_parent_under_fail_parent() {
+    let cfg = config();
+    delete_a_queue_of_children(&cfg, quern_common::OnChildFailure::FailParent).await;
+    let parents = Queue::connect(&cfg, "parents").await.unwrap();
+    let p = parents.job("p").await.unwrap().unwrap();
+    assert_eq!(p.state, JobState::Failed, "no parent waits for a child deleted");
+    let error = p.last_error.unwrap();
+    assert!(error.contains("kids/wait") && error.contains("removed: its queue was deleted"), "{error}");
+    let statuses: Vec<_> = p.children.iter().map(|c| (c.id.as_str(), c.status)).collect();
+    use quern_common::ChildStatus;
+    assert_eq!(statuses, [("done", ChildStatus::Completed), ("wait", ChildStatus::Failed)]);
+}
+
+#[tokio::test]
+async fn deleting_a_queue_of_children_lets_a_continue_parent_run_and_see_them() {
+    use quern_common::ChildStatus;
+    use quern_tests::workers::{RunningWorker, wait_for_state};
+    use quern_worker::{JobContext, JobError, Worker};
+    let cfg = config();
+    delete_a_queue_of_children(&cfg, quern_common::OnChildFailure::Continue).await;
+    let parents = Queue::connect(&cfg, "parents").await.unwrap();
+    assert_eq!(parents.job("p").await.unwrap().unwrap().state, JobState::Waiting);
+    let w = RunningWorker::start(Worker::builder(&cfg, "parents").handler(
+        "report",
+        |ctx: JobContext, _: u32| async move {
+            let children = ctx.children::<u32>().await.map_err(JobError::permanent)?;
+            let seen: Vec<String> = children
+                .iter()
+                .map(|c| format!("{} {:?} {:?} {:?}", c.id, c.status, c.result, c.error))
+                .collect();
+            Ok::<_, JobError>(seen)
+        },
+    ))
+    .await;
+    let p = wait_for_state(&parents, "p", JobState::Completed, Duration::from_secs(10)).await;
+    w.stop().await;
+    let seen: Vec<String> = serde_json::from_str(&p.result.unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        [
+            format!("done {:?} Some(41) None", ChildStatus::Completed),
+            format!("wait {:?} None Some(\"removed: its queue was deleted\")", ChildStatus::Failed),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_queue_of_parents_removes_their_children_in_other_queues() {
+    use quern_producer::FlowJob;
+    let cfg = config();
+    let job = |id: &str| FlowJob::new(NewJob::new("n", &0).unwrap().options(JobOptions::new().job_id(id)));
+    let parents = Queue::connect(&cfg, "parents").await.unwrap();
+    let kids = Queue::connect(&cfg, "kids").await.unwrap();
+    let flow = job("p")
+        .child(quern_common::OnChildFailure::FailParent, job("k").in_queue("kids"))
+        .child(quern_common::OnChildFailure::FailParent, job("sibling"));
+    parents.add_flow(flow).await.unwrap();
+    let kept = kids.add("n", &0).await.unwrap().id;
+
+    assert_eq!(parents.obliterate(false).await.unwrap(), 2);
+    assert_eq!(keys_of(&cfg, "parents").await, Vec::<String>::new(), "no key of the queue is left");
+    assert_eq!(kids.job_state("k").await.unwrap(), None, "the deleted parent's child went with it");
+    assert_eq!(kids.job_state(&kept).await.unwrap(), Some(JobState::Waiting), "other jobs stay");
+}

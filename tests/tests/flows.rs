@@ -405,7 +405,6 @@ async fn a_child_worker_killed_before_relaying_loses_no_notification() {
     let parents = Queue::connect(&cfg, "parents").await.unwrap();
     let child = new_job("k", ChaosJob { sleep_ms: 0, fail_attempts: 0 }, 1);
     let flow = job("count", "p", 0).child(OnChildFailure::FailParent, FlowJob::new(child).in_queue("kids"));
-    parents.add_flow(flow).await.unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let mut settings = WorkerSettings::new(quern_tests::redis().url(), "kids", dir.path().join("ledger"));
@@ -415,6 +414,15 @@ async fn a_child_worker_killed_before_relaying_loses_no_notification() {
     settings.reap_interval = Duration::from_secs(600);
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_chaos_worker"));
     let process = WorkerProcess::start(binary, &settings, &dir.path().join("worker.log")).await.unwrap();
+    // Added once the worker is registered (by its first reaper pass, whose
+    // relay then runs at once), so that the child ends after that relay.
+    let kids_queue = Queue::connect(&cfg, "kids").await.unwrap();
+    quern_tests::eventually(WAIT, "the worker to register", || {
+        let kids_queue = &kids_queue;
+        async move { (!kids_queue.workers().await.unwrap().is_empty()).then_some(()) }
+    })
+    .await;
+    parents.add_flow(flow).await.unwrap();
     let kids = Mover::new(&cfg, "kids").await;
     quern_tests::eventually(WAIT, "the child to complete, its record waiting in the outbox", || {
         let kids = &kids;

@@ -66,6 +66,11 @@ impl QueueClient {
         self.inner.conn.clone()
     }
 
+    /// The queue's scripts.
+    pub(crate) fn scripts(&self) -> &QueueScripts {
+        &self.inner.scripts
+    }
+
     /// Run state move `m`.
     pub(crate) async fn run<M: Move>(&self, m: &M) -> Result<M::Reply> {
         self.inner.scripts.run(&mut self.conn(), m).await

@@ -1,18 +1,15 @@
 //! Flows on the worker's side: a parent's handler reads its children's
-//! outcomes, and the relay carries this queue's children's outcomes to
-//! parents in other queues (see `scripts/flow.lua`).
+//! outcomes (see `scripts/flow.lua`). The relay that carries this queue's
+//! children's outcomes to parents in other queues, which the reaper runs on
+//! every pass, is `quern_common::flow::relay_outbox`.
 
 use quern_common::flow::{FlowJob, FlowJobAdded, FlowTarget, add_flows};
-use quern_common::moves::{FlowApply, FlowChildren, FlowDrop, FlowPeek, OutboxRecord};
-use quern_common::{ChildInfo, ChildStatus, Error, NewJob, OnChildFailure, QueueKeys, QueueScripts, Result};
+use quern_common::moves::FlowChildren;
+use quern_common::{ChildInfo, ChildStatus, Error, NewJob, OnChildFailure, Result};
 use serde::de::DeserializeOwned;
-use tracing::{error, warn};
 
-use crate::client::QueueClient;
 use crate::handler::JobContext;
 
-/// Records the relay reads per call.
-const RELAY_BATCH: usize = 100;
 /// The largest payload a handler's flow adds (the producer's default).
 const MAX_FLOW_PAYLOAD_BYTES: usize = 512 * 1024;
 
@@ -135,44 +132,5 @@ impl ChildCounts {
             }
         }
         counts
-    }
-}
-
-/// Apply the outcome records of this queue's children to their parents in
-/// other queues: apply on the parent's queue (at most once per child), then
-/// drop the record here. A crash between the two leaves the record, which
-/// the next pass applies again without effect. Returns how many were moved.
-pub(crate) async fn relay_flow_outcomes(client: &QueueClient, events_max_len: u64) -> Result<usize> {
-    let mut moved = 0;
-    loop {
-        let records = client.run(&FlowPeek(RELAY_BATCH)).await?;
-        for record in &records {
-            match OutboxRecord::parse(record) {
-                Ok(r) => {
-                    let keys = QueueKeys::new(client.prefix(), &r.parent_queue)?;
-                    let parent = QueueScripts::new(keys, events_max_len);
-                    let apply = FlowApply {
-                        parent: &r.parent,
-                        child: &r.child,
-                        policy: &r.policy,
-                        outcome: &r.outcome,
-                        text: &r.text,
-                    };
-                    parent.run(&mut client.conn(), &apply).await?;
-                }
-                // Kept, and logged on every pass: dropping it would hang the parent.
-                Err(e) => {
-                    error!(queue = %client.queue(), error = %e, "flow outbox record cannot be read; left in place");
-                    continue;
-                }
-            }
-            if !client.run(&FlowDrop(record)).await? {
-                warn!(queue = %client.queue(), "flow outbox record was already gone (another worker relayed it)");
-            }
-            moved += 1;
-        }
-        if records.len() < RELAY_BATCH || moved == 0 {
-            return Ok(moved);
-        }
     }
 }

@@ -168,9 +168,10 @@ impl Reaper {
             }
         }
         // Outcomes of this queue's children for parents in other queues.
-        let moved = crate::flows::relay_flow_outcomes(&self.client, self.client.events_max_len()).await?;
-        if moved > 0 {
-            tracing::debug!(worker = %self.client.worker(), records = moved, "relayed flow outcomes to parents in other queues");
+        let relayed =
+            quern_common::flow::relay_outbox(&mut self.client.conn(), self.client.scripts()).await?;
+        if relayed.moved > 0 {
+            tracing::debug!(worker = %self.client.worker(), records = relayed.moved, "relayed flow outcomes to parents in other queues");
         }
         Ok(())
     }

@@ -197,3 +197,129 @@ impl OutboxRecord {
         }
     }
 }
+
+/// Work through the cascade tasks of a queue (parents cancelled or removed
+/// while they waited for children), looking at `batch` children at most.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowCascade(pub usize);
+
+impl Move for FlowCascade {
+    const SCRIPT: ScriptName = ScriptName::Flow;
+    /// The tasks left (0: every cascade is done).
+    type Reply = u64;
+
+    fn args(&self, call: &mut ScriptCall) {
+        call.arg("cascade").arg(self.0.max(1));
+    }
+
+    fn parse(&self, reply: Value) -> Result<u64> {
+        Ok(int(&reply)?.max(0) as u64)
+    }
+}
+
+/// The first `n` stop records of a queue: children in other queues of its
+/// parents cancelled or removed, to stop there with [`FlowStop`].
+#[derive(Debug, Clone, Copy)]
+pub struct FlowPeekStops(pub usize);
+
+impl Move for FlowPeekStops {
+    const SCRIPT: ScriptName = ScriptName::Flow;
+    type Reply = Vec<String>;
+
+    fn args(&self, call: &mut ScriptCall) {
+        call.arg("peek").arg(self.0.max(1)).arg("down");
+    }
+
+    fn parse(&self, reply: Value) -> Result<Vec<String>> {
+        strings(reply)
+    }
+}
+
+/// Remove one stop record from a queue (after it was applied).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowDropStop<'a>(pub &'a str);
+
+impl Move for FlowDropStop<'_> {
+    const SCRIPT: ScriptName = ScriptName::Flow;
+    /// Whether the record was there.
+    type Reply = bool;
+
+    fn args(&self, call: &mut ScriptCall) {
+        call.arg("drop").arg(self.0).arg("down");
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(int(&reply)? > 0)
+    }
+}
+
+/// Apply a stop record in the child's queue: cancel or remove the child
+/// unless it ended or is not that parent's child.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowStop<'a> {
+    /// The child's id.
+    pub child: &'a str,
+    /// `cancel` or `remove`.
+    pub action: &'a str,
+    /// The parent's queue.
+    pub parent_queue: &'a str,
+    /// The parent's id.
+    pub parent: &'a str,
+    /// Why the parent was cancelled.
+    pub reason: &'a str,
+}
+
+impl Move for FlowStop<'_> {
+    const SCRIPT: ScriptName = ScriptName::Flow;
+    /// True when the child was stopped now.
+    type Reply = bool;
+
+    fn args(&self, call: &mut ScriptCall) {
+        call.arg("stop")
+            .arg(self.child)
+            .arg(self.action)
+            .arg(self.parent_queue)
+            .arg(self.parent)
+            .arg(self.reason);
+    }
+
+    fn parse(&self, reply: Value) -> Result<bool> {
+        Ok(int(&reply)? == 1)
+    }
+}
+
+/// One stop record: which child to stop in which queue, and for which parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRecord {
+    /// The child's queue.
+    pub child_queue: String,
+    /// The child's id.
+    pub child: String,
+    /// `cancel` or `remove`.
+    pub action: String,
+    /// The parent's queue.
+    pub parent_queue: String,
+    /// The parent's id.
+    pub parent: String,
+    /// Why the parent was cancelled.
+    pub reason: String,
+}
+
+impl StopRecord {
+    /// Read a record as `flow.lua` ('cascade') writes it.
+    pub fn parse(record: &str) -> Result<Self> {
+        let mut parts = record.splitn(6, '\n');
+        let mut next = || parts.next().map(str::to_owned);
+        match (next(), next(), next(), next(), next(), next()) {
+            (
+                Some(child_queue),
+                Some(child),
+                Some(action),
+                Some(parent_queue),
+                Some(parent),
+                Some(reason),
+            ) => Ok(Self { child_queue, child, action, parent_queue, parent, reason }),
+            _ => Err(Error::Protocol(format!("unreadable flow stop record {record:?}"))),
+        }
+    }
+}

@@ -50,7 +50,10 @@ pub use counts::Counts;
 pub use dead_letter::{DeadLetter, DeadLetterAction};
 pub use fail::Fail;
 pub use fetch::{Fetch, FetchReply, Parking};
-pub use flow::{FlowAdd, FlowAdded, FlowApply, FlowChildren, FlowDrop, FlowNodeArgs, FlowPeek, OutboxRecord};
+pub use flow::{
+    FlowAdd, FlowAdded, FlowApply, FlowCascade, FlowChildren, FlowDrop, FlowDropStop, FlowNodeArgs, FlowPeek,
+    FlowPeekStops, FlowStop, OutboxRecord, StopRecord,
+};
 pub use key_limit::KeyLimit;
 pub use limit::Limit;
 pub use obliterate::{Obliterate, ObliterateReply, ObliterateStatus};

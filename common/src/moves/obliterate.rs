@@ -16,6 +16,8 @@ pub struct Obliterate {
     pub batch: usize,
     /// Go ahead even with running jobs or live workers.
     pub force: bool,
+    /// The flow outbox was relayed and what is left cannot be read: delete it.
+    pub drop_unreadable: bool,
 }
 
 open_enum! {
@@ -25,6 +27,9 @@ open_enum! {
         Busy = "busy",
         /// Call again: jobs remain.
         More = "more",
+        /// Every job is gone; relay the flow outbox
+        /// ([`crate::flow::relay_outbox`]), then call again.
+        Relay = "relay",
         /// Every key of the queue is gone.
         Done = "done",
     }
@@ -44,7 +49,11 @@ impl Move for Obliterate {
     type Reply = ObliterateReply;
 
     fn args(&self, call: &mut ScriptCall) {
-        call.arg(self.batch).arg(if self.force { "1" } else { "0" });
+        call.arg(self.batch).arg(if self.force { "1" } else { "0" }).arg(if self.drop_unreadable {
+            "1"
+        } else {
+            "0"
+        });
     }
 
     fn parse(&self, reply: Value) -> Result<ObliterateReply> {
