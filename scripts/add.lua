@@ -160,6 +160,9 @@ else
         end
       else
         write_split_job(jk, name, head, tail, opts, prio, 'waiting', now_text)
+        if ckey then
+          count_key_waiting(ckey, 1)
+        end
         if prio > 0 then
           to_waiting(id, prio, false)
           prio_ready = true

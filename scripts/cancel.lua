@@ -44,6 +44,7 @@ else
   end
   if v[6] then
     drop_holder(id, v[6])
+    count_key_waiting(v[6], -1)
   end
   push_history(jk, { out = 'cancelled', fin = now, err = reason })
 end

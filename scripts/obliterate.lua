@@ -71,6 +71,7 @@ if deleted >= limit then
 end
 redis.call('DEL', K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE,
   K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO, K_META .. ':ck:active', K_META .. ':ck:held',
-  K_META .. ':ck:limits', K_META .. ':ck:ready', K_META .. ':stats', K_META .. ':stats:m', K_META .. ':stats:h',
+  K_META .. ':ck:limits', K_META .. ':ck:ready',
+  K_META .. ':ck:waiting', K_META .. ':stats', K_META .. ':stats:m', K_META .. ':stats:h',
   K_META .. ':flow:out')
 return { 'done', deleted }

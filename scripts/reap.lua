@@ -29,6 +29,9 @@ for _, id in ipairs(expired) do
     push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, tk = v[7],
       err = 'handed to a waiting worker that did not take it in time' })
     back_to_waiting(id, jk, attempt, v[5])
+    if v[8] then
+      count_key_waiting(v[8], 1)
+    end
     recovered[#recovered + 1] = id
     unclaimed[id .. '\n' .. v[7] .. '\n'] = true
   elseif v[1] == 'active' then
@@ -52,6 +55,9 @@ for _, id in ipairs(expired) do
     else
       -- A stall does not use up an attempt: stalls have their own limit.
       redis.call('HSET', jk, F_STATE, 'waiting', F_STALLS, stalls, F_TOKEN, '', F_ATTEMPTS, attempt - 1)
+      if v[8] then
+        count_key_waiting(v[8], 1)
+      end
       if v[8] and is_holder(id, v[8]) then
         -- A singleton key's holder keeps the key's slot (see fetch.lua).
         to_waiting(id, v[5], true)

@@ -20,6 +20,7 @@ if s == 'waiting' then
   end
   if v[2] then
     drop_holder(id, v[2])
+    count_key_waiting(v[2], -1)
   end
 elseif s == 'waiting-children' then
   redis.call('ZREM', flow_key('wc'), id)

@@ -201,6 +201,13 @@ impl QueueKeys {
         format!("{}:ck:held", self.meta())
     }
 
+    /// Hash of concurrency key -> the key's waiting jobs (held aside or in
+    /// the queue's waiting lists), kept by the scripts that move a keyed job
+    /// in or out of waiting (`count_key_waiting` in `scripts/prelude.lua`).
+    pub fn keys_waiting(&self) -> String {
+        format!("{}:ck:waiting", self.meta())
+    }
+
     /// List of the jobs held aside for concurrency key `key`, oldest first.
     pub fn key_held_list(&self, key: &str) -> String {
         format!("{}:ck:w:{key}", self.meta())
