@@ -1,4 +1,6 @@
 -- reap: recover jobs whose lease expired, and trim old completed jobs.
+-- Also drops at most a batch of the idempotency-key index's entries whose
+-- window is over (their keys expired by themselves, see add.lua).
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
 -- Events: stalled (recovered, failed). Counts s (stalls) and f
 -- (dead-lettered), and files the queue's counters into its per-minute and
@@ -97,6 +99,13 @@ snapshot_stats(K_META .. ':stats:m', math.floor(now / 60000), 1440)
 snapshot_stats(K_META .. ':stats:h', math.floor(now / 3600000), 720)
 if #recovered + #dead > 0 then
   emit('ev', 'stalled', 'recovered', table.concat(recovered, ','), 'failed', table.concat(dead, ','))
+end
+
+-- One command when no entry is due. Those due rank lowest, so they go by
+-- rank; ZREMRANGEBYSCORE takes no batch limit.
+local idem_over = redis.call('ZRANGEBYSCORE', K_META .. ':idem-keys', '-inf', now, 'LIMIT', 0, limit)
+if #idem_over > 0 then
+  redis.call('ZREMRANGEBYRANK', K_META .. ':idem-keys', 0, #idem_over - 1)
 end
 
 local trimmed = 0

@@ -187,6 +187,14 @@ impl QueueKeys {
         format!("{}:idem:{key}", self.meta())
     }
 
+    /// Sorted set of the queue's idempotency keys, scored by when their
+    /// window ends (ms): how deleting the queue finds them (no SCAN); the
+    /// reaper drops entries whose window is over. Scripts derive it from
+    /// [`Self::meta`].
+    pub fn idempotency_index(&self) -> String {
+        format!("{}:idem-keys", self.meta())
+    }
+
     /// Hash of concurrency key -> jobs of the key leased now. Scripts derive
     /// it and the other concurrency-key keys from [`Self::meta`] (see
     /// `free_key_slot` in `scripts/prelude.lua`); the queue's per-key limit
