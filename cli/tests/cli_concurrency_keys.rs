@@ -116,6 +116,8 @@ fn a_killed_worker_holding_a_key_frees_it_with_its_lease_and_never_doubles_it() 
     for _ in 0..4 {
         enqueue_run(&cfg, "k", Some("s"), &ledger, 700);
     }
+    let before = json(&run(&cfg, &["keys", "k", "--json"]).ok());
+    assert_eq!(before["busy"][0]["waiting"], 4, "{before}");
     let mut first = worker(&cfg, "k", "1500ms");
     until("the first run to start", Duration::from_secs(15), || starts(&ledger).len() == 1);
     let second = worker(&cfg, "k", "1500ms");
@@ -128,6 +130,8 @@ fn a_killed_worker_holding_a_key_frees_it_with_its_lease_and_never_doubles_it() 
     let peak = peak_per_key(&ledger);
     assert_eq!(peak["s"], 1, "one run of key s at a time, kill -9 included: {peak:?}");
     assert_eq!(starts(&ledger).len(), 5, "the killed run ran again");
+    let after = json(&run(&cfg, &["keys", "k", "--json"]).ok());
+    assert_eq!(after["busy"], serde_json::json!([]), "nothing left running or waiting");
 }
 
 #[test]
