@@ -62,7 +62,9 @@ pub struct KeyUse {
     pub active: u64,
     /// Jobs of the key waiting: every one, whether still in the queue's
     /// waiting lists or held aside for the key (exact; kept by the scripts
-    /// as keyed jobs move, so reading it costs one hash read).
+    /// as keyed jobs move, so reading it costs one hash read). Jobs added
+    /// by a quern older than this count are not in it; it never reads
+    /// below `held`.
     pub waiting: u64,
     /// Of those, the jobs held aside because the key was at its limit when a
     /// worker met them; they run first when a slot of the key frees.
