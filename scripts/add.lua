@@ -20,7 +20,10 @@
 -- A job with an idempotency key whose key was set less than its window ago
 -- (<meta>:idem:<key>, holding the first job's id, expiring after the window)
 -- adds nothing and answers that first job's id, whatever became of that job;
--- otherwise the add sets the key to the job's id for the window.
+-- otherwise the add sets the key to the job's id for the window, and lists
+-- the key in <meta>:idem-keys (sorted set: key -> when its window ends, ms),
+-- the index by which deleting the queue finds its keys without a SCAN; the
+-- reaper trims entries whose window is over (see reap.lua).
 -- Returns, for 'plain', the first generated id (the others follow it); for
 -- 'full' and 'keyed', a flat list: id, created (1), already existed (0),
 -- deduplicated by its idempotency key (2), or skipped because its key was
@@ -143,6 +146,7 @@ else
     end
     if idem_key and not earlier and created ~= 3 then
       redis.call('SET', idem_key, id, 'PX', ARGV[b + 8])
+      redis.call('ZADD', K_META .. ':idem-keys', now + tonumber(ARGV[b + 8]), ARGV[b + 7])
     end
     if created == 1 then
       created_count = created_count + 1
@@ -167,6 +171,9 @@ else
         end
       else
         write_split_job(jk, name, head, tail, opts, prio, 'waiting', now_text, extra)
+        if ckey then
+          count_key_waiting(ckey, 1)
+        end
         if prio > 0 then
           to_waiting(id, prio, false)
           prio_ready = true

@@ -71,7 +71,11 @@ for _, id in ipairs(ids) do
       push_history(jk, { out = 'retried', fin = now, err = why })
       redis.call('HSET', jk, F_STATE, 'waiting', F_ATTEMPTS, 0, F_STALLS, 0)
       redis.call('HDEL', jk, F_FINISHED, F_TOKEN)
-      to_waiting(id, redis.call('HGET', jk, F_PRIORITY), false)
+      local v = redis.call('HMGET', jk, F_PRIORITY, F_CKEY)
+      to_waiting(id, v[1], false)
+      if v[2] then
+        count_key_waiting(v[2], 1)
+      end
     else
       redis.call('DEL', jk)
     end

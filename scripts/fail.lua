@@ -41,6 +41,9 @@ end
 if delay == 0 then
   redis.call('HSET', jk, F_STATE, 'waiting', F_ERROR, message)
   to_waiting(id, v[6], false)
+  if v[7] then
+    count_key_waiting(v[7], 1)
+  end
   if not is_paused() then
     wake()
   end

@@ -27,8 +27,13 @@ if #due > 0 then
   local fifo = {}
   for _, id in ipairs(due) do
     local jk = JOB_PREFIX .. id
-    local p = redis.call('HGET', jk, F_PRIORITY)
+    -- One read for both fields: a job's concurrency key costs no extra call.
+    local pk = redis.call('HMGET', jk, F_PRIORITY, F_CKEY)
+    local p = pk[1]
     redis.call('HSET', jk, F_STATE, 'waiting')
+    if pk[2] then
+      count_key_waiting(pk[2], 1)
+    end
     if p then
       to_waiting(id, p, false)
     else
@@ -213,6 +218,9 @@ if got > 0 then
       local attempt = (tonumber(v[4]) or 0) + 1
       local attempt_text = NEXT_ATTEMPT[v[4] or '0'] or tostring(attempt)
       redis.call('HSET', jk, F_STATE, 'active', F_TOKEN, token, F_STARTED, now_text, F_WORKER, ARGV[5], F_ATTEMPTS, attempt_text)
+      if v[7] then
+        count_key_waiting(v[7], -1)
+      end
       leased[nl + 1] = deadline
       leased[nl + 2] = id
       nl = nl + 2
@@ -232,8 +240,11 @@ if got > 0 then
       -- corrupt queue): it leaves the list here, and says so.
       dropped = dropped or {}
       dropped[#dropped + 1] = id
-      if slotted[id] then
-        free_key_slot(slotted[id])
+      -- A job of a key took a slot of it on the way here: give it back.
+      local key = slotted[id] or v[7]
+      if key then
+        free_key_slot(key)
+        count_key_waiting(key, -1)
       end
     end
     -- Held jobs left room in the batch: pop on, within the scan's bound.

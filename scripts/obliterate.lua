@@ -13,6 +13,8 @@
 -- its children in other queues removed (see queue_cascade in prelude.lua).
 -- The queue's last keys go only once the outbox, the stops and the cascade
 -- tasks are done (relayed), so no record for another queue is lost here.
+-- Its idempotency keys go too (found through <meta>:idem-keys, see add.lua;
+-- keys set before that index existed expire with their windows).
 -- Returns {status, jobs deleted by this call}: status 'busy' (nothing done:
 -- jobs are running or workers are live, and not forced), 'more' (call again),
 -- 'relay' (every job is gone; relay the flow records, see relay_outbox in
@@ -87,7 +89,26 @@ for _, key in ipairs(redis.call('HKEYS', K_META .. ':ck:held')) do
     redis.call('LTRIM', list, #ids, -1)
   end
 end
-if deleted >= limit then
+-- Idempotency keys, found through their index (see add.lua); each counts
+-- against the call's limit like a job.
+local idem_index = K_META .. ':idem-keys'
+local work = deleted
+while work < limit do
+  local keys = redis.call('ZRANGE', idem_index, 0, limit - work - 1)
+  if #keys == 0 then
+    break
+  end
+  local names = {}
+  for i, key in ipairs(keys) do
+    names[i] = K_META .. ':idem:' .. key
+  end
+  for i = 1, #names, CHUNK do
+    redis.call('DEL', unpack(names, i, math.min(i + CHUNK - 1, #names)))
+  end
+  redis.call('ZREMRANGEBYRANK', idem_index, 0, #keys - 1)
+  work = work + #keys
+end
+if work >= limit then
   return { 'more', deleted }
 end
 if ARGV[5] ~= '1' then
@@ -102,6 +123,7 @@ for _, task in ipairs(redis.call('LRANGE', flow_key('cx'), 0, -1)) do
 end
 redis.call('DEL', K_META, K_WAIT, K_PRIO, K_DELAYED, K_ACTIVE, K_COMPLETED, K_DLQ, K_EVENTS, K_WAKE,
   K_PARKED, K_HANDOFF, K_LIMITER, K_WORKERS, K_WORKER_INFO, K_META .. ':ck:active', K_META .. ':ck:held',
-  K_META .. ':ck:limits', K_META .. ':ck:ready', K_META .. ':stats', K_META .. ':stats:m', K_META .. ':stats:h',
+  K_META .. ':ck:limits', K_META .. ':ck:ready',
+  K_META .. ':ck:waiting', idem_index, K_META .. ':stats', K_META .. ':stats:m', K_META .. ':stats:h',
   K_META .. ':flow:out', K_META .. ':flow:down', K_META .. ':flow:cx')
 return { 'done', deleted }

@@ -169,7 +169,7 @@ local function announce_released(ids)
   end
 end
 
--- @block ck_key CK_PIN unhold hold free_key_slot drop_held is_holder drop_holder
+-- @block ck_key CK_PIN count_key_waiting unhold hold free_key_slot drop_held is_holder drop_holder
 -- Concurrency keys. A job with a key (F_CKEY) waits like any job; when fetch
 -- meets it while its key is at its limit, it sets the job aside ("held") on
 -- the key's list instead of leasing it. When a slot of the key frees, the key
@@ -178,8 +178,10 @@ end
 -- key leased now), <meta>:ck:held (hash: key -> jobs held for it),
 -- <meta>:ck:w:<key> (list: those jobs, oldest first), <meta>:ck:ready (list
 -- of keys that may have a slot free for a held job; an entry may be stale),
--- <meta>:ck:limits (hash: key -> its own limit); the queue's limit is field
--- 'ckl' of K_META, and field 'ckw' counts all held jobs. A limit 's' is the
+-- <meta>:ck:limits (hash: key -> its own limit), <meta>:ck:waiting (hash:
+-- key -> the key's waiting jobs, held or not, see count_key_waiting); the
+-- queue's limit is field 'ckl' of K_META, and field 'ckw' counts all held
+-- jobs. A limit 's' is the
 -- singleton mode: one job of the key at a time, and that job (its holder,
 -- field '\n<key>' of <meta>:ck:active) keeps the key's slot across its
 -- retries' backoff, until it ends for good.
@@ -191,6 +193,16 @@ end
 -- without scanning the others (a key's field is read, counted and deleted per
 -- job). Set by add.lua. Keep in sync with KEYS_ACTIVE_PIN in common/src/keys.rs.
 local CK_PIN = '\n\n not a key: keeps this hash in hashtable encoding, where fields are found fast'
+
+-- `n` jobs of key `key` became waiting (n > 0) or stopped waiting (n < 0).
+-- Only the scripts' keyed branches call it, where the job's key was read
+-- already: jobs without a key pay nothing. A field at 0 goes, so the hash
+-- holds the keys with waiting jobs only.
+local function count_key_waiting(key, n)
+  if redis.call('HINCRBY', ck_key('waiting'), key, n) <= 0 then
+    redis.call('HDEL', ck_key('waiting'), key)
+  end
+end
 
 -- One job held for `key` left its list.
 local function unhold(key)
@@ -822,6 +834,7 @@ local function cancel_job(id, reason)
     end
     if v[6] then
       drop_holder(id, v[6])
+      count_key_waiting(v[6], -1)
     end
     push_history(jk, { out = 'cancelled', fin = now, err = reason })
   end
@@ -866,6 +879,7 @@ local function remove_job(id, with_parent)
     end
     if v[2] then
       drop_holder(id, v[2])
+      count_key_waiting(v[2], -1)
     end
   elseif s == 'waiting-children' then
     redis.call('ZREM', flow_key('wc'), id)

@@ -15,8 +15,12 @@ local done = {}
 for _, id in ipairs(ids) do
   if redis.call('ZREM', K_DELAYED, id) == 1 then
     local jk = JOB_PREFIX .. id
+    local v = redis.call('HMGET', jk, F_PRIORITY, F_CKEY)
     redis.call('HSET', jk, F_STATE, 'waiting')
-    to_waiting(id, redis.call('HGET', jk, F_PRIORITY), false)
+    to_waiting(id, v[1], false)
+    if v[2] then
+      count_key_waiting(v[2], 1)
+    end
     done[#done + 1] = id
   end
 end

@@ -1,4 +1,6 @@
 -- reap: recover jobs whose lease expired, and trim old completed jobs.
+-- Also drops at most a batch of the idempotency-key index's entries whose
+-- window is over (their keys expired by themselves, see add.lua).
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
 -- Events: stalled (recovered, failed). Counts s (stalls) and f
 -- (dead-lettered), and files the queue's counters into its per-minute and
@@ -29,6 +31,9 @@ for _, id in ipairs(expired) do
     push_history(jk, { n = attempt, out = 'stalled', st = tonumber(v[2]), fin = now, tk = v[7],
       err = 'handed to a waiting worker that did not take it in time' })
     back_to_waiting(id, jk, attempt, v[5])
+    if v[8] then
+      count_key_waiting(v[8], 1)
+    end
     recovered[#recovered + 1] = id
     unclaimed[id .. '\n' .. v[7] .. '\n'] = true
   elseif v[1] == 'active' then
@@ -52,6 +57,9 @@ for _, id in ipairs(expired) do
     else
       -- A stall does not use up an attempt: stalls have their own limit.
       redis.call('HSET', jk, F_STATE, 'waiting', F_STALLS, stalls, F_TOKEN, '', F_ATTEMPTS, attempt - 1)
+      if v[8] then
+        count_key_waiting(v[8], 1)
+      end
       if v[8] and is_holder(id, v[8]) then
         -- A singleton key's holder keeps the key's slot (see fetch.lua).
         to_waiting(id, v[5], true)
@@ -91,6 +99,13 @@ snapshot_stats(K_META .. ':stats:m', math.floor(now / 60000), 1440)
 snapshot_stats(K_META .. ':stats:h', math.floor(now / 3600000), 720)
 if #recovered + #dead > 0 then
   emit('ev', 'stalled', 'recovered', table.concat(recovered, ','), 'failed', table.concat(dead, ','))
+end
+
+-- One command when no entry is due. Those due rank lowest, so they go by
+-- rank; ZREMRANGEBYSCORE takes no batch limit.
+local idem_over = redis.call('ZRANGEBYSCORE', K_META .. ':idem-keys', '-inf', now, 'LIMIT', 0, limit)
+if #idem_over > 0 then
+  redis.call('ZREMRANGEBYRANK', K_META .. ':idem-keys', 0, #idem_over - 1)
 end
 
 local trimmed = 0

@@ -27,6 +27,9 @@ for b = #ARGV - 1, 3, -2 do
     else
       requeue(id, jk, attempt, v[6])
     end
+    if v[7] then
+      count_key_waiting(v[7], 1)
+    end
     released[#released + 1] = id
   end
 end

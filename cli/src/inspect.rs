@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use quern_common::{JobEntry, JobInfo, JobState, QueueCounts, RedisConfig, SelfHealingConnection};
-use quern_producer::{Queue, known_queues};
+use quern_producer::{KEY_SCAN_PAGE, Queue, known_queues};
 use serde_json::{Map, Value, json};
 
 use crate::duration::{format_duration, format_unix_ms};
@@ -45,11 +45,18 @@ pub(crate) struct JobsArgs {
     /// Most jobs to list.
     #[arg(long, default_value_t = 50)]
     pub(crate) limit: usize,
-    /// Skip this many jobs first (for paging).
+    /// Skip this many jobs first (for paging). With --key: the position to
+    /// go on from, as the previous page printed it.
     #[arg(long, default_value_t = 0)]
     pub(crate) offset: usize,
+    /// Only the waiting jobs of this concurrency key: its held jobs, then
+    /// its jobs in the waiting lists (a call reads at most 1,000 entries of
+    /// those, so a page may be short; the next page's --offset follows).
+    #[arg(long, value_name = "KEY")]
+    pub(crate) key: Option<String>,
     /// Print a JSON array of jobs (an unreadable record as
-    /// {"queue", "id", "unreadable"}).
+    /// {"queue", "id", "unreadable"}); with --key, an object
+    /// {"jobs": [...], "next_offset": N or null}.
     #[arg(long)]
     pub(crate) json: bool,
 }
@@ -401,6 +408,33 @@ pub(crate) fn jobs_table(entries: &[JobEntry]) -> String {
     t.render()
 }
 
+/// `quern jobs --key`: a page of one concurrency key's waiting jobs.
+async fn jobs_of_key(queue: &Queue, args: &JobsArgs, key: &str) -> CliResult {
+    if args.state != JobState::Waiting {
+        return Err(CliError::Usage(format!(
+            "--key lists waiting jobs only (got --state {}); `quern keys {}` shows each key's running jobs",
+            args.state, args.queue
+        )));
+    }
+    let page = queue.waiting_jobs_of_key(key, args.offset, args.limit).await?;
+    if args.json {
+        let jobs = Value::Array(page.jobs.iter().map(entry_json).collect());
+        outln!("{}", json!({ "jobs": jobs, "next_offset": page.next }));
+        return Ok(());
+    }
+    if page.jobs.is_empty() && page.next.is_none() && args.offset == 0 {
+        outln!("no waiting jobs of key {key} in queue {}", args.queue);
+    } else if page.jobs.is_empty() {
+        outln!("none on this page (a page reads at most {KEY_SCAN_PAGE} entries of the waiting lists)");
+    } else {
+        out!("{}", jobs_table(&page.jobs));
+    }
+    if let Some(next) = page.next {
+        outln!("more: --offset {next}");
+    }
+    Ok(())
+}
+
 /// `quern jobs`.
 pub(crate) async fn jobs(config: &RedisConfig, args: JobsArgs) -> CliResult {
     quern_common::names::validate_queue_name(&args.queue)?;
@@ -408,6 +442,9 @@ pub(crate) async fn jobs(config: &RedisConfig, args: JobsArgs) -> CliResult {
         return Err(CliError::Usage("--limit must be at least 1".into()));
     }
     let queue = Queue::open_existing(config, &args.queue).await?;
+    if let Some(key) = &args.key {
+        return jobs_of_key(&queue, &args, key).await;
+    }
     let jobs = queue.jobs(args.state, args.offset, args.limit).await?;
     if args.json {
         outln!("{}", Value::Array(jobs.iter().map(entry_json).collect()));

@@ -88,12 +88,19 @@ pub(crate) async fn run(config: &RedisConfig, args: KeysArgs) -> CliResult {
         outln!("no busy keys");
         return Ok(());
     }
-    let mut table = Table::new(&["KEY", "ACTIVE", "WAITING", "LIMIT", "HOLDER"]);
+    let mut table = Table::new(&["KEY", "ACTIVE", "WAITING", "HELD", "LIMIT", "HOLDER"]);
     for k in &keys.busy {
         let limit = k.limit.map_or_else(|| "-".to_owned(), |l| l.to_string());
         let limit = if k.at_limit() { format!("{limit} (full)") } else { limit };
         let holder = k.holder.clone().unwrap_or_else(|| "-".to_owned());
-        table.row(vec![k.key.clone(), k.active.to_string(), k.waiting.to_string(), limit, holder]);
+        table.row(vec![
+            k.key.clone(),
+            k.active.to_string(),
+            k.waiting.to_string(),
+            k.held.to_string(),
+            limit,
+            holder,
+        ]);
     }
     out!("{}", table.render());
     Ok(())

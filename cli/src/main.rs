@@ -147,7 +147,8 @@ enum Command {
     /// Show, set or remove concurrency-key limits: at most N jobs of one
     /// concurrency key run at once (`quern keys ops --limit 1`,
     /// `quern keys ops merchant-7 --limit 5`, `--off`); without --limit or
-    /// --off, show the limits and the busy keys with active and waiting counts.
+    /// --off, show the limits and the keys in use with their active, waiting
+    /// and held (set-aside) counts.
     Keys(keys::KeysArgs),
     /// Delete a queue with all its jobs, events and settings (asks for --yes;
     /// refused while jobs run or workers are live, unless --force).

@@ -116,6 +116,8 @@ fn a_killed_worker_holding_a_key_frees_it_with_its_lease_and_never_doubles_it() 
     for _ in 0..4 {
         enqueue_run(&cfg, "k", Some("s"), &ledger, 700);
     }
+    let before = json(&run(&cfg, &["keys", "k", "--json"]).ok());
+    assert_eq!(before["busy"][0]["waiting"], 4, "{before}");
     let mut first = worker(&cfg, "k", "1500ms");
     until("the first run to start", Duration::from_secs(15), || starts(&ledger).len() == 1);
     let second = worker(&cfg, "k", "1500ms");
@@ -128,6 +130,8 @@ fn a_killed_worker_holding_a_key_frees_it_with_its_lease_and_never_doubles_it() 
     let peak = peak_per_key(&ledger);
     assert_eq!(peak["s"], 1, "one run of key s at a time, kill -9 included: {peak:?}");
     assert_eq!(starts(&ledger).len(), 5, "the killed run ran again");
+    let after = json(&run(&cfg, &["keys", "k", "--json"]).ok());
+    assert_eq!(after["busy"], serde_json::json!([]), "nothing left running or waiting");
 }
 
 #[test]
@@ -154,7 +158,9 @@ fn keys_shows_sets_and_removes_limits_and_job_shows_the_keys() {
     let cfg = config();
     let id = run(&cfg, &["enqueue", "ops", "n", "--concurrency-key", "merchant-7"]).ok().trim().to_owned();
     let text = run(&cfg, &["keys", "ops"]).ok();
-    assert!(text.contains("per-key limit off") && text.contains("no busy keys"), "{text}");
+    assert!(text.contains("per-key limit off") && text.contains("merchant-7"), "{text}");
+    run(&cfg, &["enqueue", "idle", "n"]).ok();
+    assert!(run(&cfg, &["keys", "idle"]).ok().contains("no busy keys"), "a queue without keyed jobs");
     assert!(run(&cfg, &["keys", "ops", "--limit", "3"]).ok().contains("per-key limit 3"));
     assert!(run(&cfg, &["keys", "ops", "merchant-7", "--limit", "1"]).ok().contains("limit 1"));
     let shown = json(&run(&cfg, &["keys", "ops", "--json"]).ok());
@@ -246,4 +252,32 @@ fn a_redis_restart_keeps_the_limit_and_every_job() {
     assert_eq!(peak["k"], 1, "one run of key k at a time across the restart: {peak:?}");
     let after = json(&run(&cfg, &["keys", "r", "--json"]).ok());
     assert_eq!(after["busy"], serde_json::json!([]), "no slot left taken");
+}
+
+#[test]
+fn jobs_lists_the_waiting_jobs_of_one_key_a_page_at_a_time_and_keys_counts_them() {
+    let cfg = config();
+    let a1 = run(&cfg, &["enqueue", "kq", "n", "--concurrency-key", "a"]).ok().trim().to_owned();
+    run(&cfg, &["enqueue", "kq", "n"]).ok();
+    let a2 = run(&cfg, &["enqueue", "kq", "n", "--concurrency-key", "a"]).ok().trim().to_owned();
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let all = json(&run(&cfg, &["jobs", "kq", "--key", "a", "--json"]).ok());
+    assert_eq!(
+        (ids(&all), all["next_offset"].clone()),
+        (vec![a1.clone(), a2.clone()], serde_json::Value::Null)
+    );
+    let first = json(&run(&cfg, &["jobs", "kq", "--key", "a", "--limit", "1", "--json"]).ok());
+    assert_eq!(ids(&first), std::slice::from_ref(&a1));
+    let next = first["next_offset"].as_u64().unwrap().to_string();
+    let rest =
+        json(&run(&cfg, &["jobs", "kq", "--key", "a", "--limit", "1", "--offset", &next, "--json"]).ok());
+    assert_eq!((ids(&rest), rest["next_offset"].clone()), (vec![a2], serde_json::Value::Null));
+    let table = run(&cfg, &["jobs", "kq", "--key", "a", "--limit", "1"]).ok();
+    assert!(table.contains(&a1) && table.contains(&format!("more: --offset {next}")), "{table}");
+    run(&cfg, &["jobs", "kq", "--key", "a", "--state", "active"]).fails_with(2);
+    let keys = json(&run(&cfg, &["keys", "kq", "--json"]).ok());
+    let a = &keys["busy"][0];
+    assert_eq!((a["key"].as_str(), a["waiting"].as_u64(), a["held"].as_u64()), (Some("a"), Some(2), Some(0)));
 }

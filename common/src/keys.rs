@@ -195,6 +195,14 @@ impl QueueKeys {
         format!("{}:idem:{key}", self.meta())
     }
 
+    /// Sorted set of the queue's idempotency keys, scored by when their
+    /// window ends (ms): how deleting the queue finds them (no SCAN); the
+    /// reaper drops entries whose window is over. Scripts derive it from
+    /// [`Self::meta`].
+    pub fn idempotency_index(&self) -> String {
+        format!("{}:idem-keys", self.meta())
+    }
+
     /// Hash of concurrency key -> jobs of the key leased now. Scripts derive
     /// it and the other concurrency-key keys from [`Self::meta`] (see
     /// `free_key_slot` in `scripts/prelude.lua`); the queue's per-key limit
@@ -207,6 +215,13 @@ impl QueueKeys {
     /// reached when a fetch met them).
     pub fn keys_held(&self) -> String {
         format!("{}:ck:held", self.meta())
+    }
+
+    /// Hash of concurrency key -> the key's waiting jobs (held aside or in
+    /// the queue's waiting lists), kept by the scripts that move a keyed job
+    /// in or out of waiting (`count_key_waiting` in `scripts/prelude.lua`).
+    pub fn keys_waiting(&self) -> String {
+        format!("{}:ck:waiting", self.meta())
     }
 
     /// List of the jobs held aside for concurrency key `key`, oldest first.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use quern_common::moves::KeyLimit;
-use quern_common::{Error, Result};
+use quern_common::{Error, JobEntry, JobState, Result, UnreadableJob, fields};
 use redis::AsyncCommands;
 use serde::Serialize;
 
@@ -11,6 +11,23 @@ use crate::Queue;
 
 /// Largest per-key limit accepted.
 pub const MAX_KEY_LIMIT: u32 = 1_000_000;
+
+/// Entries of the queue's waiting lists one call of
+/// [`Queue::waiting_jobs_of_key`] reads at most, to find a key's jobs there.
+pub const KEY_SCAN_PAGE: usize = 1_000;
+
+/// Entries of the waiting lists read per round trip while scanning.
+const SCAN_CHUNK: usize = 200;
+
+/// A page of one concurrency key's waiting jobs (see
+/// [`Queue::waiting_jobs_of_key`]).
+#[derive(Debug, Clone)]
+pub struct KeyJobsPage {
+    /// The jobs found, in the order they run.
+    pub jobs: Vec<JobEntry>,
+    /// Where the next page starts (`None`: the listing is complete).
+    pub next: Option<usize>,
+}
 
 /// A queue's concurrency keys: limits and use (see [`Queue::concurrency_keys`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,7 +38,7 @@ pub struct ConcurrencyKeys {
     pub singleton: bool,
     /// Keys with a limit of their own, by key.
     pub overrides: Vec<KeyOverride>,
-    /// Keys with jobs running or held, by key.
+    /// Keys with jobs running or waiting, by key.
     pub busy: Vec<KeyUse>,
 }
 
@@ -43,10 +60,15 @@ pub struct KeyUse {
     pub key: String,
     /// Jobs of the key running now (leased).
     pub active: u64,
-    /// Jobs of the key waiting aside because the key was at its limit when a
-    /// worker met them (jobs of the key not met yet wait in the queue's
-    /// waiting list and are not counted here).
+    /// Jobs of the key waiting: every one, whether still in the queue's
+    /// waiting lists or held aside for the key (exact; kept by the scripts
+    /// as keyed jobs move, so reading it costs one hash read). Jobs added
+    /// by a quern older than this count are not in it; it never reads
+    /// below `held`.
     pub waiting: u64,
+    /// Of those, the jobs held aside because the key was at its limit when a
+    /// worker met them; they run first when a slot of the key frees.
+    pub held: u64,
     /// The limit that applies to the key (`None`: unlimited).
     pub limit: Option<u32>,
     /// For a singleton key, the job holding it (running, or between attempts).
@@ -108,8 +130,83 @@ impl Queue {
         Ok(())
     }
 
-    /// The queue's concurrency-key limits and its busy keys (running or
-    /// held jobs), sorted by key.
+    /// The waiting jobs of concurrency key `key`, a page at a time: its held
+    /// jobs first (they run first when a slot of the key frees), then its
+    /// jobs in the queue's waiting lists (by priority, then age). Start at
+    /// position 0 and pass [`KeyJobsPage::next`] on.
+    ///
+    /// A key's held jobs are on a list of their own; its other waiting
+    /// jobs are found by reading the queue's waiting lists, so one call
+    /// returns at most `limit` jobs and reads at most [`KEY_SCAN_PAGE`]
+    /// entries of those lists: a page may come back short, or empty, with a
+    /// `next` to go on from. Positions count entries of the lists, like the
+    /// offsets of [`Queue::job_ids`]: jobs that start or are added while
+    /// paging may be skipped or listed twice.
+    pub async fn waiting_jobs_of_key(&self, key: &str, from: usize, limit: usize) -> Result<KeyJobsPage> {
+        check_key(key)?;
+        let k = self.keys();
+        let held_list = k.key_held_list(key);
+        let mut conn = self.connection();
+        let (held, waiting, prioritized): (usize, usize, usize) = redis::pipe()
+            .llen(&held_list)
+            .llen(k.wait())
+            .zcard(k.prioritized())
+            .query_async(&mut conn)
+            .await?;
+        let end = held + waiting + prioritized;
+        let mut pos = from;
+        let mut ids: Vec<String> = Vec::new();
+        if limit > 0 && pos < held {
+            let stop = (pos + limit).min(held) - 1;
+            ids = conn.lrange(&held_list, pos as isize, stop as isize).await?;
+            pos = stop + 1;
+        }
+        let mut scanned = 0;
+        while ids.len() < limit && pos < end && scanned < KEY_SCAN_PAGE {
+            let n = SCAN_CHUNK.min(KEY_SCAN_PAGE - scanned);
+            let chunk: Vec<String> = if pos < held + waiting {
+                let at = pos - held;
+                conn.lrange(k.wait(), at as isize, (at + n.min(held + waiting - pos)) as isize - 1).await?
+            } else {
+                let at = pos - held - waiting;
+                conn.zrange(k.prioritized(), at as isize, (at + n) as isize - 1).await?
+            };
+            if chunk.is_empty() {
+                // The list got shorter meanwhile: on to the next, or done.
+                pos = if pos < held + waiting { held + waiting } else { end };
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for id in &chunk {
+                pipe.hget(k.job(id), fields::CONCURRENCY_KEY);
+            }
+            let keys: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+            for (id, job_key) in chunk.iter().zip(keys) {
+                if ids.len() == limit {
+                    break;
+                }
+                pos += 1;
+                scanned += 1;
+                if job_key.as_deref() == Some(key) {
+                    ids.push(id.clone());
+                }
+            }
+        }
+        let read = self.read_jobs(&ids).await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, entry) in ids.iter().zip(read) {
+            match entry {
+                Some(entry) => jobs.push(entry),
+                None if self.still_listed(JobState::Waiting, id).await? => jobs
+                    .push(JobEntry::Unreadable(UnreadableJob::missing(self.name(), id, JobState::Waiting))),
+                None => {}
+            }
+        }
+        Ok(KeyJobsPage { jobs, next: (pos < end).then_some(pos) })
+    }
+
+    /// The queue's concurrency-key limits and its busy keys (with jobs
+    /// running or waiting), sorted by key.
     pub async fn concurrency_keys(&self) -> Result<ConcurrencyKeys> {
         let meta = self.keys().meta();
         let mut conn = self.connection();
@@ -118,6 +215,7 @@ impl Queue {
         let mut active: HashMap<String, String> = conn.hgetall(self.keys().keys_active()).await?;
         active.remove(quern_common::keys::KEYS_ACTIVE_PIN);
         let held: HashMap<String, u64> = conn.hgetall(self.keys().keys_held()).await?;
+        let waiting: HashMap<String, i64> = conn.hgetall(self.keys().keys_waiting()).await?;
         // A limit's text: a number, or 's' for the singleton mode (limit 1).
         let read = |text: &str| match text {
             "s" => Ok((1, true)),
@@ -141,7 +239,7 @@ impl Queue {
         let holders: HashMap<&str, &String> =
             active.keys().filter_map(|f| f.strip_prefix('\n').map(|k| (k, f))).collect();
         let mut names: Vec<&String> =
-            active.keys().filter(|k| !k.starts_with('\n')).chain(held.keys()).collect();
+            active.keys().filter(|k| !k.starts_with('\n')).chain(held.keys()).chain(waiting.keys()).collect();
         names.sort();
         names.dedup();
         let busy = names
@@ -149,7 +247,13 @@ impl Queue {
             .map(|key| KeyUse {
                 key: key.clone(),
                 active: active.get(key).and_then(|n| n.parse().ok()).unwrap_or(0),
-                waiting: held.get(key).copied().unwrap_or(0),
+                // Held jobs are waiting jobs: never show fewer waiting than
+                // held (a count kept before this version may fall short).
+                waiting: waiting
+                    .get(key)
+                    .map_or(0, |&n| u64::try_from(n).unwrap_or(0))
+                    .max(held.get(key).copied().unwrap_or(0)),
+                held: held.get(key).copied().unwrap_or(0),
                 limit: overrides.iter().find(|o| &o.key == key).map(|o| o.limit).or(limit),
                 holder: holders.get(key.as_str()).and_then(|f| active.get(*f)).cloned(),
             })

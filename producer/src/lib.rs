@@ -71,7 +71,7 @@ mod queue;
 mod wait;
 
 pub use events::EventFollower;
-pub use keys::{ConcurrencyKeys, KeyOverride, KeyUse, MAX_KEY_LIMIT};
+pub use keys::{ConcurrencyKeys, KEY_SCAN_PAGE, KeyJobsPage, KeyOverride, KeyUse, MAX_KEY_LIMIT};
 pub use quern_common::flow::{FlowJob, FlowJobAdded};
 pub use quern_common::stats::{Histogram, QueueStats, Resolution, StatsPoint};
 pub use quern_common::{

@@ -375,7 +375,7 @@ impl Queue {
 
     /// Read these jobs' hashes in one round trip: `None` for a job with no
     /// hash, an [`UnreadableJob`] for a key that is not a hash.
-    async fn read_jobs(&self, ids: &[String]) -> Result<Vec<Option<JobEntry>>> {
+    pub(crate) async fn read_jobs(&self, ids: &[String]) -> Result<Vec<Option<JobEntry>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -403,7 +403,7 @@ impl Queue {
 
     /// Whether `id` is (still) listed in `state`: a job found without a hash
     /// was either removed since it was listed, or its id dangles.
-    async fn still_listed(&self, state: JobState, id: &str) -> Result<bool> {
+    pub(crate) async fn still_listed(&self, state: JobState, id: &str) -> Result<bool> {
         let k = self.keys();
         let mut conn = self.conn();
         let in_list = |key: &str| redis::cmd("LPOS").arg(key).arg(id).to_owned();

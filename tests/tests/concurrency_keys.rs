@@ -322,3 +322,24 @@ async fn a_sleeping_singleton_holder_keeps_its_key() {
     m.complete(-1, &[(&first, &woken.jobs[0].token, "")]).await;
     assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [second]);
 }
+
+#[tokio::test]
+async fn a_keys_held_jobs_run_in_the_order_they_were_held_whatever_their_priority() {
+    let (_cfg, q, m) = setup().await;
+    q.set_key_limit(Some(1)).await.unwrap();
+    let id = add(&q, "a").await;
+    let first = m.fetch(10, LEASE, "w").await.jobs.remove(0);
+    assert_eq!(first.id, id);
+    let low = q.add_with("job", &(), JobOptions::new().concurrency_key("a").priority(9)).await.unwrap().id;
+    assert!(m.fetch(10, LEASE, "w").await.jobs.is_empty(), "met: held");
+    let urgent = add(&q, "a").await;
+    assert!(m.fetch(10, LEASE, "w").await.jobs.is_empty(), "met later: held behind it");
+    assert_eq!(q.job_ids(JobState::Waiting, 0, 10).await.unwrap(), [low.clone(), urgent.clone()]);
+    m.complete(-1, &[(&first.id, &first.token, "")]).await;
+    assert_eq!(m.fetch(10, LEASE, "w").await.ids(), [low], "held first, priority 9 before priority 0");
+    // A job of the key not met yet waits in the main list, behind the held ones.
+    let later = q.add_with("job", &(), JobOptions::new().concurrency_key("a")).await.unwrap().id;
+    let page = q.waiting_jobs_of_key("a", 0, 10).await.unwrap();
+    let order: Vec<&str> = page.jobs.iter().map(|j| j.id()).collect();
+    assert_eq!(order, [urgent.as_str(), later.as_str()]);
+}

@@ -33,13 +33,26 @@ async fn every_job_in_every_state_and_every_key_goes_and_other_queues_stay() {
     m.fail(&done[1].id, &done[1].token, "boom", FailureKind::Error, -1).await;
     q.add_with("n", &1, JobOptions::new().priority(4)).await.unwrap();
     q.add_with("n", &2, JobOptions::new().delay(Duration::from_secs(3600))).await.unwrap();
+    // Jobs with idempotency and concurrency keys, more keys than one call
+    // deletes; one key outlives its job.
+    let day = Duration::from_secs(24 * 3600);
+    let keyed: Vec<NewJob> = (0..1_100)
+        .map(|i| {
+            let options =
+                JobOptions::new().idempotency_key(format!("pay-{i}"), day).concurrency_key("merchant");
+            NewJob::new("n", &i).unwrap().options(options)
+        })
+        .collect();
+    q.add_bulk(&keyed).await.unwrap();
+    let gone = q.add_with("n", &3, JobOptions::new().idempotency_key("gone", day)).await.unwrap().id;
+    q.remove(&gone).await.unwrap();
     q.set_rate_limit(Some(RateLimit::new(5, Duration::from_secs(60)).unwrap())).await.unwrap();
     q.pause().await.unwrap();
     let c = q.counts().await.unwrap();
-    assert_eq!((c.waiting, c.delayed, c.completed, c.failed), (1_499, 1, 1, 1));
+    assert_eq!((c.waiting, c.delayed, c.completed, c.failed), (2_599, 1, 1, 1));
     assert!(!keys_of(&cfg, "q").await.is_empty());
 
-    assert_eq!(q.obliterate(false).await.unwrap(), 1_502, "more than one call's worth");
+    assert_eq!(q.obliterate(false).await.unwrap(), 2_602, "more than one call's worth");
     assert_eq!(keys_of(&cfg, "q").await, Vec::<String>::new(), "no key of the queue is left");
     let names = known_queues(&mut q.connection(), &cfg.prefix).await.unwrap();
     assert_eq!(names, vec!["other".to_owned()]);

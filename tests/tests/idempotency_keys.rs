@@ -151,3 +151,31 @@ async fn bad_keys_and_windows_are_refused_before_anything_is_sent() {
     assert!(err.to_string().contains("idempotency window"), "{err}");
     assert_eq!(total_jobs(&q).await, 0);
 }
+
+#[tokio::test]
+async fn deleting_the_queue_deletes_its_keys_so_a_new_queue_of_that_name_starts_afresh() {
+    let (q, m) = setup().await;
+    let first = q.add_with("pay", &1, keyed("settle", DAY)).await.unwrap();
+    // A key outlives its job: removed, the key still holds.
+    q.remove(&first.id).await.unwrap();
+    assert!(q.add_with("pay", &1, keyed("settle", DAY)).await.unwrap().deduplicated);
+    q.obliterate(false).await.unwrap();
+    let exists: bool = m.conn().exists(m.keys().idempotency("settle")).await.unwrap();
+    assert!(!exists, "the key went with the queue");
+    let again = q.add_with("pay", &1, keyed("settle", DAY)).await.unwrap();
+    assert!(again.created && !again.deduplicated);
+}
+
+#[tokio::test]
+async fn the_reaper_drops_index_entries_whose_window_is_over() {
+    let (q, m) = setup().await;
+    q.add_with("pay", &1, keyed("short", Duration::from_millis(50))).await.unwrap();
+    q.add_with("pay", &2, keyed("long", DAY)).await.unwrap();
+    let index = m.keys().idempotency_index();
+    let listed: Vec<String> = m.conn().zrange(&index, 0, -1).await.unwrap();
+    assert_eq!(listed, ["short", "long"]);
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    m.reap(3, 100, 0).await;
+    let listed: Vec<String> = m.conn().zrange(&index, 0, -1).await.unwrap();
+    assert_eq!(listed, ["long"], "the expired key's entry is gone, the open one stays");
+}

@@ -12,7 +12,7 @@ use crate::scripts::{ScriptCall, ScriptName};
 /// One call: delete at most `batch` jobs.
 #[derive(Debug, Clone, Copy)]
 pub struct Obliterate {
-    /// Jobs deleted by this call at most.
+    /// Jobs (and idempotency keys) deleted by this call at most.
     pub batch: usize,
     /// Go ahead even with running jobs or live workers.
     pub force: bool,

@@ -184,6 +184,9 @@ mod tests {
             "unhold",
             "free_key_slot",
             "drop_held",
+            "count_key_waiting",
+            "is_holder",
+            "drop_holder",
         ];
         for n in ScriptName::ALL {
             for h in helpers {
