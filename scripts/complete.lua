@@ -1,8 +1,8 @@
 -- complete: acknowledge a batch of finished jobs.
 -- KEYS: the queue's nine standard keys (see prelude.lua); ARGV[1] job key prefix, ARGV[2] events stream length.
--- Events: completed (ids); flows' children also one child_finished (ids,
--- children, outcomes) for all, and children_done or failed per parent (see
--- apply_child in prelude.lua). Counts each job's run and wait time (see
+-- Events: completed (ids); flows' children also, per parent, one
+-- child_finished (ids, children, outcomes) and children_done or failed (see
+-- apply_children in prelude.lua). Counts each job's run and wait time (see
 -- count_durations in prelude.lua).
 -- Rust side: common/src/moves/complete.rs.
 -- ARGV[3] = completed jobs to keep (-1: all, 0: delete at once), then
@@ -13,8 +13,9 @@ local now, now_text = clock()
 local keep = tonumber(ARGV[3])
 local out, done = {}, {}
 local runs, waits = {}, {}
--- Read once, when the first job with a concurrency key or a parent needs it.
-local none_held, finished, emptied = nil, nil, nil
+-- The keys of the jobs that held a concurrency key's slot (freed together
+-- after the loop), and the flow children's outcomes (applied per parent).
+local freed, ended = nil, nil
 for b = 4, #ARGV, 3 do
   local id, token, result = ARGV[b], ARGV[b + 1], ARGV[b + 2]
   local jk = JOB_PREFIX .. id
@@ -37,18 +38,14 @@ for b = 4, #ARGV, 3 do
     waits[#waits + 1] = started - (tonumber(v[4]) or started)
     out[#out + 1] = OK
     if v[5] then
-      -- 'ckw' counts the jobs held for any key: with none, no key is looked up.
-      if none_held == nil then
-        local held = redis.call('HGET', K_META, 'ckw')
-        none_held = not held or held == '0'
-      end
-      emptied = emptied or {}
-      free_key_slot(v[5], none_held, emptied)
+      freed = freed or {}
+      freed[#freed + 1] = v[5]
     end
-    -- A child of a flow tells its parent (see flow.lua); one event for all.
+    -- A child of a flow tells its parent (see flow.lua), after the loop:
+    -- one read, one write and one event per parent.
     if v[6] then
-      finished = finished or {}
-      child_ended(id, v[6], 'ok', result, finished)
+      ended = ended or {}
+      ended[#ended + 1] = { id, v[6], 'ok', result }
     end
   end
 end
@@ -73,10 +70,12 @@ if #done > 0 then
   count_durations(runs, waits)
   emit('ev', 'completed', 'ids', table.concat(done, ','))
 end
-if emptied and #emptied > 0 then
-  call_chunked('HDEL', ck_key('active'), emptied)
+if freed then
+  -- 'ckw' counts the jobs held for any key: with none, no key is looked up.
+  local held = redis.call('HGET', K_META, 'ckw')
+  free_key_slots(freed, not held or held == '0')
 end
-if finished then
-  emit_children_finished(finished)
+if ended then
+  children_ended(ended)
 end
 return out

@@ -23,6 +23,7 @@ local k = tonumber(ARGV[3])
 
 local due = redis.call('ZRANGEBYSCORE', K_DELAYED, '-inf', now_text, 'LIMIT', '0', ARGV[6])
 if #due > 0 then
+  local promoted_keys = nil
   redis.call('ZREMRANGEBYRANK', K_DELAYED, 0, #due - 1)
   local fifo = {}
   for _, id in ipairs(due) do
@@ -32,7 +33,8 @@ if #due > 0 then
     local p = pk[1]
     redis.call('HSET', jk, F_STATE, 'waiting')
     if pk[2] then
-      count_key_waiting(pk[2], 1)
+      promoted_keys = promoted_keys or new_key_batch()
+      add_to_key_batch(promoted_keys, pk[2], 1)
     end
     if p then
       to_waiting(id, p, false)
@@ -41,6 +43,9 @@ if #due > 0 then
     end
   end
   call_chunked('RPUSH', K_WAIT, fifo)
+  if promoted_keys then
+    apply_key_waiting(promoted_keys)
+  end
 end
 
 local park = ARGV[7] or ''
@@ -206,6 +211,8 @@ if got > 0 then
   local deadline = tostring(now + tonumber(ARGV[4]))
   out[3] = token
   local leased, nl, no = {}, 0, 4
+  -- The waiting counts of the leased jobs' keys, changed together below.
+  local leased_keys = nil
   local dropped = nil
   local i, scanned = 1, #ids
   while i <= #ids do
@@ -219,7 +226,8 @@ if got > 0 then
       local attempt_text = NEXT_ATTEMPT[v[4] or '0'] or tostring(attempt)
       redis.call('HSET', jk, F_STATE, 'active', F_TOKEN, token, F_STARTED, now_text, F_WORKER, ARGV[5], F_ATTEMPTS, attempt_text)
       if v[7] then
-        count_key_waiting(v[7], -1)
+        leased_keys = leased_keys or new_key_batch()
+        add_to_key_batch(leased_keys, v[7], -1)
       end
       leased[nl + 1] = deadline
       leased[nl + 2] = id
@@ -268,6 +276,9 @@ if got > 0 then
       kept[#kept + 1] = leased[j]
     end
     ids = kept
+  end
+  if leased_keys then
+    apply_key_waiting(leased_keys)
   end
   if #leased > 0 then
     leased[#leased + 1] = 'inf'

@@ -169,7 +169,7 @@ local function announce_released(ids)
   end
 end
 
--- @block ck_key CK_PIN count_key_waiting unhold hold free_key_slot drop_held is_holder drop_holder
+-- @block ck_key CK_PIN count_key_waiting new_key_batch add_to_key_batch apply_key_waiting unhold hold free_key_slot free_key_slots drop_held is_holder drop_holder
 -- Concurrency keys. A job with a key (F_CKEY) waits like any job; when fetch
 -- meets it while its key is at its limit, it sets the job aside ("held") on
 -- the key's list instead of leasing it. When a slot of the key frees, the key
@@ -204,6 +204,47 @@ local function count_key_waiting(key, n)
   end
 end
 
+-- The same for a script that moves many keyed jobs (fetch): changes are
+-- collected in a batch (new_key_batch, add_to_key_batch) and applied by
+-- apply_key_waiting in one HMGET and one HSET (and one HDEL for the counts
+-- gone to 0) per CHUNK keys, not a call or two per job.
+local function new_key_batch()
+  return { keys = {}, n = {} }
+end
+local function add_to_key_batch(batch, key, n)
+  local had = batch.n[key]
+  if had then
+    batch.n[key] = had + n
+  else
+    batch.n[key] = n
+    batch.keys[#batch.keys + 1] = key
+  end
+end
+local function apply_key_waiting(batch)
+  local hash = ck_key('waiting')
+  for i = 1, #batch.keys, CHUNK do
+    local last = math.min(i + CHUNK - 1, #batch.keys)
+    local cur = redis.call('HMGET', hash, unpack(batch.keys, i, last))
+    local set, gone = {}, {}
+    for j = i, last do
+      local key = batch.keys[j]
+      local n = (tonumber(cur[j - i + 1]) or 0) + batch.n[key]
+      if n > 0 then
+        set[#set + 1] = key
+        set[#set + 1] = string.format('%d', n)
+      else
+        gone[#gone + 1] = key
+      end
+    end
+    if #set > 0 then
+      redis.call('HSET', hash, unpack(set))
+    end
+    if #gone > 0 then
+      redis.call('HDEL', hash, unpack(gone))
+    end
+  end
+end
+
 -- One job held for `key` left its list.
 local function unhold(key)
   if redis.call('HINCRBY', ck_key('held'), key, -1) <= 0 then
@@ -223,22 +264,64 @@ end
 -- reaped, cancelled): the key has a slot free, so if jobs are held for it,
 -- the key is ready, and a worker is woken for it. `none_held`: the caller
 -- knows that no job of any key is held (K_META's 'ckw'), so none is looked for.
--- `emptied`: a list to which the fields of a key left with no slot in use are
--- added, for the caller to delete in one HDEL (a script ending many jobs);
--- without it they are deleted at once.
-local function free_key_slot(key, none_held, emptied)
+local function free_key_slot(key, none_held)
   local active = ck_key('active')
   if redis.call('HINCRBY', active, key, -1) <= 0 then
-    if emptied then
-      emptied[#emptied + 1] = key
-      emptied[#emptied + 1] = '\n' .. key
-    else
-      redis.call('HDEL', active, key, '\n' .. key)
-    end
+    redis.call('HDEL', active, key, '\n' .. key)
   end
   if not none_held and redis.call('HEXISTS', ck_key('held'), key) == 1 then
     redis.call('RPUSH', ck_key('ready'), key)
     if not is_paused() then
+      wake()
+    end
+  end
+end
+
+-- free_key_slot for the leases of many jobs that ended (complete): `keys`
+-- lists their keys (a key once per lease). One HMGET, then one HSET of the
+-- counts left and one HDEL of the keys left with none, per CHUNK keys.
+local function free_key_slots(keys, none_held)
+  local count, distinct = {}, {}
+  for _, key in ipairs(keys) do
+    if count[key] then
+      count[key] = count[key] + 1
+    else
+      count[key] = 1
+      distinct[#distinct + 1] = key
+    end
+  end
+  local active = ck_key('active')
+  for i = 1, #distinct, CHUNK do
+    local last = math.min(i + CHUNK - 1, #distinct)
+    local cur = redis.call('HMGET', active, unpack(distinct, i, last))
+    local set, gone = {}, {}
+    for j = i, last do
+      local key = distinct[j]
+      local n = (tonumber(cur[j - i + 1]) or 0) - count[key]
+      if n > 0 then
+        set[#set + 1] = key
+        set[#set + 1] = string.format('%d', n)
+      else
+        gone[#gone + 1] = key
+        gone[#gone + 1] = '\n' .. key
+      end
+    end
+    if #set > 0 then
+      redis.call('HSET', active, unpack(set))
+    end
+    if #gone > 0 then
+      redis.call('HDEL', active, unpack(gone))
+    end
+  end
+  if not none_held then
+    local woken = false
+    for _, key in ipairs(distinct) do
+      if redis.call('HEXISTS', ck_key('held'), key) == 1 then
+        redis.call('RPUSH', ck_key('ready'), key)
+        woken = true
+      end
+    end
+    if woken and not is_paused() then
       wake()
     end
   end
@@ -665,7 +748,7 @@ local function snapshot_stats(series, slot, keep)
   end
 end
 
--- @block F_PENDING F_KIDS KID_FIELD flow_key child_ended apply_child emit_children_finished
+-- @block F_PENDING F_KIDS KID_FIELD flow_key child_ended apply_child apply_children children_ended
 -- Flows (see flow.lua). A parent's hash holds F_PENDING, its children not
 -- yet finished; F_KIDS, the refs of all its children ('<queue>/<id>',
 -- newline-separated); and per child KID_FIELD .. ref: '?' while it runs,
@@ -683,90 +766,133 @@ end
 
 local apply_child
 
--- The child_finished events of many children in one entry (ids: their
--- parents, children: their refs, outcomes: what each parent recorded, in
--- the same order). `finished` holds {parent id, child ref, outcome} entries
--- collected by apply_child; an event per child cost more than its job's end.
-local function emit_children_finished(finished)
-  if #finished > 0 then
-    local ids, refs, outcomes = {}, {}, {}
-    for i, f in ipairs(finished) do
-      ids[i], refs[i], outcomes[i] = f[1], f[2], f[3]
-    end
-    emit('ev', 'child_finished', 'ids', table.concat(ids, ','), 'children', table.concat(refs, ','),
-      'outcomes', table.concat(outcomes, ','))
-  end
-end
 
 -- Job `id` ended for good ('ok' with its result, or 'failed' with its
 -- error) and has parent field `parent`: apply the outcome to a parent of
 -- this queue at once; for a parent in another queue, leave a record in this
 -- queue's outbox (no script touches two slots).
-local function child_ended(id, parent, outcome, text, finished)
+local function child_ended(id, parent, outcome, text)
   local pq, pid, policy, ref = string.match(parent, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
   if not pid then
     emit('ev', 'flow_error', 'id', id, 'error', 'unreadable parent field')
     return
   end
   if pq == '' then
-    apply_child(pid, ref, policy, outcome, text, finished)
+    apply_child(pid, ref, policy, outcome, text)
   else
     redis.call('RPUSH', flow_key('out'), pq .. '\n' .. pid .. '\n' .. policy .. '\n' .. ref .. '\n' .. outcome .. '\n' .. text)
   end
 end
 
--- Apply child `ref`'s outcome to parent `pid` of this queue, once: a child
--- already applied (or a parent gone) changes nothing. The last child to
--- finish makes the parent waiting; a failed child under policy fail_parent
--- dead-letters a parent still waiting for children. Returns whether applied.
-apply_child = function(pid, ref, policy, outcome, text, finished)
+-- Apply the outcomes of children of parent `pid` of this queue, each once:
+-- `entries` holds {child ref, policy, outcome, result or error} lists; a
+-- child already applied (or a parent gone) changes nothing. The last child
+-- to finish makes the parent waiting; a failed child under policy
+-- fail_parent dead-letters a parent still waiting for children (the first
+-- such child is named). One read and one write of the parent, and one
+-- child_finished event, for them all. Returns how many were applied.
+local function apply_children(pid, entries)
   local pk = JOB_PREFIX .. pid
-  local field = KID_FIELD .. ref
-  local v = redis.call('HMGET', pk, F_STATE, field, F_PENDING, F_PARENT, F_PRIORITY)
-  if not v[1] or v[2] ~= '?' then
-    return false
+  local fields = { F_STATE, F_PENDING, F_PARENT, F_PRIORITY }
+  for i, e in ipairs(entries) do
+    fields[4 + i] = KID_FIELD .. e[1]
   end
-  local stored = outcome
-  if outcome ~= 'ok' then
-    if policy == 'ignore' then
-      stored = 'ignored'
-    elseif policy == 'remove' then
-      stored = 'removed'
-    else
-      stored = 'failed'
+  local v = redis.call('HMGET', pk, unpack(fields))
+  if not v[1] then
+    return 0
+  end
+  local pending = tonumber(v[2])
+  local set, seen, failed, refs, outcomes = {}, {}, nil, {}, {}
+  for i, e in ipairs(entries) do
+    local ref, policy, outcome, text = e[1], e[2], e[3], e[4]
+    if v[4 + i] == '?' and not seen[ref] then
+      seen[ref] = true
+      local stored = outcome
+      if outcome ~= 'ok' then
+        if policy == 'ignore' then
+          stored = 'ignored'
+        elseif policy == 'remove' then
+          stored = 'removed'
+        else
+          stored = 'failed'
+        end
+      end
+      pending = (pending or 1) - 1
+      set[#set + 1] = fields[4 + i]
+      set[#set + 1] = stored .. '\n' .. text
+      refs[#refs + 1] = ref
+      outcomes[#outcomes + 1] = stored
+      if stored == 'failed' and policy ~= 'continue' and not failed then
+        failed = 'child ' .. ref .. ' failed: ' .. text
+      end
     end
   end
-  local pending = (tonumber(v[3]) or 1) - 1
-  redis.call('HSET', pk, field, stored .. '\n' .. text, F_PENDING, tostring(pending))
-  if finished then
-    finished[#finished + 1] = { pid, ref, stored }
-  else
-    emit('ev', 'child_finished', 'ids', pid, 'children', ref, 'outcomes', stored)
+  if #set == 0 then
+    return 0
   end
+  local applied = #set / 2
+  set[#set + 1] = F_PENDING
+  set[#set + 1] = tostring(pending)
+  redis.call('HSET', pk, unpack(set))
+  local ids = string.rep(pid .. ',', #refs - 1) .. pid
+  emit('ev', 'child_finished', 'ids', ids, 'children', table.concat(refs, ','), 'outcomes', table.concat(outcomes, ','))
   if v[1] ~= 'waiting-children' then
-    return true
+    return applied
   end
-  if stored == 'failed' and policy ~= 'continue' then
-    local now, now_text = clock()
-    local message = 'child ' .. ref .. ' failed: ' .. text
+  if failed then
+    local _, now_text = clock()
     redis.call('ZREM', flow_key('wc'), pid)
-    redis.call('HSET', pk, F_STATE, 'failed', F_FINISHED, now_text, F_ERROR, message)
+    redis.call('HSET', pk, F_STATE, 'failed', F_FINISHED, now_text, F_ERROR, failed)
     redis.call('ZADD', K_DLQ, now_text, pid)
     count_stat('f', 1)
-    emit('ev', 'failed', 'id', pid, 'error', message)
-    if v[4] then
-      child_ended(pid, v[4], 'failed', message)
+    emit('ev', 'failed', 'id', pid, 'error', failed)
+    if v[3] then
+      child_ended(pid, v[3], 'failed', failed)
     end
   elseif pending <= 0 then
     redis.call('ZREM', flow_key('wc'), pid)
     redis.call('HSET', pk, F_STATE, 'waiting')
-    to_waiting(pid, v[5], false)
+    to_waiting(pid, v[4], false)
     if not is_paused() then
       wake()
     end
     emit('ev', 'children_done', 'id', pid)
   end
-  return true
+  return applied
+end
+
+-- Apply child `ref`'s outcome to parent `pid` of this queue, once (see
+-- apply_children). Returns whether applied.
+apply_child = function(pid, ref, policy, outcome, text)
+  return apply_children(pid, { { ref, policy, outcome, text } }) > 0
+end
+
+-- child_ended for many jobs that ended together (complete.lua): `ended`
+-- holds {id, parent field, outcome, text} lists. The children of one parent
+-- of this queue are applied together (CHUNK at a time).
+local function children_ended(ended)
+  local order, by_parent = {}, {}
+  for _, e in ipairs(ended) do
+    local pq, pid, policy, ref = string.match(e[2], '^([^\n]*)\n([^\n]*)\n([^\n]*)\n([^\n]*)$')
+    if pq == '' then
+      local list = by_parent[pid]
+      if not list then
+        list = {}
+        by_parent[pid] = list
+        order[#order + 1] = pid
+      end
+      list[#list + 1] = { ref, policy, e[3], e[4] }
+    else
+      -- Another queue's parent, or an unreadable field: as for one job.
+      child_ended(e[1], e[2], e[3], e[4])
+    end
+  end
+  for _, pid in ipairs(order) do
+    local list = by_parent[pid]
+    for i = 1, #list, CHUNK do
+      apply_children(pid, { unpack(list, i, math.min(i + CHUNK - 1, #list)) })
+    end
+  end
 end
 
 -- @block parent_is queue_cascade cancel_job remove_job

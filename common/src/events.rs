@@ -47,7 +47,8 @@ open_enum! {
         /// Flow children ended and their parents recorded them: `ids` (the
         /// parents), `children` (each `<queue>/<id>`) and `outcomes` (ok,
         /// failed, ignored or removed), comma-separated lists in the same
-        /// order; a batch of completions writes one such event for all.
+        /// order; the completions of one call write one such event per
+        /// parent.
         ChildFinished = "child_finished",
         /// A flow's parent saw its last child end and became waiting (`id`).
         ChildrenDone = "children_done",
