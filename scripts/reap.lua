@@ -11,7 +11,8 @@
 -- ARGV[6] = the calling worker's id, ARGV[7] = what it reports (JSON), ARGV[8] =
 -- how long its registration holds (ms): the worker (re)registers as live.
 -- Safe to run from any worker, any number of times.
--- Returns {recovered ids (list), dead-lettered ids (list), completed jobs trimmed}.
+-- Returns {recovered ids (list), dead-lettered ids (list), completed jobs trimmed,
+-- flow records waiting for the relay (outcomes, stops and cascades)}.
 local now = now_ms()
 local max_stalls = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
@@ -125,4 +126,10 @@ if max_age > 0 then
     trimmed = trimmed + 1
   end
 end
-return { recovered, dead, trimmed }
+-- Flow records waiting for the relay (see relay_outbox in common/src/flow.rs):
+-- the worker relays only when there are some, not with every pass.
+local flow_pending = 0
+for _, list in ipairs({ 'out', 'down', 'cx' }) do
+  flow_pending = flow_pending + redis.call('LLEN', K_META .. ':flow:' .. list)
+end
+return { recovered, dead, trimmed, flow_pending }

@@ -141,9 +141,11 @@ impl Reaper {
         }
     }
 
-    /// One pass: calls while batches come back full, then relays flow
-    /// outcomes of this queue's children to parents in other queues.
+    /// One pass: calls while batches come back full, then, when the reaper
+    /// saw flow records waiting, relays them (outcomes of this queue's
+    /// children to parents in other queues, cascades and stops).
     pub(crate) async fn pass(&self) -> quern_common::Result<()> {
+        let mut flow_pending = 0;
         loop {
             let report = self.presence.report(false);
             let registration =
@@ -163,11 +165,14 @@ impl Reaper {
             if !reaped.dead.is_empty() {
                 error!(worker = %self.client.worker(), jobs = ?reaped.dead, "stalled too often: moved to the dead-letter list");
             }
+            flow_pending = reaped.flow_pending;
             if !reaped.is_full(REAP_BATCH) {
                 break;
             }
         }
-        // Outcomes of this queue's children for parents in other queues.
+        if flow_pending == 0 {
+            return Ok(());
+        }
         let relayed =
             quern_common::flow::relay_outbox(&mut self.client.conn(), self.client.scripts()).await?;
         if relayed.moved > 0 {

@@ -44,6 +44,9 @@ pub struct ReapReply {
     pub dead: Vec<String>,
     /// Completed jobs trimmed by age.
     pub trimmed: u64,
+    /// Flow records in the queue's outbox, stop list and cascade list,
+    /// waiting for the relay (`quern_common::flow::relay_outbox`).
+    pub flow_pending: u64,
 }
 
 impl ReapReply {
@@ -66,11 +69,12 @@ impl Move for Reap<'_> {
     }
 
     fn parse(&self, reply: Value) -> Result<ReapReply> {
-        let [recovered, dead, trimmed] = fixed(reply, "reap")?;
+        let [recovered, dead, trimmed, flow_pending] = fixed(reply, "reap")?;
         Ok(ReapReply {
             recovered: strings(recovered)?,
             dead: strings(dead)?,
             trimmed: int(&trimmed)?.max(0) as u64,
+            flow_pending: int(&flow_pending)?.max(0) as u64,
         })
     }
 }
