@@ -14,7 +14,8 @@
 -- Returns {paused (0/1), ms until the next delayed job or the end of a used-up
 --          rate-limit window (-1: none, or a full batch),
 --          token ('' when nothing was leased), then per job: id, attempt, name,
---          payload head, payload rest ('' if stored whole), options}.
+--          payload head, payload rest ('' if stored whole), options, when it
+--          was added (its wait is counted by the worker, see complete.lua)}.
 -- The client joins the payload: building the joined text here costs Redis CPU.
 local now, now_text = clock()
 -- Attempt counters as text (see clock() on why numbers are avoided in calls).
@@ -218,7 +219,7 @@ if got > 0 then
   while i <= #ids do
     local id = ids[i]
     local jk = JOB_PREFIX .. id
-    local v = redis.call('HMGET', jk, F_NAME, F_DATA, F_OPTIONS, F_ATTEMPTS, F_PIECES, F_DATA2, F_CKEY)
+    local v = redis.call('HMGET', jk, F_NAME, F_DATA, F_OPTIONS, F_ATTEMPTS, F_PIECES, F_DATA2, F_CKEY, F_CREATED)
     if v[7] and not slotted[id] and not take_key_slot(v[7], id) then
       held = held + 1
     elseif v[1] then
@@ -242,7 +243,8 @@ if got > 0 then
       out[no + 4] = v[2]
       out[no + 5] = rest
       out[no + 6] = v[3] or ''
-      no = no + 6
+      out[no + 7] = v[8] or ''
+      no = no + 7
     else
       -- Listed as waiting, but no job behind the id (a hand-edited or
       -- corrupt queue): it leaves the list here, and says so.

@@ -582,108 +582,50 @@ local function record_step(jk, key, v, outcome, took, value, now, max_steps, max
   return seq
 end
 
--- @block count_stat count_durations stat_bucket
+-- @block count_stat count_durations
 -- The queue's counters since it began (hash K_META .. ':stats', see
 -- common/src/stats.rs): f dead-lettered by failure or stalls, r retries
 -- scheduled, s leases expired (stalls); and the run and wait time histograms
 -- of completed jobs: rb1 .. rb17 and wb1 .. wb17 count the jobs in each
 -- bucket (not cumulative; the last is above every bound), rs and ws the sums
 -- in ms. One HINCRBY per event kind, and one HMGET and one HSET per batch
--- of completed jobs, keep the cost per job low; reap.lua turns the totals into per-minute and
--- per-hour series.
-local STAT_BOUNDS = { 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 900000, 3600000 }
+-- of completed jobs, keep the cost per job low; reap.lua turns the totals into
+-- per-minute and per-hour series.
 local function count_stat(field, n)
   redis.call('HINCRBY', K_META .. ':stats', field, n)
 end
--- Count completed jobs: `runs` and `waits` list their run times (start to
--- completion) and wait times (add to the start of the completing attempt), ms.
--- Field names per bucket, made once: concatenating a number costs a printf.
-local STAT_BUCKET = { r = {}, w = {} }
-for i = 1, #STAT_BOUNDS + 1 do
-  STAT_BUCKET.r[i] = 'rb' .. i
-  STAT_BUCKET.w[i] = 'wb' .. i
-end
--- The bucket of `ms`: the first of STAT_BOUNDS at or above it, or the last
--- bucket, above every bound. Comparisons with constants, unrolled: a search
--- loop (with math.floor) cost several times more Redis CPU, twice per job.
--- A test checks it against STAT_BOUNDS (tests/tests/queue_counters.rs).
-local function stat_bucket(ms)
-  if ms <= 500 then
-    if ms <= 25 then
-      if ms <= 5 then
-        return 1
-      elseif ms <= 10 then
-        return 2
-      end
-      return 3
-    elseif ms <= 100 then
-      if ms <= 50 then
-        return 4
-      end
-      return 5
-    elseif ms <= 250 then
-      return 6
+-- The bucket fields a worker may name (common/src/stats.rs picks them).
+local STAT_BUCKET_FIELD = {
+  rb1 = true, rb2 = true, rb3 = true, rb4 = true, rb5 = true, rb6 = true, rb7 = true, rb8 = true,
+  rb9 = true, rb10 = true, rb11 = true, rb12 = true, rb13 = true, rb14 = true, rb15 = true,
+  rb16 = true, rb17 = true, wb1 = true, wb2 = true, wb3 = true, wb4 = true, wb5 = true, wb6 = true,
+  wb7 = true, wb8 = true, wb9 = true, wb10 = true, wb11 = true, wb12 = true, wb13 = true,
+  wb14 = true, wb15 = true, wb16 = true, wb17 = true
+}
+-- Count completed jobs: `counts` maps bucket fields to jobs, `fields` lists
+-- them; `run_sum` and `wait_sum` are the jobs' run and wait times, ms. The
+-- worker picks each job's buckets, so a job costs no number conversion and
+-- no search here (they cost more Redis CPU than the rest of the counting);
+-- a field that is no bucket's is ignored.
+local function count_durations(counts, fields, run_sum, wait_sum)
+  local names = {}
+  for _, f in ipairs(fields) do
+    if STAT_BUCKET_FIELD[f] then
+      names[#names + 1] = f
     end
-    return 7
-  elseif ms <= 30000 then
-    if ms <= 2500 then
-      if ms <= 1000 then
-        return 8
-      end
-      return 9
-    elseif ms <= 5000 then
-      return 10
-    elseif ms <= 10000 then
-      return 11
-    end
-    return 12
-  elseif ms <= 300000 then
-    if ms <= 60000 then
-      return 13
-    end
-    return 14
-  elseif ms <= 900000 then
-    return 15
-  elseif ms <= 3600000 then
-    return 16
   end
-  return 17
-end
--- Add the durations of `list` to `per` (field -> count; `fields` lists the
--- fields touched, in order) under the bucket names `names`; returns their sum.
-local function tally_durations(names, list, per, fields)
-  local sum = 0
-  for i = 1, #list do
-    local ms = list[i]
-    if ms < 0 then
-      ms = 0
-    end
-    local f = names[stat_bucket(ms)]
-    local n = per[f]
-    if n then
-      per[f] = n + 1
-    else
-      per[f] = 1
-      fields[#fields + 1] = f
-    end
-    sum = sum + ms
-  end
-  return sum
-end
-local function count_durations(runs, waits)
-  local per, fields = {}, {}
-  per.rs = tally_durations(STAT_BUCKET.r, runs, per, fields)
-  per.ws = tally_durations(STAT_BUCKET.w, waits, per, fields)
-  fields[#fields + 1] = 'rs'
-  fields[#fields + 1] = 'ws'
+  names[#names + 1] = 'rs'
+  names[#names + 1] = 'ws'
+  counts.rs = math.max(0, run_sum)
+  counts.ws = math.max(0, wait_sum)
   -- One read and one write for the batch: a call per touched field (HINCRBY)
   -- cost about a microsecond per completed job in small batches.
   local stats = K_META .. ':stats'
-  local cur = redis.call('HMGET', stats, unpack(fields))
+  local cur = redis.call('HMGET', stats, unpack(names))
   local args = {}
-  for i, f in ipairs(fields) do
+  for i, f in ipairs(names) do
     args[#args + 1] = f
-    args[#args + 1] = string.format('%d', (tonumber(cur[i]) or 0) + per[f])
+    args[#args + 1] = string.format('%d', (tonumber(cur[i]) or 0) + counts[f])
   end
   redis.call('HSET', stats, unpack(args))
 end

@@ -12,6 +12,9 @@ import redis
 
 port, lib, scenario, jobs, batch = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 mode = os.environ.get("MODE", "all")
+# Completions carry the worker's run and wait times (since the scripts of
+# December 2026; older ones take id, token, result only).
+timed_acks = os.environ.get("TIMED_ACKS") == "1"
 r = redis.Redis(port=port)
 queue = "bq"
 base = f"quern-bench:{{{queue}}}:"
@@ -29,12 +32,19 @@ def drain(total):
     done = 0
     while done < total:
         reply = call("fetch", batch, 30000, "w1", 100)
-        token, ids = reply[2], [reply[i] for i in range(4, len(reply), 6)]
+        # Items per leased job: 6, and 7 (when it was added) with timed acks.
+        token, ids = reply[2], [reply[i] for i in range(4, len(reply), 7 if timed_acks else 6)]
         if not ids:
             sys.exit(f"nothing to fetch after {done} of {total} jobs")
-        acks = []
-        for job in ids:
-            acks += [job, token, ""]
+        if timed_acks:
+            # Run 3 ms, waited 40 ms: the buckets the worker would pick.
+            acks = [3 * len(ids), 40 * len(ids)]
+            for job in ids:
+                acks += [job, token, "", "rb1", "wb4", 3, 40]
+        else:
+            acks = []
+            for job in ids:
+                acks += [job, token, ""]
         call("complete", 1000, *acks)
         done += len(ids)
 

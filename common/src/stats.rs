@@ -5,21 +5,42 @@
 //! minute (the last 24 hours) and per hour (the last 30 days).
 //!
 //! Writing them costs one `HINCRBY` per kind of event in a script call (a
-//! batch of completions counts its buckets once each); the reap script files
-//! the per-minute and per-hour deltas once per minute. The text forms read
-//! here are written by `count_durations` and `snapshot_stats` in
-//! `scripts/prelude.lua`.
+//! batch of completions reads and writes the buckets it touched once); the
+//! reap script files the per-minute and per-hour deltas once per minute. The
+//! text forms read here are written by `count_durations` and
+//! `snapshot_stats` in `scripts/prelude.lua`. A completed job's run time is
+//! measured by its worker (from receiving the lease to the handler's end,
+//! on its monotonic clock), its wait time by Redis' clock (from the add to
+//! the start of the completing attempt).
 
 use std::collections::HashMap;
 
 /// Upper bounds (ms, inclusive) of the run and wait time buckets; a last
-/// bucket holds everything above. Keep in sync with `STAT_BOUNDS` in
-/// `scripts/prelude.lua`.
+/// bucket holds everything above. The worker picks each completed job's
+/// buckets ([`bucket_of`]) and the complete script counts them.
 pub const BUCKET_BOUNDS_MS: [u64; 16] =
     [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 900_000, 3_600_000];
 
 /// Buckets of a [`Histogram`]: one per bound and one above them all.
 pub const BUCKETS: usize = BUCKET_BOUNDS_MS.len() + 1;
+
+/// The counter fields of the run time buckets, in bucket order.
+pub const RUN_BUCKET_FIELDS: [&str; BUCKETS] = [
+    "rb1", "rb2", "rb3", "rb4", "rb5", "rb6", "rb7", "rb8", "rb9", "rb10", "rb11", "rb12", "rb13", "rb14", "rb15",
+    "rb16", "rb17",
+];
+
+/// The counter fields of the wait time buckets, in bucket order.
+pub const WAIT_BUCKET_FIELDS: [&str; BUCKETS] = [
+    "wb1", "wb2", "wb3", "wb4", "wb5", "wb6", "wb7", "wb8", "wb9", "wb10", "wb11", "wb12", "wb13", "wb14", "wb15",
+    "wb16", "wb17",
+];
+
+/// The bucket of a duration: the first bound at or above `ms`, or the last
+/// bucket, above every bound.
+pub fn bucket_of(ms: u64) -> usize {
+    BUCKET_BOUNDS_MS.iter().position(|&bound| ms <= bound).unwrap_or(BUCKET_BOUNDS_MS.len())
+}
 
 /// A distribution of durations in fixed buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -225,6 +246,19 @@ pub fn series(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_fall_in_the_first_bucket_at_or_above_them() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(5), 0);
+        assert_eq!(bucket_of(6), 1);
+        assert_eq!(bucket_of(3_600_000), BUCKETS - 2);
+        assert_eq!(bucket_of(3_600_001), BUCKETS - 1);
+        for (i, f) in RUN_BUCKET_FIELDS.iter().enumerate() {
+            assert_eq!(*f, format!("rb{}", i + 1));
+            assert_eq!(WAIT_BUCKET_FIELDS[i], format!("wb{}", i + 1));
+        }
+    }
 
     #[test]
     fn text_form_reads_counters_and_buckets() {

@@ -81,6 +81,8 @@ impl Mover {
                 id: (*id).into(),
                 token: (*token).into(),
                 result: (*result).into(),
+                run_ms: 0,
+                wait_ms: 0,
             })
             .collect();
         self.run(&Complete { keep: u64::try_from(keep).ok(), acks: &acks }).await

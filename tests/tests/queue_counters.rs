@@ -134,29 +134,3 @@ async fn a_minute_that_ended_is_filed_under_its_own_number_and_slots_out_of_the_
     })
     .await;
 }
-
-#[tokio::test]
-async fn the_scripts_bucket_durations_by_the_bounds_the_metrics_name() {
-    // stat_bucket (scripts/prelude.lua) compares with constants, unrolled: it
-    // must agree with BUCKET_BOUNDS_MS at, below and above every bound.
-    use quern_common::stats::BUCKET_BOUNDS_MS;
-    let mut samples = vec![0u64, 1, u64::from(u32::MAX)];
-    for b in BUCKET_BOUNDS_MS {
-        samples.extend([b - 1, b, b + 1]);
-    }
-    let body = "local out = {}\nfor i, ms in ipairs(cjson.decode(ARGV[1])) do out[i] = stat_bucket(ms) end\nreturn out";
-    let script = quern_common::scripts::with_prelude(include_str!("../../scripts/prelude.lua"), body);
-    let mut conn = quern_tests::raw_connection(&config()).await;
-    let got: Vec<u64> = redis::cmd("EVAL")
-        .arg(script)
-        .arg(0)
-        .arg(serde_json::to_string(&samples).unwrap())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let want: Vec<u64> = samples
-        .iter()
-        .map(|ms| BUCKET_BOUNDS_MS.iter().position(|b| ms <= b).unwrap_or(BUCKET_BOUNDS_MS.len()) as u64 + 1)
-        .collect();
-    assert_eq!(got, want, "samples {samples:?}");
-}

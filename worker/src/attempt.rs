@@ -31,6 +31,10 @@ pub(crate) struct Finished {
     pub(crate) attempt: u32,
     pub(crate) run: RunOptions,
     pub(crate) outcome: Outcome,
+    /// How long it ran, ms (from the lease to the handler's end).
+    pub(crate) run_ms: u64,
+    /// How long the job waited before this attempt, ms (see `LeasedJob`).
+    pub(crate) wait_ms: u64,
 }
 
 impl Finished {
@@ -44,6 +48,8 @@ impl Finished {
                     id: self.id,
                     token: self.token,
                     result: result.unwrap_or_default(),
+                    run_ms: self.run_ms,
+                    wait_ms: self.wait_ms,
                 });
             }
             Outcome::Failed { kind, message } => {

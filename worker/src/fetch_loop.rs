@@ -372,8 +372,9 @@ impl FetchLoop {
         let started = self.handlers.start(ctx, &job.payload);
         #[cfg(feature = "otel")]
         let span = crate::otel::attempt_span(self.client.queue(), &job, run.trace_parent.as_deref());
-        let LeasedJob { id, token, attempt, .. } = job;
+        let LeasedJob { id, token, attempt, waited_ms, .. } = job;
         let done = self.done_tx.clone();
+        let leased = std::time::Instant::now();
         let task = async move {
             let mut outcome = match started {
                 Ok(fut) => run_attempt(fut, run.timeout).await,
@@ -387,7 +388,8 @@ impl FetchLoop {
             if slept.load(Ordering::Relaxed) {
                 outcome = Outcome::Slept;
             }
-            let _ = done.send(Finished { id, token, attempt, run, outcome });
+            let run_ms = u64::try_from(leased.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let _ = done.send(Finished { id, token, attempt, run, outcome, run_ms, wait_ms: waited_ms });
         };
         #[cfg(feature = "otel")]
         let task = tracing::Instrument::instrument(task, span);

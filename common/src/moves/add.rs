@@ -141,6 +141,9 @@ pub struct LeasedJob {
     pub payload: String,
     /// Stored options ('' = defaults).
     pub options: String,
+    /// How long the job waited, ms, from its add to this lease (Redis'
+    /// clock; 0 for a job handed over by its add).
+    pub waited_ms: u64,
 }
 
 impl LeasedJob {
@@ -165,6 +168,7 @@ impl LeasedJob {
             name: name.to_owned(),
             payload: payload.to_owned(),
             options: options.to_owned(),
+            waited_ms: 0,
         })
     }
 }

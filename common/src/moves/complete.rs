@@ -6,6 +6,7 @@ use redis::Value;
 use super::Move;
 use crate::scripts::reply::codes;
 use crate::scripts::{ScriptCall, ScriptName};
+use crate::stats::{RUN_BUCKET_FIELDS, WAIT_BUCKET_FIELDS, bucket_of};
 use crate::{Result, ScriptCode};
 
 /// One acknowledgement: the job, the lease it ran under and its result.
@@ -17,6 +18,12 @@ pub struct Ack {
     pub token: String,
     /// The handler's result as JSON ('' = none).
     pub result: String,
+    /// How long the attempt ran, ms (the worker's clock, from the lease to
+    /// the handler's end): counted in the queue's run time histogram.
+    pub run_ms: u64,
+    /// How long the job waited, ms (Redis' clock, from its add to the start
+    /// of this attempt): counted in the wait time histogram.
+    pub wait_ms: u64,
 }
 
 /// Acknowledge `acks`, keeping at most `keep` completed jobs.
@@ -36,9 +43,19 @@ impl Move for Complete<'_> {
 
     fn args(&self, call: &mut ScriptCall) {
         let keep = self.keep.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
-        call.arg(keep);
+        // The sums over all acks: the script takes off those it refuses, so
+        // a job it accepts costs it no number conversion.
+        let run_sum: u64 = self.acks.iter().map(|a| a.run_ms).sum();
+        let wait_sum: u64 = self.acks.iter().map(|a| a.wait_ms).sum();
+        call.arg(keep).arg(run_sum).arg(wait_sum);
         for ack in self.acks {
-            call.arg(&ack.id).arg(&ack.token).arg(&ack.result);
+            call.arg(&ack.id)
+                .arg(&ack.token)
+                .arg(&ack.result)
+                .arg(RUN_BUCKET_FIELDS[bucket_of(ack.run_ms)])
+                .arg(WAIT_BUCKET_FIELDS[bucket_of(ack.wait_ms)])
+                .arg(ack.run_ms)
+                .arg(ack.wait_ms);
         }
     }
 

@@ -59,10 +59,11 @@ impl FetchReply {
 
 /// Items before the first job: paused, next due, token, dropped ids.
 const HEADER: usize = 4;
-/// Items per job: id, attempt, name, payload head, payload rest, options. The
-/// token is sent once (one per call) and a payload stored in pieces comes
-/// back as two parts, so Redis never builds the joined text.
-const PER_JOB: usize = 6;
+/// Items per job: id, attempt, name, payload head, payload rest, options,
+/// when it was added (Redis ms). The token is sent once (one per call) and a
+/// payload stored in pieces comes back as two parts, so Redis never builds
+/// the joined text.
+const PER_JOB: usize = 7;
 
 impl Move for Fetch<'_> {
     const SCRIPT: ScriptName = ScriptName::Fetch;
@@ -83,8 +84,11 @@ impl Move for Fetch<'_> {
         let (header, rest) = items.split_at(HEADER);
         let token = string(&header[2])?;
         let dropped = string(&header[3])?;
+        // The token is '<counter>-<Redis ms of the fetch>': the jobs' start.
+        let leased_at: Option<u64> = token.rsplit_once('-').and_then(|(_, ms)| ms.parse().ok());
         let mut jobs = Vec::with_capacity(rest.len() / PER_JOB);
         for j in rest.chunks(PER_JOB) {
+            let added_at = string(&j[6])?.parse::<u64>().ok();
             let mut payload = string(&j[3])?;
             payload.push_str(&string(&j[4])?);
             jobs.push(LeasedJob {
@@ -94,6 +98,10 @@ impl Move for Fetch<'_> {
                 name: string(&j[2])?,
                 payload,
                 options: string(&j[5])?,
+                waited_ms: match (leased_at, added_at) {
+                    (Some(leased), Some(added)) => leased.saturating_sub(added),
+                    _ => 0,
+                },
             });
         }
         Ok(FetchReply {
@@ -122,7 +130,7 @@ mod tests {
         let reply = Value::Array(vec![
             Value::Int(0),
             Value::Int(-1),
-            bulk("7"),
+            bulk("7-1000"),
             bulk(""),
             bulk("1"),
             Value::Int(1),
@@ -130,19 +138,23 @@ mod tests {
             bulk("{\"a\":"),
             bulk("1}"),
             bulk(""),
+            bulk("400"),
             bulk("2"),
             Value::Int(3),
             bulk("other"),
             bulk("{}"),
             bulk(""),
             bulk("{\"t\":5}"),
+            bulk(""),
         ]);
         let f = fetch().parse(reply).unwrap();
         assert!(!f.paused);
         assert_eq!(f.next_delayed_ms, None);
         assert_eq!(f.jobs.len(), 2);
         assert!(f.dropped.is_empty());
-        assert_eq!((f.jobs[0].id.as_str(), f.jobs[0].token.as_str(), f.jobs[0].attempt), ("1", "7", 1));
+        assert_eq!((f.jobs[0].id.as_str(), f.jobs[0].token.as_str(), f.jobs[0].attempt), ("1", "7-1000", 1));
+        // Waited from the add (400) to the fetch (the token's 1000); unknown: 0.
+        assert_eq!((f.jobs[0].waited_ms, f.jobs[1].waited_ms), (600, 0));
         assert_eq!(f.jobs[0].payload, "{\"a\":1}");
         assert_eq!((f.jobs[1].name.as_str(), f.jobs[1].payload.as_str()), ("other", "{}"));
         assert_eq!((f.jobs[1].attempt, f.jobs[1].options.as_str()), (3, "{\"t\":5}"));
