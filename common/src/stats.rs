@@ -26,14 +26,14 @@ pub const BUCKETS: usize = BUCKET_BOUNDS_MS.len() + 1;
 
 /// The counter fields of the run time buckets, in bucket order.
 pub const RUN_BUCKET_FIELDS: [&str; BUCKETS] = [
-    "rb1", "rb2", "rb3", "rb4", "rb5", "rb6", "rb7", "rb8", "rb9", "rb10", "rb11", "rb12", "rb13", "rb14", "rb15",
-    "rb16", "rb17",
+    "rb1", "rb2", "rb3", "rb4", "rb5", "rb6", "rb7", "rb8", "rb9", "rb10", "rb11", "rb12", "rb13", "rb14",
+    "rb15", "rb16", "rb17",
 ];
 
 /// The counter fields of the wait time buckets, in bucket order.
 pub const WAIT_BUCKET_FIELDS: [&str; BUCKETS] = [
-    "wb1", "wb2", "wb3", "wb4", "wb5", "wb6", "wb7", "wb8", "wb9", "wb10", "wb11", "wb12", "wb13", "wb14", "wb15",
-    "wb16", "wb17",
+    "wb1", "wb2", "wb3", "wb4", "wb5", "wb6", "wb7", "wb8", "wb9", "wb10", "wb11", "wb12", "wb13", "wb14",
+    "wb15", "wb16", "wb17",
 ];
 
 /// The bucket of a duration: the first bound at or above `ms`, or the last

@@ -145,8 +145,7 @@ impl Reaper {
     /// saw flow records waiting, relays them (outcomes of this queue's
     /// children to parents in other queues, cascades and stops).
     pub(crate) async fn pass(&self) -> quern_common::Result<()> {
-        let mut flow_pending = 0;
-        loop {
+        let flow_pending = loop {
             let report = self.presence.report(false);
             let registration =
                 Registration { worker: self.client.worker(), report: &report, ttl: self.presence.ttl };
@@ -165,11 +164,10 @@ impl Reaper {
             if !reaped.dead.is_empty() {
                 error!(worker = %self.client.worker(), jobs = ?reaped.dead, "stalled too often: moved to the dead-letter list");
             }
-            flow_pending = reaped.flow_pending;
             if !reaped.is_full(REAP_BATCH) {
-                break;
+                break reaped.flow_pending;
             }
-        }
+        };
         if flow_pending == 0 {
             return Ok(());
         }
