@@ -255,7 +255,9 @@ async fn a_key_with_ten_thousand_waiting_jobs_does_not_starve_a_key_with_one() {
         .collect();
     q.add_bulk(&big).await.unwrap();
     add(&q, "small").await;
-    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // Each start, with when its handler began and ended.
+    type Run = (String, std::time::Instant, Option<std::time::Instant>);
+    let started = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Run>::new()));
     let log = started.clone();
     let worker = quern_tests::workers::RunningWorker::start(
         quern_worker::Worker::builder(&cfg, "q").concurrency(4).handler(
@@ -263,8 +265,14 @@ async fn a_key_with_ten_thousand_waiting_jobs_does_not_starve_a_key_with_one() {
             move |_ctx: quern_worker::JobContext, key: serde_json::Value| {
                 let log = log.clone();
                 async move {
-                    log.lock().unwrap().push(key.as_str().unwrap_or("small").to_owned());
+                    let key = key.as_str().unwrap_or("small").to_owned();
+                    let at = {
+                        let mut log = log.lock().unwrap();
+                        log.push((key, std::time::Instant::now(), None));
+                        log.len() - 1
+                    };
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                    log.lock().unwrap()[at].2 = Some(std::time::Instant::now());
                     Ok::<(), quern_worker::JobError>(())
                 }
             },
@@ -272,18 +280,25 @@ async fn a_key_with_ten_thousand_waiting_jobs_does_not_starve_a_key_with_one() {
     )
     .await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !started.lock().unwrap().iter().any(|k| k == "small") {
+    while !started.lock().unwrap().iter().any(|r| r.0 == "small") {
         assert!(tokio::time::Instant::now() < deadline, "the small key never ran");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.stop().await;
-    let order = started.lock().unwrap().clone();
-    let before = order.iter().position(|k| k == "small").unwrap();
+    let runs = started.lock().unwrap().clone();
+    let before = runs.iter().position(|r| r.0 == "small").unwrap();
     // Fetches set the big key's jobs aside about 200 per call, so the small
     // one starts after a short scan, not after the big key's 10,000 jobs.
     assert!(before < 100, "the small key ran after {before} jobs of the big one");
+    // The big key's jobs ran one at a time (limit 1): each started after the
+    // one before it had ended.
+    let big: Vec<&Run> = runs.iter().filter(|r| r.0 == "big").collect();
+    for pair in big.windows(2) {
+        let ended = pair[0].2.expect("a job the worker waited for at its stop ended");
+        assert!(pair[1].1 >= ended, "two jobs of the big key ran at once: {big:?}");
+    }
     let c = q.counts().await.unwrap();
-    assert!(c.waiting >= 9_990, "the big key's jobs still wait, one at a time: {c:?}");
+    assert_eq!(c.waiting + c.completed, 10_001, "every job waits or completed: {c:?}");
 }
 
 const STEP_LIMITS: quern_common::moves::StepLimits =
