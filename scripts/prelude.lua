@@ -169,7 +169,7 @@ local function announce_released(ids)
   end
 end
 
--- @block ck_key CK_PIN count_key_waiting new_key_batch add_to_key_batch apply_key_waiting unhold hold free_key_slot free_key_slots drop_held is_holder drop_holder
+-- @block ck_key CK_PIN count_key_waiting new_key_batch add_to_key_batch apply_key_counts apply_key_waiting unhold hold free_key_slot free_key_slots drop_held is_holder drop_holder
 -- Concurrency keys. A job with a key (F_CKEY) waits like any job; when fetch
 -- meets it while its key is at its limit, it sets the job aside ("held") on
 -- the key's list instead of leasing it. When a slot of the key frees, the key
@@ -220,8 +220,10 @@ local function add_to_key_batch(batch, key, n)
     batch.keys[#batch.keys + 1] = key
   end
 end
-local function apply_key_waiting(batch)
-  local hash = ck_key('waiting')
+-- Add a batch's changes to the per-key counts of hash `hash`; a count at 0
+-- or below goes, and with it field '\n<key>' when `with_holder` (the
+-- singleton holder of <meta>:ck:active).
+local function apply_key_counts(hash, batch, with_holder)
   for i = 1, #batch.keys, CHUNK do
     local last = math.min(i + CHUNK - 1, #batch.keys)
     local cur = redis.call('HMGET', hash, unpack(batch.keys, i, last))
@@ -234,6 +236,9 @@ local function apply_key_waiting(batch)
         set[#set + 1] = string.format('%d', n)
       else
         gone[#gone + 1] = key
+        if with_holder then
+          gone[#gone + 1] = '\n' .. key
+        end
       end
     end
     if #set > 0 then
@@ -243,6 +248,9 @@ local function apply_key_waiting(batch)
       redis.call('HDEL', hash, unpack(gone))
     end
   end
+end
+local function apply_key_waiting(batch)
+  apply_key_counts(ck_key('waiting'), batch, false)
 end
 
 -- One job held for `key` left its list.
@@ -281,41 +289,22 @@ end
 -- lists their keys (a key once per lease). One HMGET, then one HSET of the
 -- counts left and one HDEL of the keys left with none, per CHUNK keys.
 local function free_key_slots(keys, none_held)
-  local count, distinct = {}, {}
+  -- add_to_key_batch(batch, key, -1) for each, inlined: this runs per job.
+  local batch = new_key_batch()
+  local n, distinct = batch.n, batch.keys
   for _, key in ipairs(keys) do
-    if count[key] then
-      count[key] = count[key] + 1
+    local had = n[key]
+    if had then
+      n[key] = had - 1
     else
-      count[key] = 1
+      n[key] = -1
       distinct[#distinct + 1] = key
     end
   end
-  local active = ck_key('active')
-  for i = 1, #distinct, CHUNK do
-    local last = math.min(i + CHUNK - 1, #distinct)
-    local cur = redis.call('HMGET', active, unpack(distinct, i, last))
-    local set, gone = {}, {}
-    for j = i, last do
-      local key = distinct[j]
-      local n = (tonumber(cur[j - i + 1]) or 0) - count[key]
-      if n > 0 then
-        set[#set + 1] = key
-        set[#set + 1] = string.format('%d', n)
-      else
-        gone[#gone + 1] = key
-        gone[#gone + 1] = '\n' .. key
-      end
-    end
-    if #set > 0 then
-      redis.call('HSET', active, unpack(set))
-    end
-    if #gone > 0 then
-      redis.call('HDEL', active, unpack(gone))
-    end
-  end
+  apply_key_counts(ck_key('active'), batch, true)
   if not none_held then
     local woken = false
-    for _, key in ipairs(distinct) do
+    for _, key in ipairs(batch.keys) do
       if redis.call('HEXISTS', ck_key('held'), key) == 1 then
         redis.call('RPUSH', ck_key('ready'), key)
         woken = true

@@ -12,8 +12,8 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use crate::moves::{
-    FlowAdd, FlowApply, FlowCascade, FlowDrop, FlowDropStop, FlowNodeArgs, FlowPeek, FlowPeekStops, FlowStop,
-    OutboxRecord, StopRecord,
+    FlowAdd, FlowCascade, FlowDrop, FlowDropStop, FlowNodeArgs, FlowPeek, FlowPeekStops, OutboxRecord,
+    StopRecord,
 };
 use crate::{Error, NewJob, QueueKeys, QueueScripts, Result, names};
 
@@ -435,14 +435,7 @@ pub async fn relay_outbox<C: ConnectionLike + Send>(conn: &mut C, q: &QueueScrip
         for record in &records {
             match OutboxRecord::parse(record) {
                 Ok(r) => {
-                    let apply = FlowApply {
-                        parent: &r.parent,
-                        child: &r.child,
-                        policy: &r.policy,
-                        outcome: &r.outcome,
-                        text: &r.text,
-                    };
-                    other(&r.parent_queue)?.run(&mut *conn, &apply).await?;
+                    other(&r.parent_queue)?.run(&mut *conn, &r.apply()).await?;
                 }
                 // Kept, and logged on every relay: dropping it would hang the parent.
                 Err(e) => {
@@ -469,14 +462,7 @@ pub async fn relay_outbox<C: ConnectionLike + Send>(conn: &mut C, q: &QueueScrip
         for record in &records {
             match StopRecord::parse(record) {
                 Ok(r) => {
-                    let stop = FlowStop {
-                        child: &r.child,
-                        action: &r.action,
-                        parent_queue: &r.parent_queue,
-                        parent: &r.parent,
-                        reason: &r.reason,
-                    };
-                    other(&r.child_queue)?.run(&mut *conn, &stop).await?;
+                    other(&r.child_queue)?.run(&mut *conn, &r.stop()).await?;
                     done.stopped_in.insert(r.child_queue);
                 }
                 // Kept, and logged on every relay: dropping it would leave the child running.

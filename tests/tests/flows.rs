@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use quern_common::moves::{FlowApply, FlowPeek, OutboxRecord};
+use quern_common::moves::{FlowPeek, OutboxRecord};
 use quern_common::{JobOptions, JobState, NewJob, OnChildFailure, QueueKeys, QueueScripts, RedisConfig};
 use quern_producer::{ChildStatus, FlowJob, Queue};
 use quern_tests::moves::Mover;
@@ -257,13 +257,7 @@ async fn a_child_in_another_queue_is_counted_once_even_if_the_relay_crashed_midw
     assert_eq!(pending(&cfg, "p").await, "2");
     // Apply it by hand, then "crash" before dropping it from the outbox.
     let r = OutboxRecord::parse(&records[0]).unwrap();
-    let apply = FlowApply {
-        parent: &r.parent,
-        child: &r.child,
-        policy: &r.policy,
-        outcome: &r.outcome,
-        text: &r.text,
-    };
+    let apply = r.apply();
     assert!(parent_scripts.run(&mut conn, &apply).await.unwrap());
     assert_eq!(pending(&cfg, "p").await, "1");
     assert!(!parent_scripts.run(&mut conn, &apply).await.unwrap(), "applying twice does nothing");

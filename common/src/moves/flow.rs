@@ -196,6 +196,17 @@ impl OutboxRecord {
             _ => Err(Error::Protocol(format!("unreadable flow outbox record {record:?}"))),
         }
     }
+
+    /// The move that applies this record in the parent's queue.
+    pub fn apply(&self) -> FlowApply<'_> {
+        FlowApply {
+            parent: &self.parent,
+            child: &self.child,
+            policy: &self.policy,
+            outcome: &self.outcome,
+            text: &self.text,
+        }
+    }
 }
 
 /// Work through the cascade tasks of a queue (parents cancelled or removed
@@ -320,6 +331,17 @@ impl StopRecord {
                 Some(reason),
             ) => Ok(Self { child_queue, child, action, parent_queue, parent, reason }),
             _ => Err(Error::Protocol(format!("unreadable flow stop record {record:?}"))),
+        }
+    }
+
+    /// The move that applies this record in the child's queue.
+    pub fn stop(&self) -> FlowStop<'_> {
+        FlowStop {
+            child: &self.child,
+            action: &self.action,
+            parent_queue: &self.parent_queue,
+            parent: &self.parent,
+            reason: &self.reason,
         }
     }
 }
